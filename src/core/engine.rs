@@ -1,0 +1,651 @@
+//! The engine: every input (a decoded event, a rejected payload, an operator command, the
+//! passing of time) goes through `Engine::apply`, which updates state and returns what should
+//! happen as data. It never does I/O and never reads a clock.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use chrono::TimeDelta;
+use serde::Serialize;
+
+use super::escalation::{
+    AcknowledgeError, Escalation, EscalationBook, EscalationChange, EscalationPolicy, RaiseCause,
+};
+use super::event::{
+    DecodeError, EventType, IncidentEvent, IncidentId, Priority, Status, Timestamp,
+};
+use super::metrics::{Metrics, MetricsSnapshot};
+
+/// Where a message came from, so errors and records can name it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct SourceRef {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl std::fmt::Display for SourceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}@{}", self.topic, self.partition, self.offset)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Input {
+    Event {
+        event: IncidentEvent,
+        source: Option<SourceRef>,
+        /// The payload as received, for the detail view.
+        raw: Arc<str>,
+    },
+    Rejected {
+        error: DecodeError,
+        source: Option<SourceRef>,
+        raw: Arc<str>,
+    },
+    Acknowledge {
+        incident_id: IncidentId,
+        by: String,
+    },
+    Tick,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationKind {
+    IncidentCreated,
+    StatusChanged,
+    AssignmentChanged,
+    Escalation,
+    EscalationAcknowledged,
+    Resolved,
+}
+
+impl NotificationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::IncidentCreated => "incident_created",
+            Self::StatusChanged => "status_changed",
+            Self::AssignmentChanged => "assignment_changed",
+            Self::Escalation => "escalation",
+            Self::EscalationAcknowledged => "escalation_acknowledged",
+            Self::Resolved => "resolved",
+        }
+    }
+}
+
+/// Who must be told; the notifier maps audiences to addresses and channels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Audience {
+    Administrators,
+    User { name: String },
+    EscalationLevel { level: u32 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Notification {
+    pub kind: NotificationKind,
+    pub audience: Audience,
+    pub incident_id: IncidentId,
+    pub title: String,
+    pub priority: Option<Priority>,
+    /// Same key, same notification: a re-delivered event must not notify twice.
+    pub dedup_key: String,
+    /// Template values (status, assignee, level, reason ...), raw as received.
+    pub fields: BTreeMap<&'static str, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "effect", rename_all = "snake_case")]
+pub enum Effect {
+    Notify(Notification),
+    Escalation(EscalationChange),
+    IncidentResolved {
+        incident_id: IncidentId,
+        status: Status,
+        time_to_resolve_secs: Option<f64>,
+    },
+    AcknowledgeRejected {
+        incident_id: IncidentId,
+        reason: String,
+    },
+}
+
+/// One line of the live feed: a handled event or a rejected payload.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FeedEntry {
+    /// Increases by one per entry for the life of the engine.
+    pub seq: u64,
+    pub received_at: Timestamp,
+    pub event_type: Option<EventType>,
+    pub incident_id: Option<IncidentId>,
+    pub priority: Option<Priority>,
+    pub title: String,
+    pub summary: String,
+    pub source: Option<SourceRef>,
+    pub error: Option<String>,
+    #[serde(skip)]
+    pub raw: Arc<str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EscalationView {
+    #[serde(flatten)]
+    pub escalation: Escalation,
+    pub level_name: String,
+}
+
+/// A read-only picture of the engine for renderers.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EngineSnapshot {
+    pub at: Timestamp,
+    /// Newest first.
+    pub feed: Vec<Arc<FeedEntry>>,
+    /// Entries ever added; the difference between two snapshots is how many arrived.
+    pub feed_total: u64,
+    /// Unacknowledged first (highest level, then oldest), then acknowledged.
+    pub escalations: Vec<EscalationView>,
+    pub metrics: MetricsSnapshot,
+    pub tracked_incidents: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineConfig {
+    pub policy: EscalationPolicy,
+    pub feed_capacity: usize,
+    pub max_tracked_incidents: usize,
+    /// Raw payloads longer than this are cut in the feed (the dead-letter topic keeps them whole).
+    pub max_raw_in_feed: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            policy: EscalationPolicy::default(),
+            feed_capacity: 1000,
+            max_tracked_incidents: 10_000,
+            max_raw_in_feed: 16 * 1024,
+        }
+    }
+}
+
+/// What the console knows of one incident's life, for lifecycle figures.
+#[derive(Debug, Clone)]
+struct IncidentRecord {
+    created_at: Option<Timestamp>,
+    status: Option<Status>,
+    assignee: Option<String>,
+}
+
+/// Incidents by id with first-in-first-out eviction, so memory stays bounded.
+#[derive(Debug, Clone)]
+struct IncidentTracker {
+    records: HashMap<IncidentId, IncidentRecord>,
+    order: VecDeque<IncidentId>,
+    capacity: usize,
+}
+
+impl IncidentTracker {
+    fn new(capacity: usize) -> Self {
+        Self {
+            records: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn entry(&mut self, id: IncidentId) -> &mut IncidentRecord {
+        if !self.records.contains_key(&id) {
+            while self.records.len() >= self.capacity {
+                match self.order.pop_front() {
+                    Some(old) => {
+                        self.records.remove(&old);
+                    }
+                    None => break,
+                }
+            }
+            self.order.push_back(id);
+            self.records.insert(
+                id,
+                IncidentRecord {
+                    created_at: None,
+                    status: None,
+                    assignee: None,
+                },
+            );
+        }
+        self.records.get_mut(&id).expect("inserted above")
+    }
+}
+
+pub struct Engine {
+    config: EngineConfig,
+    escalations: EscalationBook,
+    incidents: IncidentTracker,
+    metrics: Metrics,
+    feed: VecDeque<Arc<FeedEntry>>,
+    feed_total: u64,
+}
+
+fn fields<const N: usize>(pairs: [(&'static str, String); N]) -> BTreeMap<&'static str, String> {
+    pairs.into_iter().collect()
+}
+
+fn truncate_raw(raw: &Arc<str>, limit: usize) -> Arc<str> {
+    if raw.len() <= limit {
+        return raw.clone();
+    }
+    let mut end = limit;
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes in all)", &raw[..end], raw.len()).into()
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Self {
+        Self {
+            escalations: EscalationBook::new(
+                config.policy.clone(),
+                config.max_tracked_incidents,
+            ),
+            incidents: IncidentTracker::new(config.max_tracked_incidents),
+            metrics: Metrics::default(),
+            feed: VecDeque::with_capacity(config.feed_capacity.min(4096)),
+            feed_total: 0,
+            config,
+        }
+    }
+
+    pub fn escalations(&self) -> &EscalationBook {
+        &self.escalations
+    }
+
+    /// The runtime measures handling time (a clock read) and reports it here.
+    pub fn record_processing(&mut self, duration: std::time::Duration) {
+        self.metrics.record_processing(duration);
+    }
+
+    pub fn record_dead_lettered(&mut self) {
+        self.metrics.record_dead_lettered();
+    }
+
+    pub fn apply(&mut self, input: Input, now: Timestamp) -> Vec<Effect> {
+        match input {
+            Input::Event { event, source, raw } => {
+                self.metrics.record_event(event.event_type(), now);
+                self.push_feed(FeedEntry {
+                    seq: 0,
+                    received_at: now,
+                    event_type: Some(event.event_type()),
+                    incident_id: Some(event.incident_id()),
+                    priority: event.priority(),
+                    title: event.title().to_string(),
+                    summary: event.summary(),
+                    source,
+                    error: None,
+                    raw: truncate_raw(&raw, self.config.max_raw_in_feed),
+                });
+                self.handle_event(&event, now)
+            }
+            Input::Rejected { error, source, raw } => {
+                self.metrics.record_decode_failure(error.reason());
+                self.push_feed(FeedEntry {
+                    seq: 0,
+                    received_at: now,
+                    event_type: None,
+                    incident_id: None,
+                    priority: None,
+                    title: String::new(),
+                    summary: format!("rejected: {}", error.reason()),
+                    source,
+                    error: Some(error.to_string()),
+                    raw: truncate_raw(&raw, self.config.max_raw_in_feed),
+                });
+                Vec::new()
+            }
+            Input::Acknowledge { incident_id, by } => self.acknowledge(incident_id, &by, now),
+            Input::Tick => {
+                let changes = self.escalations.tick(now);
+                let mut effects = Vec::new();
+                for change in changes {
+                    self.escalation_effects(change, now, &mut effects);
+                }
+                effects
+            }
+        }
+    }
+
+    fn push_feed(&mut self, mut entry: FeedEntry) {
+        self.feed_total += 1;
+        entry.seq = self.feed_total;
+        if self.feed.len() >= self.config.feed_capacity.max(1) {
+            self.feed.pop_back();
+        }
+        self.feed.push_front(Arc::new(entry));
+    }
+
+    fn handle_event(&mut self, event: &IncidentEvent, now: Timestamp) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        let id = event.incident_id();
+        self.escalations.update_title(id, event.title());
+        match event {
+            IncidentEvent::IncidentCreated(e) => {
+                let record = self.incidents.entry(id);
+                record.created_at = Some(e.created_at);
+                record.status = Some(e.status);
+                record.assignee = e.assigned_to.clone();
+                effects.push(Effect::Notify(Notification {
+                    kind: NotificationKind::IncidentCreated,
+                    audience: Audience::Administrators,
+                    incident_id: id,
+                    title: e.title.clone(),
+                    priority: Some(e.priority),
+                    dedup_key: format!("{id}/incident_created"),
+                    fields: fields([
+                        ("status", e.status.to_string()),
+                        ("category", e.category.clone()),
+                        ("reported_by", e.reported_by.clone()),
+                        (
+                            "assignee",
+                            e.assigned_to.clone().unwrap_or_else(|| "unassigned".into()),
+                        ),
+                        ("created_at", e.created_at.to_rfc3339()),
+                    ]),
+                }));
+                if !e.status.is_terminal() {
+                    self.escalate(id, &e.title, e.priority, 1, RaiseCause::Triggered, now, &mut effects);
+                }
+            }
+            IncidentEvent::StatusUpdated(e) => {
+                let record = self.incidents.entry(id);
+                let was_resolved =
+                    e.old_status.is_terminal() || record.status.is_some_and(Status::is_terminal);
+                record.status = Some(e.new_status);
+                if e.assigned_to.is_some() {
+                    record.assignee = e.assigned_to.clone();
+                }
+                let created_at = record.created_at;
+                if let Some(assignee) = &e.assigned_to {
+                    effects.push(Effect::Notify(Notification {
+                        kind: NotificationKind::StatusChanged,
+                        audience: Audience::User {
+                            name: assignee.clone(),
+                        },
+                        incident_id: id,
+                        title: e.title.clone(),
+                        priority: Some(e.priority),
+                        dedup_key: format!(
+                            "{id}/status/{}/{}",
+                            e.new_status,
+                            e.updated_at.timestamp_millis()
+                        ),
+                        fields: fields([
+                            ("old_status", e.old_status.to_string()),
+                            ("new_status", e.new_status.to_string()),
+                            ("assignee", assignee.clone()),
+                            ("updated_at", e.updated_at.to_rfc3339()),
+                        ]),
+                    }));
+                }
+                if e.new_status.is_terminal() {
+                    let escalation_level = self.escalations.get(id).map(|esc| esc.level);
+                    if let Some(change) = self.escalations.close(id) {
+                        effects.push(Effect::Escalation(change));
+                    }
+                    if !was_resolved {
+                        self.resolve(e, created_at, escalation_level, &mut effects);
+                    }
+                } else if e.new_status == Status::Open {
+                    // Reopened, or raised in priority while open: page like a new incident.
+                    self.escalate(id, &e.title, e.priority, 1, RaiseCause::Triggered, now, &mut effects);
+                }
+            }
+            IncidentEvent::AssignmentChanged(e) => {
+                self.incidents.entry(id).assignee = Some(e.new_assignee.clone());
+                effects.push(Effect::Notify(Notification {
+                    kind: NotificationKind::AssignmentChanged,
+                    audience: Audience::User {
+                        name: e.new_assignee.clone(),
+                    },
+                    incident_id: id,
+                    title: e.title.clone(),
+                    priority: Some(e.priority),
+                    dedup_key: format!(
+                        "{id}/assigned/{}/{}",
+                        e.new_assignee,
+                        e.updated_at.timestamp_millis()
+                    ),
+                    fields: fields([
+                        (
+                            "old_assignee",
+                            e.old_assignee.clone().unwrap_or_else(|| "unassigned".into()),
+                        ),
+                        ("new_assignee", e.new_assignee.clone()),
+                        ("changed_by", e.changed_by.clone()),
+                        ("updated_at", e.updated_at.to_rfc3339()),
+                    ]),
+                }));
+            }
+            IncidentEvent::EscalationTriggered(e) => {
+                let resolved = self
+                    .incidents
+                    .records
+                    .get(&id)
+                    .and_then(|r| r.status)
+                    .is_some_and(Status::is_terminal);
+                if !resolved {
+                    self.escalate(id, &e.title, e.priority, e.level, RaiseCause::Triggered, now, &mut effects);
+                }
+            }
+            IncidentEvent::CommentAdded(_) | IncidentEvent::AttachmentUploaded(_) => {}
+        }
+        effects
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn escalate(
+        &mut self,
+        id: IncidentId,
+        title: &str,
+        priority: Priority,
+        level: u32,
+        cause: RaiseCause,
+        now: Timestamp,
+        effects: &mut Vec<Effect>,
+    ) {
+        for change in self.escalations.escalate(id, title, priority, level, cause, now) {
+            self.escalation_effects(change, now, effects);
+        }
+    }
+
+    fn resolve(
+        &mut self,
+        e: &super::event::StatusUpdated,
+        created_at: Option<Timestamp>,
+        escalation_level: Option<u32>,
+        effects: &mut Vec<Effect>,
+    ) {
+        let id = e.incident_id;
+        let time_to_resolve_secs = created_at
+            .map(|created| e.updated_at - created)
+            .filter(|elapsed| *elapsed >= TimeDelta::zero())
+            .map(|elapsed| elapsed.as_seconds_f64());
+        self.metrics.record_resolution(time_to_resolve_secs);
+        effects.push(Effect::IncidentResolved {
+            incident_id: id,
+            status: e.new_status,
+            time_to_resolve_secs,
+        });
+        let mut audiences = vec![Audience::Administrators];
+        if let Some(level) = escalation_level {
+            // The people who were paged should know they can stand down.
+            audiences.push(Audience::EscalationLevel { level });
+        }
+        for audience in audiences {
+            effects.push(Effect::Notify(Notification {
+                kind: NotificationKind::Resolved,
+                audience,
+                incident_id: id,
+                title: e.title.clone(),
+                priority: Some(e.priority),
+                dedup_key: format!("{id}/resolved/{}", e.updated_at.timestamp_millis()),
+                fields: fields([
+                    ("new_status", e.new_status.to_string()),
+                    (
+                        "assignee",
+                        e.assigned_to.clone().unwrap_or_else(|| "unassigned".into()),
+                    ),
+                    (
+                        "time_to_resolve",
+                        time_to_resolve_secs
+                            .map(format_duration)
+                            .unwrap_or_else(|| "unknown".into()),
+                    ),
+                    ("updated_at", e.updated_at.to_rfc3339()),
+                ]),
+            }));
+        }
+    }
+
+    fn acknowledge(&mut self, incident_id: IncidentId, by: &str, now: Timestamp) -> Vec<Effect> {
+        match self.escalations.acknowledge(incident_id, by, now) {
+            Ok(change) => {
+                let mut effects = Vec::new();
+                self.escalation_effects(change, now, &mut effects);
+                effects
+            }
+            Err(error @ (AcknowledgeError::NotEscalated(_) | AcknowledgeError::AlreadyAcknowledged { .. })) => {
+                vec![Effect::AcknowledgeRejected {
+                    incident_id,
+                    reason: error.to_string(),
+                }]
+            }
+        }
+    }
+
+    /// Turns an escalation change into the effects it implies: metrics, and who to page.
+    fn escalation_effects(&mut self, change: EscalationChange, now: Timestamp, effects: &mut Vec<Effect>) {
+        let page = |engine: &Self, incident_id: IncidentId, level: u32, repeat: u32, reason: String| {
+            let escalation = engine.escalations.get(incident_id)?;
+            Some(Effect::Notify(Notification {
+                kind: NotificationKind::Escalation,
+                audience: Audience::EscalationLevel { level },
+                incident_id,
+                title: escalation.title.clone(),
+                priority: Some(escalation.priority),
+                dedup_key: format!(
+                    "{incident_id}/escalation/{}/L{level}/R{repeat}",
+                    escalation.opened_at.timestamp_millis()
+                ),
+                fields: fields([
+                    ("level", level.to_string()),
+                    ("level_name", engine.escalations.policy().level_name(level)),
+                    ("repeat", repeat.to_string()),
+                    ("reason", reason),
+                    ("opened_at", escalation.opened_at.to_rfc3339()),
+                ]),
+            }))
+        };
+        let notification = match &change {
+            EscalationChange::Opened { incident_id, level, .. } => {
+                self.metrics.record_escalation_opened();
+                page(self, *incident_id, *level, 0, "new incident".into())
+            }
+            EscalationChange::Raised {
+                incident_id,
+                from_level,
+                to_level,
+                cause,
+            } => {
+                self.metrics.record_escalation_raised();
+                let reason = match cause {
+                    RaiseCause::Timeout => format!("level {from_level} did not acknowledge in time"),
+                    RaiseCause::Triggered => "escalated by the incident system".into(),
+                };
+                page(self, *incident_id, *to_level, 0, reason)
+            }
+            EscalationChange::Repeated {
+                incident_id,
+                level,
+                repeat,
+            } => page(self, *incident_id, *level, *repeat, "still not acknowledged".into()),
+            EscalationChange::Acknowledged {
+                incident_id,
+                level,
+                by,
+                time_to_acknowledge_secs,
+            } => {
+                self.metrics.record_time_to_acknowledge(*time_to_acknowledge_secs);
+                self.escalations.get(*incident_id).map(|escalation| {
+                    Effect::Notify(Notification {
+                        kind: NotificationKind::EscalationAcknowledged,
+                        audience: Audience::EscalationLevel { level: *level },
+                        incident_id: *incident_id,
+                        title: escalation.title.clone(),
+                        priority: Some(escalation.priority),
+                        dedup_key: format!(
+                            "{incident_id}/acknowledged/{}",
+                            escalation.opened_at.timestamp_millis()
+                        ),
+                        fields: fields([
+                            ("level", level.to_string()),
+                            ("by", by.clone()),
+                            ("acknowledged_at", now.to_rfc3339()),
+                            ("time_to_acknowledge", format_duration(*time_to_acknowledge_secs)),
+                        ]),
+                    })
+                })
+            }
+            EscalationChange::Exhausted { .. } | EscalationChange::Closed { .. } => None,
+        };
+        effects.push(Effect::Escalation(change));
+        effects.extend(notification);
+    }
+
+    pub fn snapshot(&self, now: Timestamp) -> EngineSnapshot {
+        let mut escalations: Vec<EscalationView> = self
+            .escalations
+            .iter()
+            .map(|escalation| EscalationView {
+                level_name: self.escalations.policy().level_name(escalation.level),
+                escalation: escalation.clone(),
+            })
+            .collect();
+        escalations.sort_by(|a, b| {
+            let (a, b) = (&a.escalation, &b.escalation);
+            a.acknowledged
+                .is_some()
+                .cmp(&b.acknowledged.is_some())
+                .then(b.level.cmp(&a.level))
+                .then(b.priority.cmp(&a.priority))
+                .then(a.opened_at.cmp(&b.opened_at))
+                .then(a.incident_id.cmp(&b.incident_id))
+        });
+        EngineSnapshot {
+            at: now,
+            feed: self.feed.iter().cloned().collect(),
+            feed_total: self.feed_total,
+            escalations,
+            metrics: self.metrics.snapshot(now),
+            tracked_incidents: self.incidents.records.len(),
+        }
+    }
+}
+
+/// "1h 02m", "5m 03s", "42s": compact enough for a table cell and an email line.
+pub fn format_duration(seconds: f64) -> String {
+    let total = seconds.max(0.0).round() as u64;
+    let (hours, minutes, secs) = (total / 3600, (total % 3600) / 60, total % 60);
+    if hours > 0 {
+        format!("{hours}h {minutes:02}m")
+    } else if minutes > 0 {
+        format!("{minutes}m {secs:02}s")
+    } else {
+        format!("{secs}s")
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,3 @@
+//! incident-console: a terminal operations console for incident events on Kafka.
+
+pub mod core;
