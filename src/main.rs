@@ -1,1 +1,22 @@
-fn main() {}
+use clap::Parser;
+
+use incident_console::app;
+use incident_console::cli::Cli;
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("incident-console: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(app::run(cli)) {
+        Ok(_) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("incident-console: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

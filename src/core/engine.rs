@@ -85,6 +85,7 @@ pub enum Audience {
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Notification {
+    #[serde(rename = "notification")]
     pub kind: NotificationKind,
     pub audience: Audience,
     pub incident_id: IncidentId,

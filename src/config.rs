@@ -1,0 +1,405 @@
+//! Configuration: the shipped `config.ron` is the built-in default and the reference. A file
+//! is found by `--config`, then `$INCIDENT_CONSOLE_CONFIG`, then the user's config directory;
+//! environment variables then override the broker address and secrets, and command-line flags
+//! override both. Errors name the file, line and field.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::engine::EngineConfig;
+use crate::core::escalation::{EscalationLevel, EscalationPolicy};
+
+/// The shipped reference configuration, compiled in as the default.
+pub const DEFAULT_CONFIG: &str = include_str!("../config.ron");
+pub const CONFIG_ENV: &str = "INCIDENT_CONSOLE_CONFIG";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub escalation: EscalationConfig,
+    pub console: ConsoleConfig,
+    #[serde(default)]
+    pub notifications: crate::notify::NotifyConfig,
+    #[serde(default)]
+    pub journal: crate::journal::JournalConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    pub brokers: String,
+    pub topic: String,
+    pub group_id: String,
+    /// `earliest` or `latest`: where a group with no committed offset starts.
+    pub auto_offset_reset: String,
+    pub poll_timeout_ms: u64,
+    /// Where undecodable messages go; `None` means `<topic>.dlq`.
+    #[serde(default)]
+    pub dead_letter_topic: Option<String>,
+    /// Payloads larger than this are dead-lettered without being parsed.
+    pub max_message_bytes: usize,
+    /// Messages fetched but not yet handled; the consumer waits when it is full.
+    pub channel_capacity: usize,
+    pub statistics_interval_ms: u64,
+    /// Passed to librdkafka as is (security.protocol, sasl.*, ssl.*, fetch tuning ...).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LevelConfig {
+    pub name: String,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscalationConfig {
+    pub levels: Vec<LevelConfig>,
+    pub repeat_interval_secs: u64,
+    pub max_repeats: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Name recorded with acknowledgements; `None` uses `$USER`.
+    #[serde(default)]
+    pub operator: Option<String>,
+    pub feed_history: usize,
+    pub max_tracked_incidents: usize,
+    pub max_frames_per_sec: u32,
+    /// Action name to keys, e.g. `"pause": ["p"]`; actions not listed keep their defaults.
+    #[serde(default)]
+    pub keys: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        path: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{path}:{line}: field `{field}`: {message}")]
+    Invalid {
+        path: String,
+        line: usize,
+        field: String,
+        message: String,
+    },
+    #[error("invalid override `{0}`: expected key=value")]
+    Override(String),
+}
+
+/// Where the configuration came from, for logs and `--print-config`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    BuiltIn,
+    File(PathBuf),
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::BuiltIn => f.write_str("built-in default (config.ron)"),
+            Self::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+fn ron_options() -> ron::Options {
+    ron::Options::default().with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
+}
+
+impl Config {
+    /// Parses configuration text; `path` is only used to name the place of an error.
+    pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
+        let config: Config = ron_options().from_str(text).map_err(|error| ConfigError::Parse {
+            path: path.to_string(),
+            line: error.span.start.line,
+            column: error.span.start.col,
+            message: error.code.to_string(),
+        })?;
+        config.validate(text, path)?;
+        Ok(config)
+    }
+
+    pub fn built_in() -> Self {
+        Self::parse(DEFAULT_CONFIG, "config.ron").expect("the shipped config.ron is valid")
+    }
+
+    /// `--config`, then `$INCIDENT_CONSOLE_CONFIG`, then the user's config dir, then built-in.
+    pub fn locate(explicit: Option<&Path>) -> Option<PathBuf> {
+        if let Some(path) = explicit {
+            return Some(path.to_path_buf());
+        }
+        if let Some(path) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
+            return Some(PathBuf::from(path));
+        }
+        let user = directories::ProjectDirs::from("", "", "incident-console")?
+            .config_dir()
+            .join("config.ron");
+        user.is_file().then_some(user)
+    }
+
+    pub fn load(explicit: Option<&Path>) -> Result<(Self, ConfigSource), ConfigError> {
+        match Self::locate(explicit) {
+            None => Ok((Self::built_in(), ConfigSource::BuiltIn)),
+            Some(path) => {
+                let shown = path.display().to_string();
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                    path: shown.clone(),
+                    source,
+                })?;
+                Ok((Self::parse(&text, &shown)?, ConfigSource::File(path)))
+            }
+        }
+    }
+
+    fn validate(&self, text: &str, path: &str) -> Result<(), ConfigError> {
+        let invalid = |field: &str, message: &str| ConfigError::Invalid {
+            path: path.to_string(),
+            line: line_of_field(text, field.rsplit('.').next().unwrap_or(field)),
+            field: field.to_string(),
+            message: message.to_string(),
+        };
+        let kafka = &self.kafka;
+        if kafka.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers", "must name at least one host:port"));
+        }
+        if kafka.topic.trim().is_empty() {
+            return Err(invalid("kafka.topic", "must not be empty"));
+        }
+        if kafka.group_id.trim().is_empty() {
+            return Err(invalid("kafka.group_id", "must not be empty"));
+        }
+        if !["earliest", "latest", "smallest", "largest", "beginning", "end", "error"]
+            .contains(&kafka.auto_offset_reset.as_str())
+        {
+            return Err(invalid(
+                "kafka.auto_offset_reset",
+                "must be `earliest` or `latest`",
+            ));
+        }
+        if kafka.poll_timeout_ms == 0 {
+            return Err(invalid("kafka.poll_timeout_ms", "must be more than 0"));
+        }
+        if kafka.channel_capacity == 0 {
+            return Err(invalid("kafka.channel_capacity", "must be more than 0"));
+        }
+        if kafka.max_message_bytes < 64 {
+            return Err(invalid("kafka.max_message_bytes", "must be at least 64"));
+        }
+        if self.escalation.levels.is_empty() {
+            return Err(invalid("escalation.levels", "needs at least one level"));
+        }
+        if self.escalation.levels.iter().any(|l| l.timeout_secs == 0) {
+            return Err(invalid("escalation.timeout_secs", "must be more than 0"));
+        }
+        if self.escalation.repeat_interval_secs == 0 {
+            return Err(invalid(
+                "escalation.repeat_interval_secs",
+                "must be more than 0",
+            ));
+        }
+        if self.console.feed_history == 0 {
+            return Err(invalid("console.feed_history", "must be more than 0"));
+        }
+        if self.console.max_tracked_incidents == 0 {
+            return Err(invalid("console.max_tracked_incidents", "must be more than 0"));
+        }
+        if self.console.max_frames_per_sec == 0 {
+            return Err(invalid("console.max_frames_per_sec", "must be more than 0"));
+        }
+        self.notifications
+            .validate()
+            .map_err(|(field, message)| invalid(&format!("notifications.{field}"), &message))?;
+        Ok(())
+    }
+
+    /// Environment variables override the file: broker address and Kafka secrets.
+    pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) {
+        if let Some(brokers) = env("INCIDENT_CONSOLE_BROKERS").or_else(|| env("KAFKA_BOOTSTRAP_SERVERS")) {
+            self.kafka.brokers = brokers;
+        }
+        let secrets = [
+            ("KAFKA_SECURITY_PROTOCOL", "security.protocol"),
+            ("KAFKA_SASL_MECHANISM", "sasl.mechanism"),
+            ("KAFKA_SASL_USERNAME", "sasl.username"),
+            ("KAFKA_SASL_PASSWORD", "sasl.password"),
+            ("KAFKA_SSL_KEY_PASSWORD", "ssl.key.password"),
+        ];
+        for (variable, property) in secrets {
+            if let Some(value) = env(variable) {
+                self.kafka.properties.insert(property.to_string(), value);
+            }
+        }
+        self.notifications.apply_env(&env);
+    }
+
+    /// kcat-style `-X key=value` overrides.
+    pub fn apply_properties(&mut self, overrides: &[String]) -> Result<(), ConfigError> {
+        for item in overrides {
+            let (key, value) = item
+                .split_once('=')
+                .filter(|(key, _)| !key.trim().is_empty())
+                .ok_or_else(|| ConfigError::Override(item.clone()))?;
+            self.kafka
+                .properties
+                .insert(key.trim().to_string(), value.to_string());
+        }
+        Ok(())
+    }
+
+    pub fn dead_letter_topic(&self) -> String {
+        self.kafka
+            .dead_letter_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}.dlq", self.kafka.topic))
+    }
+
+    pub fn engine_config(&self) -> EngineConfig {
+        EngineConfig {
+            policy: EscalationPolicy {
+                levels: self
+                    .escalation
+                    .levels
+                    .iter()
+                    .map(|level| EscalationLevel {
+                        name: level.name.clone(),
+                        timeout: Duration::from_secs(level.timeout_secs),
+                    })
+                    .collect(),
+                repeat_interval: Duration::from_secs(self.escalation.repeat_interval_secs),
+                max_repeats: self.escalation.max_repeats,
+            },
+            feed_capacity: self.console.feed_history,
+            max_tracked_incidents: self.console.max_tracked_incidents,
+            ..EngineConfig::default()
+        }
+    }
+
+    /// The operator name for acknowledgements: config, then `$USER`, then "operator".
+    pub fn operator(&self) -> String {
+        self.console
+            .operator
+            .clone()
+            .filter(|name| !name.trim().is_empty())
+            .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+            .unwrap_or_else(|| "operator".into())
+    }
+
+    /// The configuration as RON with every secret replaced, for `--print-config` and logs.
+    pub fn to_redacted_ron(&self) -> String {
+        let mut copy = self.clone();
+        for (key, value) in copy.kafka.properties.iter_mut() {
+            if is_secret_key(key) {
+                *value = REDACTED.into();
+            }
+        }
+        copy.notifications.redact();
+        ron::ser::to_string_pretty(&copy, ron::ser::PrettyConfig::default())
+            .unwrap_or_else(|error| format!("/* cannot print configuration: {error} */"))
+    }
+}
+
+pub const REDACTED: &str = "<redacted>";
+
+/// librdkafka property names that carry secrets.
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "token", "sasl.jaas", "ssl.key.pem", "private"]
+        .iter()
+        .any(|needle| key.contains(needle))
+}
+
+/// The 1-based line where `field:` first appears, or 1: good enough to point an editor at.
+fn line_of_field(text: &str, field: &str) -> usize {
+    let needle = format!("{field}:");
+    text.lines()
+        .position(|line| {
+            let code = line.split("//").next().unwrap_or("");
+            code.trim_start().starts_with(&needle)
+        })
+        .map(|index| index + 1)
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_parses_with_the_documented_defaults() {
+        let config = Config::built_in();
+        assert_eq!(config.kafka.brokers, "localhost:9092");
+        assert_eq!(config.kafka.topic, "incidents-created");
+        assert_eq!(config.kafka.group_id, "incident-management-consumer");
+        assert_eq!(config.kafka.auto_offset_reset, "latest");
+        assert_eq!(config.kafka.poll_timeout_ms, 1000);
+        assert_eq!(config.dead_letter_topic(), "incidents-created.dlq");
+    }
+
+    #[test]
+    fn syntax_errors_name_file_line_and_column() {
+        let text = DEFAULT_CONFIG.replacen("topic: \"incidents-created\",", "topic: incidents,", 1);
+        let error = Config::parse(&text, "my.ron").unwrap_err().to_string();
+        let line = line_of_field(DEFAULT_CONFIG, "topic");
+        assert!(error.starts_with(&format!("my.ron:{line}:")), "{error}");
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let text = DEFAULT_CONFIG.replacen("topic:", "topik:", 1);
+        let error = Config::parse(&text, "c.ron").unwrap_err().to_string();
+        assert!(error.contains("topik"), "{error}");
+        assert!(error.starts_with("c.ron:"), "{error}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field_and_its_line() {
+        let text = DEFAULT_CONFIG.replacen("auto_offset_reset: \"latest\"", "auto_offset_reset: \"sometimes\"", 1);
+        let error = Config::parse(&text, "c.ron").unwrap_err().to_string();
+        let line = line_of_field(&text, "auto_offset_reset");
+        assert_eq!(
+            error,
+            format!("c.ron:{line}: field `kafka.auto_offset_reset`: must be `earliest` or `latest`")
+        );
+    }
+
+    #[test]
+    fn environment_and_overrides_apply_and_secrets_are_redacted() {
+        let mut config = Config::built_in();
+        config.apply_env(|name| match name {
+            "KAFKA_BOOTSTRAP_SERVERS" => Some("kafka-1:9093".into()),
+            "KAFKA_SASL_PASSWORD" => Some("hunter2".into()),
+            _ => None,
+        });
+        config
+            .apply_properties(&["fetch.min.bytes=1".into(), "ssl.key.password=pw".into()])
+            .unwrap();
+        assert!(config.apply_properties(&["novalue".into()]).is_err());
+        assert_eq!(config.kafka.brokers, "kafka-1:9093");
+        assert_eq!(config.kafka.properties["sasl.password"], "hunter2");
+        let printed = config.to_redacted_ron();
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(!printed.contains("\"pw\""), "{printed}");
+        assert!(printed.contains("fetch.min.bytes"));
+        // What is printed parses back.
+        Config::parse(&printed, "printed").unwrap();
+    }
+}

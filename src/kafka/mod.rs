@@ -1,0 +1,6 @@
+//! Everything that talks to Kafka: the consumer task, the dead-letter producer and the
+//! embedded broker used by the demo and the tests.
+
+pub mod consumer;
+pub mod dead_letter;
+pub mod embedded;

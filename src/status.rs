@@ -1,0 +1,87 @@
+//! What the runtime publishes for its two faces (the console and headless mode), and what they
+//! can ask of it. The UI only ever reads a `Snapshot` and sends a `Command`.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::core::engine::EngineSnapshot;
+use crate::core::event::IncidentId;
+
+/// Operator requests, from keys in the console or signals in headless mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Pause,
+    Resume,
+    TogglePause,
+    Acknowledge { incident_id: IncidentId, by: String },
+    Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ConnectionState {
+    /// Started, no broker has answered yet.
+    #[default]
+    Connecting,
+    Connected,
+    /// Brokers were reachable and are not now; librdkafka keeps retrying.
+    Disconnected { reason: String },
+}
+
+impl ConnectionState {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Connected => "connected",
+            Self::Disconnected { .. } => "disconnected",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct ConsumerStatus {
+    pub brokers: String,
+    pub topic: String,
+    pub group: String,
+    pub connection: ConnectionState,
+    pub assigned_partitions: Vec<i32>,
+    pub paused: bool,
+    /// Sum over assigned partitions of high watermark minus committed offset, from librdkafka
+    /// statistics; `None` until the first statistics arrive.
+    pub lag: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+/// Delivery state of outgoing notifications, per channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct NotifierStatus {
+    pub outbox_depth: usize,
+    pub delivered: u64,
+    pub failed: u64,
+    pub deduplicated: u64,
+    pub rate_limited: u64,
+    pub channels: Vec<ChannelStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct ChannelStatus {
+    pub name: String,
+    pub delivered: u64,
+    pub failed: u64,
+    pub retrying: u64,
+    pub last_error: Option<String>,
+}
+
+/// Everything a renderer needs, immutable once published.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Snapshot {
+    pub engine: EngineSnapshot,
+    pub consumer: ConsumerStatus,
+    pub notifier: NotifierStatus,
+    /// Name used for acknowledgements made from this console.
+    pub operator: String,
+    pub demo: bool,
+}
+
+pub type SharedSnapshot = Arc<Snapshot>;
