@@ -182,7 +182,9 @@ async fn run_broker(config: &Config, partitions: i32, topics: &[String]) -> anyh
 }
 
 async fn run_simulate(config: &Config, options: &ProduceOptions) -> anyhow::Result<()> {
-    let producer: FutureProducer = client_config(config, false).set("linger.ms", "5").create()?;
+    let producer: FutureProducer = client_config(config, false)
+        .set("linger.ms", "5")
+        .create()?;
     let (stop, stop_rx) = watch::channel(false);
     let signal = tokio::spawn(async move {
         headless::wait_for_signal().await;

@@ -128,12 +128,14 @@ fn ron_options() -> ron::Options {
 impl Config {
     /// Parses configuration text; `path` is only used to name the place of an error.
     pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
-        let config: Config = ron_options().from_str(text).map_err(|error| ConfigError::Parse {
-            path: path.to_string(),
-            line: error.span.start.line,
-            column: error.span.start.col,
-            message: error.code.to_string(),
-        })?;
+        let config: Config = ron_options()
+            .from_str(text)
+            .map_err(|error| ConfigError::Parse {
+                path: path.to_string(),
+                line: error.span.start.line,
+                column: error.span.start.col,
+                message: error.code.to_string(),
+            })?;
         config.validate(text, path)?;
         Ok(config)
     }
@@ -187,8 +189,16 @@ impl Config {
         if kafka.group_id.trim().is_empty() {
             return Err(invalid("kafka.group_id", "must not be empty"));
         }
-        if !["earliest", "latest", "smallest", "largest", "beginning", "end", "error"]
-            .contains(&kafka.auto_offset_reset.as_str())
+        if ![
+            "earliest",
+            "latest",
+            "smallest",
+            "largest",
+            "beginning",
+            "end",
+            "error",
+        ]
+        .contains(&kafka.auto_offset_reset.as_str())
         {
             return Err(invalid(
                 "kafka.auto_offset_reset",
@@ -220,7 +230,10 @@ impl Config {
             return Err(invalid("console.feed_history", "must be more than 0"));
         }
         if self.console.max_tracked_incidents == 0 {
-            return Err(invalid("console.max_tracked_incidents", "must be more than 0"));
+            return Err(invalid(
+                "console.max_tracked_incidents",
+                "must be more than 0",
+            ));
         }
         if self.console.max_frames_per_sec == 0 {
             return Err(invalid("console.max_frames_per_sec", "must be more than 0"));
@@ -233,7 +246,9 @@ impl Config {
 
     /// Environment variables override the file: broker address and Kafka secrets.
     pub fn apply_env(&mut self, env: impl Fn(&str) -> Option<String>) {
-        if let Some(brokers) = env("INCIDENT_CONSOLE_BROKERS").or_else(|| env("KAFKA_BOOTSTRAP_SERVERS")) {
+        if let Some(brokers) =
+            env("INCIDENT_CONSOLE_BROKERS").or_else(|| env("KAFKA_BOOTSTRAP_SERVERS"))
+        {
             self.kafka.brokers = brokers;
         }
         let secrets = [
@@ -322,9 +337,16 @@ pub const REDACTED: &str = "<redacted>";
 /// librdkafka property names that carry secrets.
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["password", "secret", "token", "sasl.jaas", "ssl.key.pem", "private"]
-        .iter()
-        .any(|needle| key.contains(needle))
+    [
+        "password",
+        "secret",
+        "token",
+        "sasl.jaas",
+        "ssl.key.pem",
+        "private",
+    ]
+    .iter()
+    .any(|needle| key.contains(needle))
 }
 
 /// The 1-based line where `field:` first appears, or 1: good enough to point an editor at.
@@ -372,12 +394,18 @@ mod tests {
 
     #[test]
     fn semantic_errors_name_the_field_and_its_line() {
-        let text = DEFAULT_CONFIG.replacen("auto_offset_reset: \"latest\"", "auto_offset_reset: \"sometimes\"", 1);
+        let text = DEFAULT_CONFIG.replacen(
+            "auto_offset_reset: \"latest\"",
+            "auto_offset_reset: \"sometimes\"",
+            1,
+        );
         let error = Config::parse(&text, "c.ron").unwrap_err().to_string();
         let line = line_of_field(&text, "auto_offset_reset");
         assert_eq!(
             error,
-            format!("c.ron:{line}: field `kafka.auto_offset_reset`: must be `earliest` or `latest`")
+            format!(
+                "c.ron:{line}: field `kafka.auto_offset_reset`: must be `earliest` or `latest`"
+            )
         );
     }
 

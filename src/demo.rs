@@ -55,7 +55,11 @@ impl Demo {
     /// client is left talking to a vanished broker.
     pub async fn shutdown(self) {
         self.stop();
-        let Demo { broker, stop, producer_task } = self;
+        let Demo {
+            broker,
+            stop,
+            producer_task,
+        } = self;
         match producer_task.await {
             Ok(Err(error)) => tracing::warn!(%error, "simulator stopped with an error"),
             Err(error) => tracing::warn!(%error, "simulator task failed"),
@@ -65,4 +69,3 @@ impl Demo {
         drop(broker);
     }
 }
-

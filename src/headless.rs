@@ -17,7 +17,10 @@ pub fn output_channel() -> (mpsc::Sender<OutputRecord>, mpsc::Receiver<OutputRec
 
 /// Writes records as JSON lines until the runtime closes the channel. Flushes whenever the
 /// channel is momentarily empty, so `jq` sees events promptly without a write per line.
-pub async fn write_records(mut records: mpsc::Receiver<OutputRecord>, mut out: impl Write) -> std::io::Result<()> {
+pub async fn write_records(
+    mut records: mpsc::Receiver<OutputRecord>,
+    mut out: impl Write,
+) -> std::io::Result<()> {
     while let Some(record) = records.recv().await {
         write_line(&mut out, &record)?;
         while let Ok(record) = records.try_recv() {
@@ -35,11 +38,17 @@ fn write_line(out: &mut impl Write, record: &OutputRecord) -> std::io::Result<()
 
 /// Runs until SIGINT or SIGTERM (or the runtime stops by itself), then shuts down gracefully.
 /// A second signal exits at once.
-pub async fn run(handle: RuntimeHandle, records: mpsc::Receiver<OutputRecord>) -> anyhow::Result<RunSummary> {
+pub async fn run(
+    handle: RuntimeHandle,
+    records: mpsc::Receiver<OutputRecord>,
+) -> anyhow::Result<RunSummary> {
     let writer = tokio::task::spawn_blocking(move || {
         let runtime = tokio::runtime::Handle::current();
         let stdout = std::io::stdout().lock();
-        runtime.block_on(write_records(records, std::io::BufWriter::with_capacity(64 * 1024, stdout)))
+        runtime.block_on(write_records(
+            records,
+            std::io::BufWriter::with_capacity(64 * 1024, stdout),
+        ))
     });
     let commands = handle.commands.clone();
     let signals = tokio::spawn(async move {

@@ -222,7 +222,10 @@ impl Runtime {
         }
         self.publish(&io);
         self.notifier.shutdown(io.shutdown_timeout).await;
-        self.control.clone().commit_and_close(io.shutdown_timeout).await;
+        self.control
+            .clone()
+            .commit_and_close(io.shutdown_timeout)
+            .await;
         tracing::info!(
             handled = self.summary.handled,
             dead_lettered = self.summary.dead_lettered,
@@ -255,7 +258,8 @@ impl Runtime {
                 }
             }
             Command::Acknowledge { incident_id, by } => {
-                self.apply(Input::Acknowledge { incident_id, by }, None).await;
+                self.apply(Input::Acknowledge { incident_id, by }, None)
+                    .await;
             }
             Command::Shutdown => {}
         }
@@ -270,7 +274,8 @@ impl Runtime {
         self.tracker.begin(&key, message.source.offset);
         match event::decode(message.payload.as_deref(), self.max_message_bytes) {
             Ok(event) => {
-                let raw: Arc<str> = String::from_utf8_lossy(message.payload.as_deref().unwrap_or_default()).into();
+                let raw: Arc<str> =
+                    String::from_utf8_lossy(message.payload.as_deref().unwrap_or_default()).into();
                 self.emit(OutputRecord::Event {
                     event_type: event.event_type(),
                     incident_id: event.incident_id(),
@@ -372,7 +377,10 @@ impl Runtime {
                 time_to_resolve_secs,
                 ..
             } => tracing::info!(incident_id, ?time_to_resolve_secs, "incident resolved"),
-            Effect::AcknowledgeRejected { incident_id, reason } => {
+            Effect::AcknowledgeRejected {
+                incident_id,
+                reason,
+            } => {
                 tracing::warn!(incident_id, "acknowledge rejected: {reason}")
             }
         }
@@ -391,23 +399,47 @@ impl Runtime {
 fn log_escalation(change: &crate::core::escalation::EscalationChange) {
     use crate::core::escalation::EscalationChange as Change;
     match change {
-        Change::Opened { incident_id, level, priority } => {
+        Change::Opened {
+            incident_id,
+            level,
+            priority,
+        } => {
             tracing::info!("incident {incident_id} ({priority}) escalated: paging level {level}")
         }
-        Change::Raised { incident_id, from_level, to_level, cause } => tracing::info!(
+        Change::Raised {
+            incident_id,
+            from_level,
+            to_level,
+            cause,
+        } => tracing::info!(
             ?cause,
             "incident {incident_id} escalation raised from level {from_level} to {to_level}"
         ),
-        Change::Repeated { incident_id, level, repeat } => {
-            tracing::warn!("incident {incident_id} still unacknowledged: paging level {level} again (#{repeat})")
+        Change::Repeated {
+            incident_id,
+            level,
+            repeat,
+        } => {
+            tracing::warn!(
+                "incident {incident_id} still unacknowledged: paging level {level} again (#{repeat})"
+            )
         }
         Change::Exhausted { incident_id, level } => {
-            tracing::warn!("incident {incident_id} unacknowledged at level {level}; no more automatic pages")
+            tracing::warn!(
+                "incident {incident_id} unacknowledged at level {level}; no more automatic pages"
+            )
         }
-        Change::Acknowledged { incident_id, by, time_to_acknowledge_secs, .. } => tracing::info!(
+        Change::Acknowledged {
+            incident_id,
+            by,
+            time_to_acknowledge_secs,
+            ..
+        } => tracing::info!(
             "incident {incident_id} acknowledged by {by} after {}",
             crate::core::engine::format_duration(*time_to_acknowledge_secs)
         ),
-        Change::Closed { incident_id, .. } => tracing::info!("incident {incident_id} escalation closed"),
+        Change::Closed { incident_id, .. } => {
+            tracing::info!("incident {incident_id} escalation closed")
+        }
     }
 }

@@ -135,7 +135,7 @@ impl Simulator {
         }
         let index = self.rng.random_range(0..self.open.len());
         let event = match roll {
-            0..=21 | 22..=44 => self.progress(index),
+            0..=44 => self.progress(index),
             45..=62 => self.comment(index),
             63..=72 => self.attachment(index),
             73..=86 => self.reassign(index),
@@ -307,7 +307,11 @@ pub async fn produce(
         } else if *stop.borrow() {
             break;
         }
-        let burst = if ticker.is_some() { simulator.burst_size() } else { 1 };
+        let burst = if ticker.is_some() {
+            simulator.burst_size()
+        } else {
+            1
+        };
         for _ in 0..burst {
             if options.count.is_some_and(|count| sent >= count) {
                 break 'outer;
@@ -347,7 +351,10 @@ pub async fn produce(
 }
 
 fn check_delivery(
-    result: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>,
+    result: Result<
+        rdkafka::producer::future_producer::OwnedDeliveryResult,
+        futures::channel::oneshot::Canceled,
+    >,
 ) -> anyhow::Result<()> {
     match result {
         Ok(Ok(_)) => Ok(()),
@@ -392,7 +399,13 @@ mod tests {
     fn poison_ratio_produces_undecodable_payloads() {
         let mut simulator = Simulator::new(3, 0.5);
         let rejected = (0..200)
-            .filter(|&step| decode(Some(&simulator.next(at(step)).payload()), DEFAULT_MAX_PAYLOAD_BYTES).is_err())
+            .filter(|&step| {
+                decode(
+                    Some(&simulator.next(at(step)).payload()),
+                    DEFAULT_MAX_PAYLOAD_BYTES,
+                )
+                .is_err()
+            })
             .count();
         assert!((50..150).contains(&rejected), "{rejected}");
     }

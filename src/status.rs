@@ -26,7 +26,9 @@ pub enum ConnectionState {
     Connecting,
     Connected,
     /// Brokers were reachable and are not now; librdkafka keeps retrying.
-    Disconnected { reason: String },
+    Disconnected {
+        reason: String,
+    },
 }
 
 impl ConnectionState {

@@ -247,10 +247,7 @@ fn truncate_raw(raw: &Arc<str>, limit: usize) -> Arc<str> {
 impl Engine {
     pub fn new(config: EngineConfig) -> Self {
         Self {
-            escalations: EscalationBook::new(
-                config.policy.clone(),
-                config.max_tracked_incidents,
-            ),
+            escalations: EscalationBook::new(config.policy.clone(), config.max_tracked_incidents),
             incidents: IncidentTracker::new(config.max_tracked_incidents),
             metrics: Metrics::default(),
             feed: VecDeque::with_capacity(config.feed_capacity.min(4096)),
@@ -356,7 +353,15 @@ impl Engine {
                     ]),
                 }));
                 if !e.status.is_terminal() {
-                    self.escalate(id, &e.title, e.priority, 1, RaiseCause::Triggered, now, &mut effects);
+                    self.escalate(
+                        id,
+                        &e.title,
+                        e.priority,
+                        1,
+                        RaiseCause::Triggered,
+                        now,
+                        &mut effects,
+                    );
                 }
             }
             IncidentEvent::StatusUpdated(e) => {
@@ -400,7 +405,15 @@ impl Engine {
                     }
                 } else if e.new_status == Status::Open {
                     // Reopened, or raised in priority while open: page like a new incident.
-                    self.escalate(id, &e.title, e.priority, 1, RaiseCause::Triggered, now, &mut effects);
+                    self.escalate(
+                        id,
+                        &e.title,
+                        e.priority,
+                        1,
+                        RaiseCause::Triggered,
+                        now,
+                        &mut effects,
+                    );
                 }
             }
             IncidentEvent::AssignmentChanged(e) => {
@@ -421,7 +434,9 @@ impl Engine {
                     fields: fields([
                         (
                             "old_assignee",
-                            e.old_assignee.clone().unwrap_or_else(|| "unassigned".into()),
+                            e.old_assignee
+                                .clone()
+                                .unwrap_or_else(|| "unassigned".into()),
                         ),
                         ("new_assignee", e.new_assignee.clone()),
                         ("changed_by", e.changed_by.clone()),
@@ -437,7 +452,15 @@ impl Engine {
                     .and_then(|r| r.status)
                     .is_some_and(Status::is_terminal);
                 if !resolved {
-                    self.escalate(id, &e.title, e.priority, e.level, RaiseCause::Triggered, now, &mut effects);
+                    self.escalate(
+                        id,
+                        &e.title,
+                        e.priority,
+                        e.level,
+                        RaiseCause::Triggered,
+                        now,
+                        &mut effects,
+                    );
                 }
             }
             IncidentEvent::CommentAdded(_) | IncidentEvent::AttachmentUploaded(_) => {}
@@ -456,7 +479,10 @@ impl Engine {
         now: Timestamp,
         effects: &mut Vec<Effect>,
     ) {
-        for change in self.escalations.escalate(id, title, priority, level, cause, now) {
+        for change in self
+            .escalations
+            .escalate(id, title, priority, level, cause, now)
+        {
             self.escalation_effects(change, now, effects);
         }
     }
@@ -517,7 +543,10 @@ impl Engine {
                 self.escalation_effects(change, now, &mut effects);
                 effects
             }
-            Err(error @ (AcknowledgeError::NotEscalated(_) | AcknowledgeError::AlreadyAcknowledged { .. })) => {
+            Err(
+                error @ (AcknowledgeError::NotEscalated(_)
+                | AcknowledgeError::AlreadyAcknowledged { .. }),
+            ) => {
                 vec![Effect::AcknowledgeRejected {
                     incident_id,
                     reason: error.to_string(),
@@ -527,30 +556,38 @@ impl Engine {
     }
 
     /// Turns an escalation change into the effects it implies: metrics, and who to page.
-    fn escalation_effects(&mut self, change: EscalationChange, now: Timestamp, effects: &mut Vec<Effect>) {
-        let page = |engine: &Self, incident_id: IncidentId, level: u32, repeat: u32, reason: String| {
-            let escalation = engine.escalations.get(incident_id)?;
-            Some(Effect::Notify(Notification {
-                kind: NotificationKind::Escalation,
-                audience: Audience::EscalationLevel { level },
-                incident_id,
-                title: escalation.title.clone(),
-                priority: Some(escalation.priority),
-                dedup_key: format!(
-                    "{incident_id}/escalation/{}/L{level}/R{repeat}",
-                    escalation.opened_at.timestamp_millis()
-                ),
-                fields: fields([
-                    ("level", level.to_string()),
-                    ("level_name", engine.escalations.policy().level_name(level)),
-                    ("repeat", repeat.to_string()),
-                    ("reason", reason),
-                    ("opened_at", escalation.opened_at.to_rfc3339()),
-                ]),
-            }))
-        };
+    fn escalation_effects(
+        &mut self,
+        change: EscalationChange,
+        now: Timestamp,
+        effects: &mut Vec<Effect>,
+    ) {
+        let page =
+            |engine: &Self, incident_id: IncidentId, level: u32, repeat: u32, reason: String| {
+                let escalation = engine.escalations.get(incident_id)?;
+                Some(Effect::Notify(Notification {
+                    kind: NotificationKind::Escalation,
+                    audience: Audience::EscalationLevel { level },
+                    incident_id,
+                    title: escalation.title.clone(),
+                    priority: Some(escalation.priority),
+                    dedup_key: format!(
+                        "{incident_id}/escalation/{}/L{level}/R{repeat}",
+                        escalation.opened_at.timestamp_millis()
+                    ),
+                    fields: fields([
+                        ("level", level.to_string()),
+                        ("level_name", engine.escalations.policy().level_name(level)),
+                        ("repeat", repeat.to_string()),
+                        ("reason", reason),
+                        ("opened_at", escalation.opened_at.to_rfc3339()),
+                    ]),
+                }))
+            };
         let notification = match &change {
-            EscalationChange::Opened { incident_id, level, .. } => {
+            EscalationChange::Opened {
+                incident_id, level, ..
+            } => {
                 self.metrics.record_escalation_opened();
                 page(self, *incident_id, *level, 0, "new incident".into())
             }
@@ -562,7 +599,9 @@ impl Engine {
             } => {
                 self.metrics.record_escalation_raised();
                 let reason = match cause {
-                    RaiseCause::Timeout => format!("level {from_level} did not acknowledge in time"),
+                    RaiseCause::Timeout => {
+                        format!("level {from_level} did not acknowledge in time")
+                    }
                     RaiseCause::Triggered => "escalated by the incident system".into(),
                 };
                 page(self, *incident_id, *to_level, 0, reason)
@@ -571,14 +610,21 @@ impl Engine {
                 incident_id,
                 level,
                 repeat,
-            } => page(self, *incident_id, *level, *repeat, "still not acknowledged".into()),
+            } => page(
+                self,
+                *incident_id,
+                *level,
+                *repeat,
+                "still not acknowledged".into(),
+            ),
             EscalationChange::Acknowledged {
                 incident_id,
                 level,
                 by,
                 time_to_acknowledge_secs,
             } => {
-                self.metrics.record_time_to_acknowledge(*time_to_acknowledge_secs);
+                self.metrics
+                    .record_time_to_acknowledge(*time_to_acknowledge_secs);
                 self.escalations.get(*incident_id).map(|escalation| {
                     Effect::Notify(Notification {
                         kind: NotificationKind::EscalationAcknowledged,
@@ -594,7 +640,10 @@ impl Engine {
                             ("level", level.to_string()),
                             ("by", by.clone()),
                             ("acknowledged_at", now.to_rfc3339()),
-                            ("time_to_acknowledge", format_duration(*time_to_acknowledge_secs)),
+                            (
+                                "time_to_acknowledge",
+                                format_duration(*time_to_acknowledge_secs),
+                            ),
                         ]),
                     })
                 })

@@ -365,7 +365,9 @@ mod tests {
     use chrono::TimeZone;
 
     fn t(seconds: i64) -> Timestamp {
-        chrono::Utc.timestamp_opt(1_700_000_000 + seconds, 0).unwrap()
+        chrono::Utc
+            .timestamp_opt(1_700_000_000 + seconds, 0)
+            .unwrap()
     }
 
     fn policy() -> EscalationPolicy {
@@ -389,7 +391,11 @@ mod tests {
         EscalationBook::new(policy(), 100)
     }
 
-    fn open(book: &mut EscalationBook, id: IncidentId, priority: Priority) -> Vec<EscalationChange> {
+    fn open(
+        book: &mut EscalationBook,
+        id: IncidentId,
+        priority: Priority,
+    ) -> Vec<EscalationChange> {
         book.escalate(id, "title", priority, 1, RaiseCause::Triggered, t(0))
     }
 
@@ -525,7 +531,14 @@ mod tests {
         let mut book = book();
         open(&mut book, 1, Priority::High);
         book.acknowledge(1, "a", t(5)).unwrap();
-        let changes = book.escalate(1, "title", Priority::Critical, 2, RaiseCause::Triggered, t(10));
+        let changes = book.escalate(
+            1,
+            "title",
+            Priority::Critical,
+            2,
+            RaiseCause::Triggered,
+            t(10),
+        );
         assert_eq!(
             changes,
             vec![EscalationChange::Raised {

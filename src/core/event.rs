@@ -268,7 +268,10 @@ impl IncidentEvent {
             Self::StatusUpdated(e) => format!("{} → {}", e.old_status, e.new_status),
             Self::CommentAdded(e) => format!("comment by {}", e.author),
             Self::AttachmentUploaded(e) => {
-                format!("{} ({} bytes) by {}", e.filename, e.size_bytes, e.uploaded_by)
+                format!(
+                    "{} ({} bytes) by {}",
+                    e.filename, e.size_bytes, e.uploaded_by
+                )
             }
             Self::AssignmentChanged(e) => format!(
                 "{} → {}",
@@ -543,9 +546,10 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_ignored_and_null_assignee_accepted() {
-        let text = CREATED
-            .replace("\"jane.smith\"", "null")
-            .replace("\"category\"", "\"new_field\": {\"x\": [1,2]}, \"category\"");
+        let text = CREATED.replace("\"jane.smith\"", "null").replace(
+            "\"category\"",
+            "\"new_field\": {\"x\": [1,2]}, \"category\"",
+        );
         let IncidentEvent::IncidentCreated(created) = decode_str(&text).unwrap() else {
             panic!()
         };
@@ -658,7 +662,10 @@ mod tests {
             r#"{{"event_type":"comment_added","incident_id":1,"title":{open}{close},"author":"a","comment":"c","created_at":"2024-01-01T10:00:00Z"}}"#
         );
         let error = decode_str(&in_known_field).unwrap_err();
-        assert_eq!(error.to_string(), "field `title`: invalid type: sequence, expected a string");
+        assert_eq!(
+            error.to_string(),
+            "field `title`: invalid type: sequence, expected a string"
+        );
         // Deep data in a field nobody reads is skipped without recursing.
         let in_unknown_field = format!(
             r#"{{"event_type":"comment_added","incident_id":1,"x":{open}{close},"title":"t","author":"a","comment":"c","created_at":"2024-01-01T10:00:00Z"}}"#

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
@@ -71,7 +73,11 @@ impl ClientContext for ConsoleContext {
         );
         self.status.send_modify(|status| {
             if transport && error.rdkafka_error_code() == Some(AllBrokersDown) {
-                if status.connection != (ConnectionState::Disconnected { reason: reason.to_string() }) {
+                if status.connection
+                    != (ConnectionState::Disconnected {
+                        reason: reason.to_string(),
+                    })
+                {
                     tracing::warn!(%reason, "all Kafka brokers are down; retrying");
                 }
                 status.connection = ConnectionState::Disconnected {
@@ -97,7 +103,8 @@ impl ConsumerContext for ConsoleContext {
                 {
                     tracing::warn!(%error, "could not pause newly assigned partitions");
                 }
-                let mut partitions: Vec<i32> = list.elements().iter().map(|e| e.partition()).collect();
+                let mut partitions: Vec<i32> =
+                    list.elements().iter().map(|e| e.partition()).collect();
                 partitions.sort_unstable();
                 tracing::info!(?partitions, "partitions assigned");
                 partitions
@@ -111,12 +118,16 @@ impl ConsumerContext for ConsoleContext {
                 return;
             }
         };
-        self.status.send_modify(|status| status.assigned_partitions = partitions);
+        self.status
+            .send_modify(|status| status.assigned_partitions = partitions);
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         if let Err(error) = result
-            && !matches!(error, KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset))
+            && !matches!(
+                error,
+                KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)
+            )
         {
             tracing::warn!(%error, "offset commit failed; it will be retried");
         }
@@ -183,7 +194,11 @@ impl ConsumerControl {
             }
         };
         self.status.send_modify(|status| status.paused = paused);
-        tracing::info!(paused, "consumption {}", if paused { "paused" } else { "resumed" });
+        tracing::info!(
+            paused,
+            "consumption {}",
+            if paused { "paused" } else { "resumed" }
+        );
         result
     }
 
@@ -191,7 +206,9 @@ impl ConsumerControl {
     /// sends it to the broker.
     pub fn store(&self, key: &PartitionKey, next_offset: i64) {
         let mut list = TopicPartitionList::new();
-        if let Err(error) = list.add_partition_offset(&key.topic, key.partition, Offset::Offset(next_offset)) {
+        if let Err(error) =
+            list.add_partition_offset(&key.topic, key.partition, Offset::Offset(next_offset))
+        {
             tracing::warn!(%error, "bad offset {next_offset} for {}/{}", key.topic, key.partition);
             return;
         }
@@ -250,10 +267,21 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> KafkaResult<KafkaS
         .set("group.id", &config.kafka.group_id)
         .set("auto.offset.reset", &config.kafka.auto_offset_reset)
         .set("enable.auto.commit", "true")
-        .set("statistics.interval.ms", config.kafka.statistics_interval_ms.to_string())
+        .set(
+            "statistics.interval.ms",
+            config.kafka.statistics_interval_ms.to_string(),
+        )
         .set("enable.partition.eof", "false");
-    if config.kafka.properties.get("enable.auto.offset.store").map(String::as_str) == Some("true") {
-        tracing::warn!("ignoring enable.auto.offset.store=true: offsets are stored only after handling");
+    if config
+        .kafka
+        .properties
+        .get("enable.auto.offset.store")
+        .map(String::as_str)
+        == Some("true")
+    {
+        tracing::warn!(
+            "ignoring enable.auto.offset.store=true: offsets are stored only after handling"
+        );
     }
     // At-least-once: an offset is stored only once its event has been handled.
     client.set("enable.auto.offset.store", "false");
@@ -262,7 +290,13 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> KafkaResult<KafkaS
     let consumer = Arc::new(consumer);
     let (sender, messages) = mpsc::channel(config.kafka.channel_capacity);
     let poll_timeout = Duration::from_millis(config.kafka.poll_timeout_ms);
-    let task = tokio::spawn(fetch_loop(consumer.clone(), sender, stop, poll_timeout, status.clone()));
+    let task = tokio::spawn(fetch_loop(
+        consumer.clone(),
+        sender,
+        stop,
+        poll_timeout,
+        status.clone(),
+    ));
     Ok(KafkaSource {
         control: ConsumerControl {
             consumer,

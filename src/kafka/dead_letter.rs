@@ -45,9 +45,18 @@ impl DeadLetterProducer {
         let mut backoff = Duration::from_millis(200);
         loop {
             let headers = OwnedHeaders::new()
-                .insert(Header { key: HEADER_REASON, value: Some(reason) })
-                .insert(Header { key: HEADER_ERROR, value: Some(error) })
-                .insert(Header { key: HEADER_TOPIC, value: Some(&message.source.topic) })
+                .insert(Header {
+                    key: HEADER_REASON,
+                    value: Some(reason),
+                })
+                .insert(Header {
+                    key: HEADER_ERROR,
+                    value: Some(error),
+                })
+                .insert(Header {
+                    key: HEADER_TOPIC,
+                    value: Some(&message.source.topic),
+                })
                 .insert(Header {
                     key: HEADER_PARTITION,
                     value: Some(&message.source.partition.to_string()),
@@ -56,8 +65,12 @@ impl DeadLetterProducer {
                     key: HEADER_OFFSET,
                     value: Some(&message.source.offset.to_string()),
                 })
-                .insert(Header { key: HEADER_AT, value: Some(at) });
-            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(headers);
+                .insert(Header {
+                    key: HEADER_AT,
+                    value: Some(at),
+                });
+            let mut record: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(&self.topic).headers(headers);
             if let Some(key) = &message.key {
                 record = record.key(key.as_slice());
             }

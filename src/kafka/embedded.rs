@@ -43,7 +43,8 @@ impl EmbeddedBroker {
                 let cluster = match MockCluster::new(brokers) {
                     Ok(cluster) => cluster,
                     Err(error) => {
-                        let _ = ready_tx.send(Err(format!("cannot start the embedded broker: {error}")));
+                        let _ = ready_tx
+                            .send(Err(format!("cannot start the embedded broker: {error}")));
                         return;
                     }
                 };
@@ -83,7 +84,10 @@ impl EmbeddedBroker {
         &self.bootstrap
     }
 
-    fn ask(&self, order: impl FnOnce(std_mpsc::Sender<Result<(), String>>) -> Order) -> Result<(), String> {
+    fn ask(
+        &self,
+        order: impl FnOnce(std_mpsc::Sender<Result<(), String>>) -> Order,
+    ) -> Result<(), String> {
         let (reply, answer) = std_mpsc::channel();
         self.orders
             .send(order(reply))
@@ -102,7 +106,10 @@ impl EmbeddedBroker {
     }
 }
 
-fn apply_fault(cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>, fault: Fault) -> Result<(), String> {
+fn apply_fault(
+    cluster: &MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    fault: Fault,
+) -> Result<(), String> {
     let result = match fault {
         Fault::BrokerDown(id) => cluster.broker_down(id),
         Fault::BrokerUp(id) => cluster.broker_up(id),

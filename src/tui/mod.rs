@@ -2,7 +2,10 @@
 
 use crate::runtime::{RunSummary, RuntimeHandle};
 
-pub async fn run(_handle: RuntimeHandle, _config: &crate::config::Config) -> anyhow::Result<RunSummary> {
+pub async fn run(
+    _handle: RuntimeHandle,
+    _config: &crate::config::Config,
+) -> anyhow::Result<RunSummary> {
     anyhow::bail!("the interactive console is not built yet; run with --no-tui")
 }
 

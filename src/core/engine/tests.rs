@@ -10,7 +10,9 @@ use crate::core::event::{
 };
 
 fn t(seconds: i64) -> Timestamp {
-    chrono::Utc.timestamp_opt(1_700_000_000 + seconds, 0).unwrap()
+    chrono::Utc
+        .timestamp_opt(1_700_000_000 + seconds, 0)
+        .unwrap()
 }
 
 fn engine() -> Engine {
@@ -86,10 +88,16 @@ fn describe(effects: &[Effect]) -> Vec<String> {
             }
             Effect::Escalation(change) => match change {
                 EscalationChange::Opened { level, .. } => format!("escalation opened L{level}"),
-                EscalationChange::Raised { to_level, .. } => format!("escalation raised L{to_level}"),
-                EscalationChange::Repeated { repeat, .. } => format!("escalation repeated #{repeat}"),
+                EscalationChange::Raised { to_level, .. } => {
+                    format!("escalation raised L{to_level}")
+                }
+                EscalationChange::Repeated { repeat, .. } => {
+                    format!("escalation repeated #{repeat}")
+                }
                 EscalationChange::Exhausted { .. } => "escalation exhausted".into(),
-                EscalationChange::Acknowledged { by, .. } => format!("escalation acknowledged by {by}"),
+                EscalationChange::Acknowledged { by, .. } => {
+                    format!("escalation acknowledged by {by}")
+                }
                 EscalationChange::Closed { acknowledged, .. } => {
                     format!("escalation closed acknowledged={acknowledged}")
                 }
@@ -183,7 +191,8 @@ fn resolution_of_an_unknown_incident_has_no_time_to_resolve() {
 #[test]
 fn unassigned_status_change_notifies_nobody_in_particular() {
     let mut engine = engine();
-    let IncidentEvent::StatusUpdated(mut update) = status(1, Status::Open, Status::InProgress, 1) else {
+    let IncidentEvent::StatusUpdated(mut update) = status(1, Status::Open, Status::InProgress, 1)
+    else {
         unreachable!()
     };
     update.assigned_to = None;
@@ -195,8 +204,16 @@ fn unassigned_status_change_notifies_nobody_in_particular() {
 fn reopening_a_high_incident_pages_again() {
     let mut engine = engine();
     apply_event(&mut engine, created(1, Priority::High), 0);
-    apply_event(&mut engine, status(1, Status::Open, Status::Resolved, 10), 10);
-    let effects = apply_event(&mut engine, status(1, Status::Resolved, Status::Open, 20), 20);
+    apply_event(
+        &mut engine,
+        status(1, Status::Open, Status::Resolved, 10),
+        10,
+    );
+    let effects = apply_event(
+        &mut engine,
+        status(1, Status::Resolved, Status::Open, 20),
+        20,
+    );
     assert_eq!(
         describe(&effects),
         vec![
@@ -263,7 +280,11 @@ fn assignment_comment_attachment_and_triggered_escalation() {
     let mut engine = engine();
     for (event, expected) in table {
         let name = event.event_type();
-        assert_eq!(describe(&apply_event(&mut engine, event, 8)), expected, "{name}");
+        assert_eq!(
+            describe(&apply_event(&mut engine, event, 8)),
+            expected,
+            "{name}"
+        );
     }
 }
 
@@ -319,7 +340,11 @@ fn escalation_timeline_with_acknowledgement() {
     let snapshot = engine.snapshot(t(1002));
     assert_eq!(snapshot.metrics.acknowledged, 1);
     assert_eq!(snapshot.metrics.time_to_acknowledge.mean_secs, Some(150.0));
-    let ack = snapshot.escalations[0].escalation.acknowledged.clone().unwrap();
+    let ack = snapshot.escalations[0]
+        .escalation
+        .acknowledged
+        .clone()
+        .unwrap();
     assert_eq!((ack.by.as_str(), ack.at), ("alice", t(150)));
 }
 
@@ -359,9 +384,21 @@ fn dedup_keys_are_stable_for_redelivery_and_differ_per_state() {
     let a = keys(apply_event(&mut first, created(1, Priority::High), 0));
     let b = keys(apply_event(&mut second, created(1, Priority::High), 0));
     assert_eq!(a, b);
-    let progress = keys(apply_event(&mut first, status(1, Status::Open, Status::InProgress, 5), 5));
-    let back = keys(apply_event(&mut first, status(1, Status::InProgress, Status::Open, 6), 6));
-    let again = keys(apply_event(&mut first, status(1, Status::Open, Status::InProgress, 7), 7));
+    let progress = keys(apply_event(
+        &mut first,
+        status(1, Status::Open, Status::InProgress, 5),
+        5,
+    ));
+    let back = keys(apply_event(
+        &mut first,
+        status(1, Status::InProgress, Status::Open, 6),
+        6,
+    ));
+    let again = keys(apply_event(
+        &mut first,
+        status(1, Status::Open, Status::InProgress, 7),
+        7,
+    ));
     assert_ne!(progress[0], again[0]);
     assert_ne!(progress[0], back[0]);
 }
@@ -402,7 +439,11 @@ fn feed_is_bounded_newest_first_and_raw_is_truncated() {
         );
     }
     let snapshot = engine.snapshot(t(10));
-    let ids: Vec<_> = snapshot.feed.iter().map(|e| e.incident_id.unwrap()).collect();
+    let ids: Vec<_> = snapshot
+        .feed
+        .iter()
+        .map(|e| e.incident_id.unwrap())
+        .collect();
     assert_eq!(ids, vec![5, 4, 3]);
     assert_eq!(snapshot.feed_total, 5);
     assert_eq!(snapshot.feed[0].seq, 5);
