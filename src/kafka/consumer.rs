@@ -154,13 +154,18 @@ pub fn client_config(config: &Config, for_consumer: bool) -> ClientConfig {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.kafka.brokers);
     client.set("client.id", "incident-console");
+    apply_passthrough(&mut client, config, for_consumer);
+    client
+}
+
+/// The operator's `properties` / `-X` settings win over our defaults, so they go last.
+fn apply_passthrough(client: &mut ClientConfig, config: &Config, for_consumer: bool) {
     for (key, value) in &config.kafka.properties {
         if !for_consumer && CONSUMER_ONLY_PREFIXES.iter().any(|p| key.starts_with(p)) {
             continue;
         }
         client.set(key, value);
     }
-    client
 }
 
 /// Control side of the consumer, shared by the runtime.
@@ -272,6 +277,7 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> KafkaResult<KafkaS
             config.kafka.statistics_interval_ms.to_string(),
         )
         .set("enable.partition.eof", "false");
+    apply_passthrough(&mut client, config, true);
     if config
         .kafka
         .properties

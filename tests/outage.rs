@@ -1,0 +1,89 @@
+//! Broker outages injected into the embedded broker: the consumer reports the state, keeps
+//! retrying, and resumes by itself with nothing lost and nothing handled twice.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+use incident_console::kafka::embedded::Fault;
+use incident_console::runtime::OutputRecord;
+use incident_console::simulate::Simulator;
+use incident_console::status::{Command, ConnectionState};
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+fn places(records: &[OutputRecord]) -> Vec<(i32, i64)> {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            OutputRecord::Event {
+                partition, offset, ..
+            } => Some((*partition, *offset)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumption_survives_brokers_down_request_errors_and_latency() {
+    let Setup { broker, config } = setup(2);
+    let producer = producer(&config);
+    let topic = config.kafka.topic.clone();
+    let mut simulator = Simulator::new(21, 0.0);
+    let mut produced = BTreeSet::new();
+
+    let (handle, mut records) = spawn_runtime(&config);
+    let mut status = handle.consumer_status.clone();
+    wait_for(&mut status, "connected", |s| {
+        s.connection == ConnectionState::Connected && !s.assigned_partitions.is_empty()
+    })
+    .await;
+    for _ in 0..20 {
+        let item = simulator.next(chrono::Utc::now());
+        produced.insert(send(&producer, &topic, &item.key(), Some(&item.payload())).await);
+    }
+    let mut seen = Vec::new();
+    collect_until(&mut records, &mut seen, |r| count_events(r) == 20).await;
+
+    // Every broker down: the state is reported and the process keeps going.
+    broker.inject(Fault::BrokerDown(-1)).unwrap();
+    wait_for(&mut status, "disconnected", |s| {
+        matches!(s.connection, ConnectionState::Disconnected { .. })
+    })
+    .await;
+    assert!(!handle.task.is_finished());
+    broker.inject(Fault::BrokerUp(-1)).unwrap();
+    wait_for(&mut status, "reconnected", |s| {
+        s.connection == ConnectionState::Connected
+    })
+    .await;
+
+    // Fetch errors and a slow broker: retried until they clear.
+    broker
+        .inject(Fault::RequestErrors(
+            RDKafkaApiKey::Fetch,
+            vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 5],
+        ))
+        .unwrap();
+    broker
+        .inject(Fault::RoundTripTime(1, Duration::from_millis(300)))
+        .unwrap();
+    for _ in 0..20 {
+        let item = simulator.next(chrono::Utc::now());
+        produced.insert(send(&producer, &topic, &item.key(), Some(&item.payload())).await);
+    }
+    collect_until(&mut records, &mut seen, |r| count_events(r) >= 40).await;
+    broker
+        .inject(Fault::RoundTripTime(1, Duration::ZERO))
+        .unwrap();
+
+    handle.commands.send(Command::Shutdown).await.unwrap();
+    handle.task.await.unwrap().unwrap();
+    while let Ok(record) = records.try_recv() {
+        seen.push(record);
+    }
+    let handled = places(&seen);
+    assert_eq!(handled.len(), 40, "nothing handled twice");
+    assert_eq!(handled.into_iter().collect::<BTreeSet<_>>(), produced);
+}
