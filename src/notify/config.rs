@@ -551,7 +551,8 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_field() {
-        let cases: Vec<(Box<dyn Fn(&mut NotifyConfig)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut NotifyConfig)>;
+        let cases: Vec<(Change, &str)> = vec![
             (Box::new(|c| c.outbox_capacity = 0), "outbox_capacity"),
             (
                 Box::new(|c| c.administrators = vec!["not an address".into()]),

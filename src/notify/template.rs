@@ -473,13 +473,10 @@ fn single_line_value(value: &str) -> String {
     single_line(value, 500)
 }
 
-/// Values inside a body keep their line breaks but lose other control characters.
+/// Values inside a body stay on one line too: a title is one line, and a line break in it
+/// must not make the rest look like part of the message's own text.
 fn body_value(value: &str) -> String {
-    value
-        .replace("\r\n", "\n")
-        .chars()
-        .map(|c| if c.is_control() && c != '\n' { ' ' } else { c })
-        .collect()
+    single_line(value, 4000)
 }
 
 /// Slack mrkdwn: `&`, `<` and `>` in values are escaped so a title cannot mention @channel or
@@ -613,6 +610,6 @@ mod tests {
         );
         assert_eq!(subject, "[high] Down  Bcc: victim@example.com x");
         assert_eq!(single_line("abcdef", 4), "abc…");
-        assert_eq!(body_value("a\r\nb\u{7}c"), "a\nb c");
+        assert_eq!(body_value("a\r\nb\u{7}c"), "a  b c");
     }
 }

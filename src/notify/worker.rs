@@ -4,6 +4,9 @@
 //! timer queue until their backoff has passed, so a dead channel holds up nothing but itself.
 
 use std::cmp::Reverse;
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -338,13 +341,38 @@ impl ChannelWorker {
         let mut in_flight: JoinSet<(Attempt, Outcome)> = JoinSet::new();
         let mut seq = 0u64;
         let mut closed = false;
+        // Incidents with a PagerDuty event in flight or waiting for a retry.
+        let mut busy: HashMap<i64, usize> = HashMap::new();
         loop {
-            while in_flight.len() < self.concurrency
-                && let Some(attempt) = ready.pop_front()
-            {
+            let mut index = 0;
+            while in_flight.len() < self.concurrency && index < ready.len() {
+                // An incident's PagerDuty events go out in order (trigger before acknowledge
+                // before resolve): a first attempt waits while an earlier one is unfinished.
+                if let Some(incident) = self.ordering_key(&ready[index])
+                    && ready[index].attempts == 0
+                    && busy.contains_key(&incident)
+                {
+                    index += 1;
+                    continue;
+                }
+                let Some(attempt) = ready.remove(index) else {
+                    break;
+                };
+                if let Some(incident) = self.ordering_key(&attempt)
+                    && attempt.attempts == 0
+                {
+                    *busy.entry(incident).or_default() += 1;
+                }
                 let senders = self.senders.clone();
                 in_flight.spawn(async move {
-                    let outcome = senders.send(&attempt.delivery).await;
+                    // A bug in one send must not lose the delivery's bookkeeping.
+                    let outcome = AssertUnwindSafe(senders.send(&attempt.delivery))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| Outcome::Failed {
+                            reason: "panic".into(),
+                            detail: "the send panicked".into(),
+                        });
                     (attempt, outcome)
                 });
             }
@@ -360,7 +388,18 @@ impl ChannelWorker {
                 },
                 Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => match joined {
                     Ok((attempt, outcome)) => {
-                        if let Some(again) = self.settle(attempt, outcome) {
+                        let incident = self.ordering_key(&attempt);
+                        let again = self.settle(attempt, outcome);
+                        if again.is_none()
+                            && let Some(incident) = incident
+                            && let Some(count) = busy.get_mut(&incident)
+                        {
+                            *count -= 1;
+                            if *count == 0 {
+                                busy.remove(&incident);
+                            }
+                        }
+                        if let Some(again) = again {
                             seq += 1;
                             waiting.push(Reverse(Waiting { due: again.0, seq, attempt: again.1 }));
                             self.shared.board().channel(self.channel).retrying = waiting.len() as u64;
@@ -381,6 +420,12 @@ impl ChannelWorker {
                 }
             }
         }
+    }
+
+    fn ordering_key(&self, attempt: &Attempt) -> Option<i64> {
+        (self.channel == Channel::PagerDuty)
+            .then_some(attempt.delivery.incident_id)
+            .flatten()
     }
 
     fn first_attempt(&self, delivery: Delivery) -> Attempt {
