@@ -138,7 +138,10 @@ impl Notifier {
             self.count_overflow(&notification);
             return;
         };
+        // Counted before it can be taken out, so the outbox never looks emptier than it is.
+        self.shared.accepted.fetch_add(1, Ordering::SeqCst);
         if let Err(error) = outbox.try_send(notification) {
+            self.shared.accepted.fetch_sub(1, Ordering::SeqCst);
             let notification = match error {
                 mpsc::error::TrySendError::Full(n) | mpsc::error::TrySendError::Closed(n) => n,
             };
@@ -172,12 +175,7 @@ impl Notifier {
     }
 
     pub fn status(&self) -> NotifierStatus {
-        let queued = self
-            .outbox
-            .as_ref()
-            .map(|outbox| outbox.max_capacity() - outbox.capacity())
-            .unwrap_or(0);
-        self.shared.status(queued)
+        self.shared.status()
     }
 
     /// Stops taking notifications and lets the tasks finish what they hold (including retries)
@@ -194,7 +192,7 @@ impl Notifier {
             }
         }
         self.tasks.clear();
-        let status = self.shared.status(0);
+        let status = self.shared.status();
         let pending = self.shared.store().pending().len();
         if unfinished || pending > 0 {
             tracing::warn!(

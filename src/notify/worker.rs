@@ -63,6 +63,10 @@ pub struct Shared {
     pub overflowed: [AtomicU64; 6],
     /// Set by `submit` on the first overflow since the dispatcher last reported them.
     pub overflow_pending_report: AtomicBool,
+    /// Notifications put in the outbox, and those the dispatcher has finished routing: the
+    /// difference is what waits in (or is being taken from) the outbox.
+    pub accepted: AtomicU64,
+    pub routed: AtomicU64,
 }
 
 impl Shared {
@@ -76,6 +80,8 @@ impl Shared {
             store: Mutex::new(store),
             overflowed: Default::default(),
             overflow_pending_report: AtomicBool::new(false),
+            accepted: AtomicU64::new(0),
+            routed: AtomicU64::new(0),
         }
     }
 
@@ -99,8 +105,13 @@ impl Shared {
             .sum()
     }
 
-    pub fn status(&self, outbox_queued: usize) -> NotifierStatus {
+    pub fn status(&self) -> NotifierStatus {
+        // Routed is read first: a notification counted in both `routed` and `in_channels`
+        // can only make the depth seem larger for a moment, never zero while work is left.
+        let routed = self.routed.load(Ordering::SeqCst);
         let board = self.board();
+        let accepted = self.accepted.load(Ordering::SeqCst);
+        let outbox_queued = accepted.saturating_sub(routed) as usize;
         NotifierStatus {
             outbox_depth: outbox_queued + board.in_channels,
             delivered: board.delivered,
@@ -131,7 +142,10 @@ impl Dispatcher {
             let next_digest = self.limiters.values().filter_map(|l| l.next_due()).min();
             tokio::select! {
                 notification = outbox.recv() => match notification {
-                    Some(notification) => self.dispatch(notification),
+                    Some(notification) => {
+                        self.dispatch(notification);
+                        self.shared.routed.fetch_add(1, Ordering::SeqCst);
+                    }
                     None => break,
                 },
                 _ = sleep_until(next_digest), if next_digest.is_some() => {
