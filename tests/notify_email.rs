@@ -315,3 +315,104 @@ async fn shutdown_delivers_what_was_submitted() {
     assert_eq!(sink.mails().len(), 6);
     assert_eq!(notifier.status().delivered, 6);
 }
+
+fn tls_sink_options(
+    dir: &std::path::Path,
+    mode: &'static str,
+) -> (servers::SinkOptions, std::path::PathBuf) {
+    let (cert, key) = servers::self_signed_certificate(dir);
+    (
+        servers::SinkOptions {
+            tls: Some((mode, cert.clone(), key)),
+            auth: Some("mailer:s3cret".into()),
+        },
+        cert,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_with_a_login_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let (options, cert) = tls_sink_options(dir.path(), "starttls");
+    let sink = SmtpSink::start_with(options).await;
+    let mut config = with_smtp(fast_config(), sink.port);
+    config.email.tls = incident_console::notify::config::SmtpTls::Starttls;
+    config.email.ca_file = Some(cert);
+    config.apply_env(&|name| match name {
+        "SMTP_USERNAME" => Some("mailer".into()),
+        "SMTP_PASSWORD" => Some("s3cret".into()),
+        _ => None,
+    });
+    config.validate().unwrap();
+    let mut notifier = Notifier::start(&config).unwrap();
+    notifier.submit(notification(
+        NotificationKind::Resolved,
+        Audience::Administrators,
+        31,
+        "Over TLS",
+        Priority::Low,
+        &[],
+    ));
+    let mails = sink.wait_for(2).await;
+    for mail in &mails {
+        assert!(mail.tls, "sent after STARTTLS");
+        assert_eq!(mail.login.as_deref(), Some("mailer"));
+        assert_eq!(mail.subject(), "[low] Resolved: incident #31: Over TLS");
+    }
+    notifier.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls_and_a_refused_login_is_final() {
+    let dir = tempfile::tempdir().unwrap();
+    let (options, cert) = tls_sink_options(dir.path(), "implicit");
+    let sink = SmtpSink::start_with(options).await;
+    let mut config = with_smtp(fast_config(), sink.port);
+    config.email.tls = incident_console::notify::config::SmtpTls::Tls;
+    config.email.ca_file = Some(cert);
+    config.email.username = Some("mailer".into());
+    config.email.password = Some("s3cret".into());
+    let mut notifier = Notifier::start(&config).unwrap();
+    notifier.submit(notification(
+        NotificationKind::Resolved,
+        Audience::Administrators,
+        32,
+        "Wrapped",
+        Priority::Low,
+        &[],
+    ));
+    let mails = sink.wait_for(2).await;
+    assert!(
+        mails
+            .iter()
+            .all(|m| m.tls && m.login.as_deref() == Some("mailer"))
+    );
+    notifier.shutdown(Duration::from_secs(5)).await;
+
+    // The same server with a wrong password: refused for good, not retried for an hour.
+    config.email.password = Some("wrong".into());
+    let mut notifier = Notifier::start(&config).unwrap();
+    notifier.submit(notification(
+        NotificationKind::Resolved,
+        Audience::Administrators,
+        33,
+        "Refused",
+        Priority::Low,
+        &[],
+    ));
+    let status = eventually(WAIT, "the refusals to be counted", || {
+        let status = notifier.status();
+        (status.failed == 2).then_some(status)
+    })
+    .await;
+    let email = &status.channels[0];
+    assert_eq!(
+        email.failures.get("smtp_535"),
+        Some(&2),
+        "{:?}",
+        email.failures
+    );
+    assert_eq!(email.retrying, 0);
+    notifier.shutdown(Duration::from_secs(5)).await;
+    assert_eq!(sink.mails().len(), 2);
+}

@@ -100,8 +100,10 @@ pub struct EmailConfig {
     pub username: Option<String>,
     /// From `SMTP_PASSWORD`; better left out of the file.
     pub password: Option<String>,
-    /// One SMTP exchange (connect, send) may take this long before it counts as failed.
+    /// One SMTP command may take this long before the attempt counts as failed.
     pub timeout_ms: u64,
+    /// An extra trusted CA certificate (PEM) for the server's TLS, e.g. a private CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for EmailConfig {
@@ -114,6 +116,7 @@ impl Default for EmailConfig {
             username: None,
             password: None,
             timeout_ms: 10_000,
+            ca_file: None,
         }
     }
 }
@@ -426,6 +429,14 @@ impl NotifyConfig {
                         format!("`{}` is not a mailbox: {error}", self.email.from),
                     )
                 })?;
+            if let Some(path) = &self.email.ca_file
+                && !path.is_file()
+            {
+                return Err(invalid(
+                    "email.ca_file",
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
             if self.email.username.is_some() != self.email.password.is_some() {
                 return Err(invalid(
                     "email.username",

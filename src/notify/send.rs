@@ -7,7 +7,7 @@ use std::time::Duration;
 use lettre::message::header::ContentType;
 use lettre::message::{Mailbox, Message};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 use super::config::{Channel, NotifyConfig, SmtpTls};
@@ -63,10 +63,29 @@ impl Senders {
             None => None,
             Some(host) => {
                 let email = &config.email;
+                let parameters = || -> anyhow::Result<TlsParameters> {
+                    let mut builder = TlsParameters::builder(host.clone());
+                    if let Some(path) = &email.ca_file {
+                        let pem = std::fs::read(path).map_err(|error| {
+                            anyhow::anyhow!(
+                                "notifications.email.ca_file {}: {error}",
+                                path.display()
+                            )
+                        })?;
+                        let certificate = Certificate::from_pem(&pem).map_err(|error| {
+                            anyhow::anyhow!(
+                                "notifications.email.ca_file {}: {error}",
+                                path.display()
+                            )
+                        })?;
+                        builder = builder.add_root_certificate(certificate);
+                    }
+                    Ok(builder.build()?)
+                };
                 let tls = match email.tls {
                     SmtpTls::None => Tls::None,
-                    SmtpTls::Starttls => Tls::Required(TlsParameters::new(host.clone())?),
-                    SmtpTls::Tls => Tls::Wrapper(TlsParameters::new(host.clone())?),
+                    SmtpTls::Starttls => Tls::Required(parameters()?),
+                    SmtpTls::Tls => Tls::Wrapper(parameters()?),
                 };
                 let timeout = Duration::from_millis(email.timeout_ms);
                 let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
@@ -180,6 +199,11 @@ impl Senders {
                     retry(format!("smtp_{code}"), error.to_string())
                 } else if error.is_timeout() {
                     retry("timeout", error.to_string())
+                } else if error.is_client() {
+                    // E.g. no authentication mechanism in common: trying again will not help.
+                    failed("smtp_client", error.to_string())
+                } else if error.is_tls() {
+                    retry("tls", error.to_string())
                 } else {
                     retry("smtp_connection", error.to_string())
                 }

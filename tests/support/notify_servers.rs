@@ -49,6 +49,10 @@ pub struct Mail {
     pub mail_from: String,
     pub rcpt_tos: Vec<String>,
     pub data: String,
+    /// The user that authenticated, if any.
+    pub login: Option<String>,
+    /// Whether the message came over TLS.
+    pub tls: bool,
 }
 
 impl Mail {
@@ -92,10 +96,20 @@ impl Mail {
     }
 }
 
+/// How the SMTP sink secures and guards its door.
+#[derive(Debug, Clone, Default)]
+pub struct SinkOptions {
+    /// `starttls` or `implicit`, with a certificate and key (PEM files).
+    pub tls: Option<(&'static str, PathBuf, PathBuf)>,
+    /// `user:password` required (AUTH PLAIN/LOGIN) before mail is accepted.
+    pub auth: Option<String>,
+}
+
 /// aiosmtpd on 127.0.0.1:`port`, writing messages into a temporary directory.
 pub struct SmtpSink {
     pub port: u16,
     dir: tempfile::TempDir,
+    options: SinkOptions,
     child: Option<Child>,
 }
 
@@ -105,57 +119,64 @@ fn script() -> PathBuf {
 
 impl SmtpSink {
     pub async fn start() -> Self {
+        Self::start_with(SinkOptions::default()).await
+    }
+
+    pub async fn start_with(options: SinkOptions) -> Self {
         let mut sink = Self {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
+            options,
             child: None,
         };
         sink.restart().await;
         sink
     }
 
-    /// (Re)starts the server on the same port and waits until it accepts connections.
+    /// (Re)starts the server on the same port and waits until it says it is listening (it
+    /// does so once aiosmtpd has answered its own test connection).
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "already running");
-        let child = Command::new("/usr/bin/python3")
+        let mut command = Command::new("/usr/bin/python3");
+        command
             .arg(script())
             .arg("--port")
             .arg(self.port.to_string())
             .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
+            .arg(self.dir.path());
+        if let Some((mode, cert, key)) = &self.options.tls {
+            command
+                .args(["--tls", mode])
+                .arg("--cert")
+                .arg(cert)
+                .arg("--key")
+                .arg(key);
+        }
+        if let Some(auth) = &self.options.auth {
+            command.args(["--auth", auth]);
+        }
+        let mut child = command
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start /usr/bin/python3 (python3-aiosmtpd: run scripts/setup)");
+        let stdout = child.stdout.take().unwrap();
         self.child = Some(child);
-        let port = self.port;
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("SMTP sink exited early: {status}");
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let first = lines.next().and_then(Result::ok);
+            let _ = ready_tx.send(first);
+            // Keep the pipe drained for as long as the process lives.
+            for _ in lines {}
+        });
+        match tokio::time::timeout(WAIT, ready_rx).await {
+            Ok(Ok(Some(line))) if line.starts_with("listening") => {}
+            other => {
+                self.stop();
+                panic!("SMTP sink did not start on port {}: {other:?}", self.port);
             }
-            // A greeting, not just a connect: aiosmtpd is ready when it talks.
-            if let Ok(Ok(mut stream)) = tokio::time::timeout(
-                Duration::from_secs(2),
-                tokio::net::TcpStream::connect(("127.0.0.1", port)),
-            )
-            .await
-            {
-                use tokio::io::AsyncReadExt;
-                let mut greeting = [0u8; 3];
-                if let Ok(Ok(_)) =
-                    tokio::time::timeout(Duration::from_secs(2), stream.read_exact(&mut greeting))
-                        .await
-                    && &greeting == b"220"
-                {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "SMTP sink did not start on port {port}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -192,6 +213,8 @@ impl SmtpSink {
                         .map(|r| r.as_str().unwrap().to_string())
                         .collect(),
                     data: record["data"].as_str().unwrap_or_default().into(),
+                    login: record["login"].as_str().map(str::to_string),
+                    tls: record["tls"].as_bool().unwrap_or(false),
                 }
             })
             .collect()
@@ -402,4 +425,30 @@ impl Drop for HttpReceiver {
     fn drop(&mut self) {
         self.server.abort();
     }
+}
+
+/// A self-signed certificate for 127.0.0.1 (and its key), made with the openssl command.
+pub fn self_signed_certificate(dir: &Path) -> (PathBuf, PathBuf) {
+    let cert = dir.join("cert.pem");
+    let key = dir.join("key.pem");
+    let status = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run openssl (scripts/setup installs it)");
+    assert!(status.success(), "openssl req failed");
+    (cert, key)
 }
