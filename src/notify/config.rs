@@ -370,10 +370,30 @@ fn positive(field: &str, value: u64) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// More than 0 and at most `max` (time spans beyond reason would overflow clock arithmetic).
+fn within(field: &str, value: u64, max: u64) -> Result<(), Invalid> {
+    positive(field, value)?;
+    if value > max {
+        return Err(invalid(field, format!("must be at most {max}")));
+    }
+    Ok(())
+}
+
+const TEN_MINUTES_MS: u64 = 10 * 60 * 1000;
+const DAY_SECS: u64 = 24 * 3600;
+
 impl NotifyConfig {
     /// Returns the offending field (relative to `notifications.`) and what is wrong with it.
     pub fn validate(&self) -> Result<(), (String, String)> {
         positive("outbox_capacity", self.outbox_capacity as u64)?;
+        if let Some(dir) = &self.templates_dir
+            && !dir.is_dir()
+        {
+            return Err(invalid(
+                "templates_dir",
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
         for address in &self.administrators {
             check_address("administrators", address)?;
         }
@@ -444,11 +464,11 @@ impl NotifyConfig {
                 ));
             }
         }
-        positive("email.timeout_ms", self.email.timeout_ms)?;
+        within("email.timeout_ms", self.email.timeout_ms, TEN_MINUTES_MS)?;
         if let Some(url) = &self.slack.webhook_url {
             check_url("slack.webhook_url", url)?;
         }
-        positive("slack.timeout_ms", self.slack.timeout_ms)?;
+        within("slack.timeout_ms", self.slack.timeout_ms, TEN_MINUTES_MS)?;
         check_url("pagerduty.events_url", &self.pagerduty.events_url)?;
         if self
             .pagerduty
@@ -458,11 +478,19 @@ impl NotifyConfig {
         {
             return Err(invalid("pagerduty.routing_key", "must not be empty"));
         }
-        positive("pagerduty.timeout_ms", self.pagerduty.timeout_ms)?;
+        within(
+            "pagerduty.timeout_ms",
+            self.pagerduty.timeout_ms,
+            TEN_MINUTES_MS,
+        )?;
         if let Some(url) = &self.webhook.url {
             check_url("webhook.url", url)?;
         }
-        positive("webhook.timeout_ms", self.webhook.timeout_ms)?;
+        within(
+            "webhook.timeout_ms",
+            self.webhook.timeout_ms,
+            TEN_MINUTES_MS,
+        )?;
         let delivery = &self.delivery;
         positive("delivery.initial_backoff_ms", delivery.initial_backoff_ms)?;
         if !(delivery.backoff_factor.is_finite() && delivery.backoff_factor >= 1.0) {
@@ -474,7 +502,17 @@ impl NotifyConfig {
                 "must be at least initial_backoff_ms",
             ));
         }
-        positive("delivery.give_up_after_secs", delivery.give_up_after_secs)?;
+        if delivery.max_backoff_ms > 3600 * 1000 {
+            return Err(invalid(
+                "delivery.max_backoff_ms",
+                "must be at most 3600000 (an hour)",
+            ));
+        }
+        within(
+            "delivery.give_up_after_secs",
+            delivery.give_up_after_secs,
+            30 * DAY_SECS,
+        )?;
         positive("delivery.concurrency", delivery.concurrency as u64)?;
         positive("delivery.queue_capacity", delivery.queue_capacity as u64)?;
         positive("rate_limit.burst", u64::from(self.rate_limit.burst))?;
@@ -482,11 +520,12 @@ impl NotifyConfig {
             "rate_limit.per_minute",
             u64::from(self.rate_limit.per_minute),
         )?;
-        positive(
+        within(
             "rate_limit.digest_interval_secs",
             self.rate_limit.digest_interval_secs,
+            DAY_SECS,
         )?;
-        positive("dedup.window_secs", self.dedup.window_secs)?;
+        within("dedup.window_secs", self.dedup.window_secs, 365 * DAY_SECS)?;
         positive("dedup.max_entries", self.dedup.max_entries as u64)?;
         Ok(())
     }
@@ -597,6 +636,26 @@ mod tests {
                 "delivery.max_backoff_ms",
             ),
             (Box::new(|c| c.rate_limit.burst = 0), "rate_limit.burst"),
+            (
+                Box::new(|c| c.delivery.give_up_after_secs = u64::MAX),
+                "delivery.give_up_after_secs",
+            ),
+            (
+                Box::new(|c| c.delivery.max_backoff_ms = u64::MAX),
+                "delivery.max_backoff_ms",
+            ),
+            (
+                Box::new(|c| c.rate_limit.digest_interval_secs = u64::MAX),
+                "rate_limit.digest_interval_secs",
+            ),
+            (
+                Box::new(|c| c.webhook.timeout_ms = u64::MAX),
+                "webhook.timeout_ms",
+            ),
+            (
+                Box::new(|c| c.templates_dir = Some("/nonexistent/templates".into())),
+                "templates_dir",
+            ),
             (
                 Box::new(|c| {
                     c.escalation_levels = vec![

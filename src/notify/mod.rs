@@ -59,6 +59,9 @@ impl Notifier {
         config: &NotifyConfig,
         store: Box<dyn OutboxStore>,
     ) -> anyhow::Result<Self> {
+        config
+            .validate()
+            .map_err(|(field, message)| anyhow::anyhow!("notifications.{field}: {message}"))?;
         let templates = template::TemplateSet::load(config.templates_dir.as_deref())
             .map_err(|error| anyhow::anyhow!("notification template: {error}"))?;
         let senders = Arc::new(send::Senders::new(config)?);
@@ -219,5 +222,47 @@ impl Drop for Notifier {
         for task in &self.tasks {
             task.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bad_template_stops_the_start_and_names_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("email")).unwrap();
+        std::fs::write(
+            dir.path().join("email/escalation.txt"),
+            "Subject: page {{ level }}\n\nGo: {{ levle_name }}\n",
+        )
+        .unwrap();
+        let config = NotifyConfig {
+            templates_dir: Some(dir.path().to_path_buf()),
+            ..NotifyConfig::default()
+        };
+        let error = Notifier::start(&config).err().expect("refused").to_string();
+        assert!(error.contains("email/escalation.txt:3:"), "{error}");
+        assert!(error.contains("unknown variable `levle_name`"), "{error}");
+
+        // A good override starts.
+        std::fs::write(
+            dir.path().join("email/escalation.txt"),
+            "Subject: page {{ level }}\n\nGo: {{ level_name }}\n",
+        )
+        .unwrap();
+        let mut notifier = Notifier::start(&config).unwrap();
+        notifier.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
+    async fn an_invalid_configuration_does_not_start() {
+        let config = NotifyConfig {
+            outbox_capacity: 0,
+            ..NotifyConfig::default()
+        };
+        let error = Notifier::start(&config).err().expect("refused").to_string();
+        assert_eq!(error, "notifications.outbox_capacity: must be more than 0");
     }
 }

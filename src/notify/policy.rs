@@ -132,11 +132,6 @@ impl RateLimiter {
         }
     }
 
-    pub fn with_interval(mut self, interval: Duration) -> Self {
-        self.interval = interval;
-        self
-    }
-
     pub fn admit(&mut self, now: Instant) -> bool {
         self.bucket.try_take(now)
     }
@@ -185,10 +180,6 @@ impl RateLimiter {
                 Some((recipient, entry))
             })
             .collect()
-    }
-
-    pub fn interval(&self) -> Duration {
-        self.interval
     }
 }
 

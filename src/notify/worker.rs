@@ -446,10 +446,14 @@ impl ChannelWorker {
         let left = (delivery.give_up_at - chrono::Utc::now())
             .to_std()
             .unwrap_or(Duration::ZERO);
+        let now = Instant::now();
         Attempt {
             delivery,
             attempts: 0,
-            give_up_at: Instant::now() + left,
+            // A deadline beyond the clock's range (a store's odd record) means "much later".
+            give_up_at: now
+                .checked_add(left)
+                .unwrap_or(now + Duration::from_secs(30 * 24 * 3600)),
         }
     }
 
