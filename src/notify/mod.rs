@@ -1,51 +1,268 @@
-//! Notification delivery. Effects arrive through `submit`, which never blocks the runtime.
+//! Notification delivery. Effects arrive through `submit`, which never blocks or waits: it puts
+//! the notification in a bounded outbox (or, when that is full, counts and logs it). Behind
+//! the outbox a dispatcher task routes each notification to deliveries (channel + recipient),
+//! drops duplicates (`OutboxStore`), applies each channel's rate limit (held-back ones are
+//! summarised in a digest) and hands the rest to one worker per channel, which retries with
+//! backoff until a deadline. Channels: email (SMTP), Slack, PagerDuty Events v2, a webhook.
+//!
+//! - `config`: the `notifications:` settings; `template`: message templates;
+//! - `routing`: audience and routes -> deliveries; `policy`: backoff, Retry-After, rate limit;
+//! - `store`: dedup and outbox state behind `OutboxStore`; `send`: one attempt on the wire;
+//! - `worker`: the dispatcher and channel tasks.
 
-use std::time::Duration;
+pub mod config;
+pub mod policy;
+pub mod routing;
+pub mod send;
+pub mod store;
+pub mod template;
+mod worker;
 
-use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub use config::{Channel, NotifyConfig};
+pub use store::{Delivery, InMemoryOutboxStore, OutboxStore, Payload};
 
 use crate::core::engine::Notification;
 use crate::status::NotifierStatus;
 
-/// Notification settings (`notifications:` in config.ron).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct NotifyConfig {}
-
-impl NotifyConfig {
-    /// Returns the offending field (relative to `notifications.`) and what is wrong with it.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        Ok(())
-    }
-
-    pub fn apply_env(&mut self, _env: &dyn Fn(&str) -> Option<String>) {}
-
-    pub fn redact(&mut self) {}
-}
+use worker::{ChannelWorker, Dispatcher, Shared};
 
 /// Hands notifications to the delivery tasks.
 pub struct Notifier {
-    status: NotifierStatus,
+    outbox: Option<mpsc::Sender<Notification>>,
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Notifier {
-    pub fn start(_config: &NotifyConfig) -> anyhow::Result<Self> {
+    /// Starts the delivery tasks on the current tokio runtime with an in-memory store. Fails on
+    /// a template that does not parse or names an unknown variable, or a client that cannot
+    /// be built.
+    pub fn start(config: &NotifyConfig) -> anyhow::Result<Self> {
+        let store = InMemoryOutboxStore::new(
+            Duration::from_secs(config.dedup.window_secs),
+            config.dedup.max_entries,
+        );
+        Self::start_with_store(config, Box::new(store))
+    }
+
+    /// As `start`, with the dedup/outbox state in `store` (e.g. the journal's). Deliveries the
+    /// store still holds as pending are resumed first.
+    pub fn start_with_store(
+        config: &NotifyConfig,
+        store: Box<dyn OutboxStore>,
+    ) -> anyhow::Result<Self> {
+        config
+            .validate()
+            .map_err(|(field, message)| anyhow::anyhow!("notifications.{field}: {message}"))?;
+        let templates = template::TemplateSet::load(config.templates_dir.as_deref())
+            .map_err(|error| anyhow::anyhow!("notification template: {error}"))?;
+        let senders = Arc::new(send::Senders::new(config)?);
+        let enabled: Vec<Channel> = Channel::ALL
+            .into_iter()
+            .filter(|channel| config.enabled(*channel))
+            .collect();
+        let shared = Arc::new(Shared::new(store, &enabled));
+        let mut tasks = Vec::new();
+        let mut queues = HashMap::new();
+        let mut limiters = HashMap::new();
+        let now = Instant::now();
+        for channel in &enabled {
+            let (queue, receiver) = mpsc::channel(config.delivery.queue_capacity);
+            queues.insert(*channel, queue);
+            limiters.insert(*channel, policy::RateLimiter::new(&config.rate_limit, now));
+            let worker = ChannelWorker {
+                channel: *channel,
+                senders: senders.clone(),
+                backoff: policy::Backoff::from_config(&config.delivery),
+                concurrency: config.delivery.concurrency,
+                capacity: config.delivery.queue_capacity,
+                shared: shared.clone(),
+            };
+            tasks.push(tokio::spawn(worker.run(receiver)));
+        }
+        let resumed = shared.store().pending();
+        for delivery in resumed {
+            let accepted = queues
+                .get(&delivery.channel)
+                .is_some_and(|queue| queue.try_send(delivery.clone()).is_ok());
+            if accepted {
+                shared.board().in_channels += 1;
+            } else {
+                tracing::warn!(
+                    channel = %delivery.channel,
+                    recipient = delivery.recipient,
+                    "pending delivery from the store not resumed (channel off or queue full)"
+                );
+                shared.store().abandoned(&delivery.key);
+                shared
+                    .board()
+                    .fail(delivery.channel, "not_resumed", "channel off or queue full");
+            }
+        }
+        let (outbox, receiver) = mpsc::channel(config.outbox_capacity);
+        let dispatcher = Dispatcher {
+            router: routing::Router::new(config.clone(), templates),
+            shared: shared.clone(),
+            limiters,
+            channels: queues,
+        };
+        tasks.push(tokio::spawn(dispatcher.run(receiver)));
+        if enabled.is_empty() {
+            tracing::info!("notifications: no channel configured; notifications are only logged");
+        } else {
+            let names: Vec<&str> = enabled.iter().map(|c| c.as_str()).collect();
+            tracing::info!(channels = names.join(","), "notifications: delivering");
+        }
         Ok(Self {
-            status: NotifierStatus::default(),
+            outbox: Some(outbox),
+            shared,
+            tasks,
         })
     }
 
+    /// Queues a notification for delivery. Never blocks or waits: when the outbox is full the
+    /// notification is counted (`outbox_overflowed`) and logged, and the dispatcher logs a
+    /// summary by kind.
     pub fn submit(&mut self, notification: Notification) {
-        tracing::debug!(
-            kind = notification.kind.as_str(),
-            incident_id = notification.incident_id,
-            "notification (no channels configured)"
-        );
+        let Some(outbox) = &self.outbox else {
+            tracing::warn!(
+                kind = notification.kind.as_str(),
+                incident_id = notification.incident_id,
+                "notification after shutdown: not sent"
+            );
+            self.count_overflow(&notification);
+            return;
+        };
+        // Counted before it can be taken out, so the outbox never looks emptier than it is.
+        self.shared.accepted.fetch_add(1, Ordering::SeqCst);
+        if let Err(error) = outbox.try_send(notification) {
+            self.shared.accepted.fetch_sub(1, Ordering::SeqCst);
+            let notification = match error {
+                mpsc::error::TrySendError::Full(n) | mpsc::error::TrySendError::Closed(n) => n,
+            };
+            let first = !self
+                .shared
+                .overflow_pending_report
+                .swap(true, Ordering::Relaxed);
+            if first {
+                tracing::warn!(
+                    kind = notification.kind.as_str(),
+                    incident_id = notification.incident_id,
+                    "notification outbox full: notification not sent (a summary follows)"
+                );
+            } else {
+                tracing::debug!(
+                    kind = notification.kind.as_str(),
+                    incident_id = notification.incident_id,
+                    "notification outbox full: notification not sent"
+                );
+            }
+            self.count_overflow(&notification);
+        }
+    }
+
+    fn count_overflow(&self, notification: &Notification) {
+        let index = config::KINDS
+            .iter()
+            .position(|kind| *kind == notification.kind)
+            .unwrap_or(0);
+        self.shared.overflowed[index].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn status(&self) -> NotifierStatus {
-        self.status.clone()
+        self.shared.status()
     }
 
-    pub async fn shutdown(&mut self, _timeout: Duration) {}
+    /// Stops taking notifications and lets the tasks finish what they hold (including retries)
+    /// for at most `timeout`; what is left is logged and, with a persistent store, resumed at
+    /// the next start.
+    pub async fn shutdown(&mut self, timeout: Duration) {
+        self.outbox = None;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut unfinished = false;
+        for task in &mut self.tasks {
+            if tokio::time::timeout_at(deadline, &mut *task).await.is_err() {
+                unfinished = true;
+                task.abort();
+            }
+        }
+        self.tasks.clear();
+        let status = self.shared.status();
+        let pending = self.shared.store().pending().len();
+        if unfinished || pending > 0 {
+            tracing::warn!(
+                pending,
+                delivered = status.delivered,
+                failed = status.failed,
+                "notifications unfinished at shutdown"
+            );
+        } else {
+            tracing::info!(
+                delivered = status.delivered,
+                failed = status.failed,
+                deduplicated = status.deduplicated,
+                rate_limited = status.rate_limited,
+                outbox_overflowed = status.outbox_overflowed,
+                "notifications: all delivered or settled"
+            );
+        }
+    }
+}
+
+impl Drop for Notifier {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_bad_template_stops_the_start_and_names_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("email")).unwrap();
+        std::fs::write(
+            dir.path().join("email/escalation.txt"),
+            "Subject: page {{ level }}\n\nGo: {{ levle_name }}\n",
+        )
+        .unwrap();
+        let config = NotifyConfig {
+            templates_dir: Some(dir.path().to_path_buf()),
+            ..NotifyConfig::default()
+        };
+        let error = Notifier::start(&config).err().expect("refused").to_string();
+        assert!(error.contains("email/escalation.txt:3:"), "{error}");
+        assert!(error.contains("unknown variable `levle_name`"), "{error}");
+
+        // A good override starts.
+        std::fs::write(
+            dir.path().join("email/escalation.txt"),
+            "Subject: page {{ level }}\n\nGo: {{ level_name }}\n",
+        )
+        .unwrap();
+        let mut notifier = Notifier::start(&config).unwrap();
+        notifier.shutdown(Duration::from_secs(1)).await;
+    }
+
+    #[tokio::test]
+    async fn an_invalid_configuration_does_not_start() {
+        let config = NotifyConfig {
+            outbox_capacity: 0,
+            ..NotifyConfig::default()
+        };
+        let error = Notifier::start(&config).err().expect("refused").to_string();
+        assert_eq!(error, "notifications.outbox_capacity: must be more than 0");
+    }
 }

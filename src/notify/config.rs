@@ -1,0 +1,740 @@
+//! `notifications:` in config.ron: channels, recipients, routing, retry, rate limit, dedup.
+//! Secrets come from the environment (`apply_env`) and are never printed (`redact`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::engine::NotificationKind;
+use crate::core::event::Priority;
+
+/// Where a notification can go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Email,
+    Slack,
+    #[serde(rename = "pagerduty")]
+    PagerDuty,
+    Webhook,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 4] = [Self::Email, Self::Slack, Self::PagerDuty, Self::Webhook];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Email => "email",
+            Self::Slack => "slack",
+            Self::PagerDuty => "pagerduty",
+            Self::Webhook => "webhook",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        match self {
+            Self::Email => 0,
+            Self::Slack => 1,
+            Self::PagerDuty => 2,
+            Self::Webhook => 3,
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+pub const KINDS: [NotificationKind; 6] = [
+    NotificationKind::IncidentCreated,
+    NotificationKind::StatusChanged,
+    NotificationKind::AssignmentChanged,
+    NotificationKind::Escalation,
+    NotificationKind::EscalationAcknowledged,
+    NotificationKind::Resolved,
+];
+
+pub fn kind_from_str(name: &str) -> Option<NotificationKind> {
+    KINDS.into_iter().find(|kind| kind.as_str() == name)
+}
+
+/// How the SMTP connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpTls {
+    /// Plain text: only for a relay on the same host or a trusted network.
+    None,
+    /// Plain connection upgraded with STARTTLS; refuses to continue without it (port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS, port 465).
+    Tls,
+}
+
+impl SmtpTls {
+    pub fn default_port(self) -> u16 {
+        match self {
+            Self::None => 25,
+            Self::Starttls => 587,
+            Self::Tls => 465,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    /// `None` turns email off.
+    pub smtp_host: Option<String>,
+    /// `None`: 25, 587 or 465 according to `tls`.
+    pub smtp_port: Option<u16>,
+    pub tls: SmtpTls,
+    /// Sender, e.g. "incident-console <incidents@example.com>".
+    pub from: String,
+    /// From `SMTP_USERNAME`; better left out of the file.
+    pub username: Option<String>,
+    /// From `SMTP_PASSWORD`; better left out of the file.
+    pub password: Option<String>,
+    /// One SMTP command may take this long before the attempt counts as failed.
+    pub timeout_ms: u64,
+    /// An extra trusted CA certificate (PEM) for the server's TLS, e.g. a private CA.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            smtp_host: None,
+            smtp_port: None,
+            tls: SmtpTls::Starttls,
+            from: "incident-console <incident-console@localhost>".into(),
+            username: None,
+            password: None,
+            timeout_ms: 10_000,
+            ca_file: None,
+        }
+    }
+}
+
+impl EmailConfig {
+    pub fn port(&self) -> u16 {
+        self.smtp_port.unwrap_or_else(|| self.tls.default_port())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SlackConfig {
+    /// Incoming-webhook URL (`SLACK_WEBHOOK_URL`); `None` turns Slack off. It is a secret.
+    pub webhook_url: Option<String>,
+    pub timeout_ms: u64,
+}
+
+impl Default for SlackConfig {
+    fn default() -> Self {
+        Self {
+            webhook_url: None,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+pub const PAGERDUTY_EVENTS_URL: &str = "https://events.pagerduty.com/v2/enqueue";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PagerDutyConfig {
+    /// Events API v2 integration key (`PAGERDUTY_ROUTING_KEY`); `None` turns PagerDuty off.
+    pub routing_key: Option<String>,
+    pub events_url: String,
+    /// Alerts are keyed `<prefix><incident id>`, so trigger, acknowledge and resolve meet.
+    pub dedup_key_prefix: String,
+    /// `source` of triggered alerts.
+    pub source: String,
+    pub timeout_ms: u64,
+}
+
+impl Default for PagerDutyConfig {
+    fn default() -> Self {
+        Self {
+            routing_key: None,
+            events_url: PAGERDUTY_EVENTS_URL.into(),
+            dedup_key_prefix: "incident-".into(),
+            source: "incident-console".into(),
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhookConfig {
+    /// Receives every routed notification as JSON (`WEBHOOK_URL`); `None` turns it off.
+    pub url: Option<String>,
+    /// Sent as `Authorization: Bearer <token>` (`WEBHOOK_BEARER_TOKEN`).
+    pub bearer_token: Option<String>,
+    pub timeout_ms: u64,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            bearer_token: None,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Which channels (and extra email recipients) notifications to administrators and users use.
+/// Every matching route applies; empty filter lists match everything.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteConfig {
+    /// Notification kinds, e.g. "incident_created"; empty: all.
+    pub kinds: Vec<String>,
+    pub priorities: Vec<Priority>,
+    /// Incident categories (known for new incidents only); empty: all.
+    pub categories: Vec<String>,
+    pub channels: Vec<Channel>,
+    /// Extra email recipients for what this route matches.
+    pub emails: Vec<String>,
+}
+
+/// Who is paged at one escalation level, and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LevelRecipients {
+    pub level: u32,
+    /// User names, mapped to addresses by `users` / `user_email`.
+    #[serde(default)]
+    pub users: Vec<String>,
+    #[serde(default)]
+    pub emails: Vec<String>,
+    #[serde(default)]
+    pub channels: Vec<Channel>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// First retry after about this long (jittered down to half).
+    pub initial_backoff_ms: u64,
+    pub backoff_factor: f64,
+    pub max_backoff_ms: u64,
+    /// A delivery still failing this long after it was accepted is given up (and counted).
+    pub give_up_after_secs: u64,
+    /// Deliveries in flight at once per channel.
+    pub concurrency: usize,
+    /// Deliveries waiting per channel (queued or between retries); beyond, they fail.
+    pub queue_capacity: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            initial_backoff_ms: 500,
+            backoff_factor: 1.5,
+            max_backoff_ms: 60_000,
+            give_up_after_secs: 3600,
+            concurrency: 4,
+            queue_capacity: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Sends a channel may make at once after a quiet spell (token bucket size).
+    pub burst: u32,
+    /// Sustained sends per minute per channel (token refill rate).
+    pub per_minute: u32,
+    /// Held-back notifications are summarised in one digest per recipient this often.
+    pub digest_interval_secs: u64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            burst: 20,
+            per_minute: 30,
+            digest_interval_secs: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DedupConfig {
+    /// The same notification to the same recipient on the same channel is sent once per window.
+    pub window_secs: u64,
+    /// Keys remembered at most; the oldest are forgotten first.
+    pub max_entries: usize,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        Self {
+            window_secs: 24 * 3600,
+            max_entries: 100_000,
+        }
+    }
+}
+
+/// Notification settings (`notifications:` in config.ron).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Directory of templates overriding the shipped ones, file by file; `None`: shipped only.
+    pub templates_dir: Option<PathBuf>,
+    /// Notifications accepted but not yet routed. When full, new ones are counted and logged.
+    pub outbox_capacity: usize,
+    /// Email addresses told about new incidents and resolutions.
+    pub administrators: Vec<String>,
+    /// User name -> email address; wins over `user_email`.
+    pub users: BTreeMap<String, String>,
+    /// Address for users not in `users`, `{user}` replaced by the name, e.g. "{user}@example.com".
+    pub user_email: Option<String>,
+    pub routes: Vec<RouteConfig>,
+    pub escalation_levels: Vec<LevelRecipients>,
+    pub email: EmailConfig,
+    pub slack: SlackConfig,
+    pub pagerduty: PagerDutyConfig,
+    pub webhook: WebhookConfig,
+    pub delivery: DeliveryConfig,
+    pub rate_limit: RateLimitConfig,
+    pub dedup: DedupConfig,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            templates_dir: None,
+            outbox_capacity: 1024,
+            administrators: Vec::new(),
+            users: BTreeMap::new(),
+            user_email: None,
+            routes: vec![RouteConfig {
+                channels: vec![Channel::Email, Channel::Slack, Channel::Webhook],
+                ..RouteConfig::default()
+            }],
+            escalation_levels: Vec::new(),
+            email: EmailConfig::default(),
+            slack: SlackConfig::default(),
+            pagerduty: PagerDutyConfig::default(),
+            webhook: WebhookConfig::default(),
+            delivery: DeliveryConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            dedup: DedupConfig::default(),
+        }
+    }
+}
+
+type Invalid = (String, String);
+
+fn invalid(field: &str, message: impl Into<String>) -> Invalid {
+    (field.to_string(), message.into())
+}
+
+fn check_address(field: &str, address: &str) -> Result<(), Invalid> {
+    address
+        .parse::<lettre::Address>()
+        .map(|_| ())
+        .map_err(|error| {
+            invalid(
+                field,
+                format!("`{address}` is not an email address: {error}"),
+            )
+        })
+}
+
+fn check_url(field: &str, url: &str) -> Result<(), Invalid> {
+    let parsed =
+        reqwest::Url::parse(url).map_err(|error| invalid(field, format!("not a URL: {error}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(invalid(field, "must be an http:// or https:// URL"));
+    }
+    Ok(())
+}
+
+fn positive(field: &str, value: u64) -> Result<(), Invalid> {
+    if value == 0 {
+        return Err(invalid(field, "must be more than 0"));
+    }
+    Ok(())
+}
+
+/// More than 0 and at most `max` (time spans beyond reason would overflow clock arithmetic).
+fn within(field: &str, value: u64, max: u64) -> Result<(), Invalid> {
+    positive(field, value)?;
+    if value > max {
+        return Err(invalid(field, format!("must be at most {max}")));
+    }
+    Ok(())
+}
+
+const TEN_MINUTES_MS: u64 = 10 * 60 * 1000;
+const DAY_SECS: u64 = 24 * 3600;
+
+impl NotifyConfig {
+    /// Returns the offending field (relative to `notifications.`) and what is wrong with it.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        positive("outbox_capacity", self.outbox_capacity as u64)?;
+        if let Some(dir) = &self.templates_dir
+            && !dir.is_dir()
+        {
+            return Err(invalid(
+                "templates_dir",
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        for address in &self.administrators {
+            check_address("administrators", address)?;
+        }
+        for address in self.users.values() {
+            check_address("users", address)?;
+        }
+        if let Some(pattern) = &self.user_email {
+            if !pattern.contains("{user}") {
+                return Err(invalid("user_email", "must contain `{user}`"));
+            }
+            check_address("user_email", &pattern.replace("{user}", "name"))?;
+        }
+        for route in &self.routes {
+            if let Some(kind) = route.kinds.iter().find(|k| kind_from_str(k).is_none()) {
+                let known: Vec<&str> = KINDS.iter().map(|k| k.as_str()).collect();
+                return Err(invalid(
+                    "kinds",
+                    format!("unknown kind `{kind}`; known: {}", known.join(", ")),
+                ));
+            }
+            for address in &route.emails {
+                check_address("emails", address)?;
+            }
+        }
+        let mut levels = std::collections::BTreeSet::new();
+        for level in &self.escalation_levels {
+            if level.level == 0 {
+                return Err(invalid("level", "levels start at 1"));
+            }
+            if !levels.insert(level.level) {
+                return Err(invalid(
+                    "level",
+                    format!("level {} is listed twice", level.level),
+                ));
+            }
+            for address in &level.emails {
+                check_address("emails", address)?;
+            }
+        }
+        if let Some(host) = &self.email.smtp_host {
+            if host.trim().is_empty() {
+                return Err(invalid(
+                    "email.smtp_host",
+                    "must not be empty (None turns email off)",
+                ));
+            }
+            self.email
+                .from
+                .parse::<lettre::message::Mailbox>()
+                .map_err(|error| {
+                    invalid(
+                        "email.from",
+                        format!("`{}` is not a mailbox: {error}", self.email.from),
+                    )
+                })?;
+            if let Some(path) = &self.email.ca_file
+                && !path.is_file()
+            {
+                return Err(invalid(
+                    "email.ca_file",
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+            if self.email.username.is_some() != self.email.password.is_some() {
+                return Err(invalid(
+                    "email.username",
+                    "username and password go together (SMTP_USERNAME, SMTP_PASSWORD)",
+                ));
+            }
+        }
+        within("email.timeout_ms", self.email.timeout_ms, TEN_MINUTES_MS)?;
+        if let Some(url) = &self.slack.webhook_url {
+            check_url("slack.webhook_url", url)?;
+        }
+        within("slack.timeout_ms", self.slack.timeout_ms, TEN_MINUTES_MS)?;
+        check_url("pagerduty.events_url", &self.pagerduty.events_url)?;
+        if self
+            .pagerduty
+            .routing_key
+            .as_deref()
+            .is_some_and(|key| key.trim().is_empty())
+        {
+            return Err(invalid("pagerduty.routing_key", "must not be empty"));
+        }
+        within(
+            "pagerduty.timeout_ms",
+            self.pagerduty.timeout_ms,
+            TEN_MINUTES_MS,
+        )?;
+        if let Some(url) = &self.webhook.url {
+            check_url("webhook.url", url)?;
+        }
+        within(
+            "webhook.timeout_ms",
+            self.webhook.timeout_ms,
+            TEN_MINUTES_MS,
+        )?;
+        let delivery = &self.delivery;
+        positive("delivery.initial_backoff_ms", delivery.initial_backoff_ms)?;
+        if !(delivery.backoff_factor.is_finite() && delivery.backoff_factor >= 1.0) {
+            return Err(invalid("delivery.backoff_factor", "must be at least 1.0"));
+        }
+        if delivery.max_backoff_ms < delivery.initial_backoff_ms {
+            return Err(invalid(
+                "delivery.max_backoff_ms",
+                "must be at least initial_backoff_ms",
+            ));
+        }
+        if delivery.max_backoff_ms > 3600 * 1000 {
+            return Err(invalid(
+                "delivery.max_backoff_ms",
+                "must be at most 3600000 (an hour)",
+            ));
+        }
+        within(
+            "delivery.give_up_after_secs",
+            delivery.give_up_after_secs,
+            30 * DAY_SECS,
+        )?;
+        positive("delivery.concurrency", delivery.concurrency as u64)?;
+        positive("delivery.queue_capacity", delivery.queue_capacity as u64)?;
+        positive("rate_limit.burst", u64::from(self.rate_limit.burst))?;
+        positive(
+            "rate_limit.per_minute",
+            u64::from(self.rate_limit.per_minute),
+        )?;
+        within(
+            "rate_limit.digest_interval_secs",
+            self.rate_limit.digest_interval_secs,
+            DAY_SECS,
+        )?;
+        within("dedup.window_secs", self.dedup.window_secs, 365 * DAY_SECS)?;
+        positive("dedup.max_entries", self.dedup.max_entries as u64)?;
+        Ok(())
+    }
+
+    /// Secrets (and endpoints that embed them) from the environment override the file.
+    pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) {
+        let get = |name: &str| env(name).filter(|value| !value.is_empty());
+        if let Some(value) = get("SMTP_USERNAME") {
+            self.email.username = Some(value);
+        }
+        if let Some(value) = get("SMTP_PASSWORD") {
+            self.email.password = Some(value);
+        }
+        if let Some(value) = get("SLACK_WEBHOOK_URL") {
+            self.slack.webhook_url = Some(value);
+        }
+        if let Some(value) = get("PAGERDUTY_ROUTING_KEY") {
+            self.pagerduty.routing_key = Some(value);
+        }
+        if let Some(value) = get("WEBHOOK_URL") {
+            self.webhook.url = Some(value);
+        }
+        if let Some(value) = get("WEBHOOK_BEARER_TOKEN") {
+            self.webhook.bearer_token = Some(value);
+        }
+    }
+
+    /// Replaces every secret with `crate::config::REDACTED`, for `--print-config`.
+    pub fn redact(&mut self) {
+        let redacted = || Some(crate::config::REDACTED.to_string());
+        for secret in [
+            &mut self.email.username,
+            &mut self.email.password,
+            &mut self.slack.webhook_url,
+            &mut self.pagerduty.routing_key,
+            &mut self.webhook.bearer_token,
+        ] {
+            if secret.is_some() {
+                *secret = redacted();
+            }
+        }
+    }
+
+    pub fn enabled(&self, channel: Channel) -> bool {
+        match channel {
+            Channel::Email => self.email.smtp_host.is_some(),
+            Channel::Slack => self.slack.webhook_url.is_some(),
+            Channel::PagerDuty => self.pagerduty.routing_key.is_some(),
+            Channel::Webhook => self.webhook.url.is_some(),
+        }
+    }
+
+    pub fn timeout(&self, channel: Channel) -> Duration {
+        Duration::from_millis(match channel {
+            Channel::Email => self.email.timeout_ms,
+            Channel::Slack => self.slack.timeout_ms,
+            Channel::PagerDuty => self.pagerduty.timeout_ms,
+            Channel::Webhook => self.webhook.timeout_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_enable_nothing() {
+        let config = NotifyConfig::default();
+        config.validate().unwrap();
+        assert!(Channel::ALL.iter().all(|c| !config.enabled(*c)));
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        type Change = Box<dyn Fn(&mut NotifyConfig)>;
+        let cases: Vec<(Change, &str)> = vec![
+            (Box::new(|c| c.outbox_capacity = 0), "outbox_capacity"),
+            (
+                Box::new(|c| c.administrators = vec!["not an address".into()]),
+                "administrators",
+            ),
+            (
+                Box::new(|c| c.user_email = Some("x@example.com".into())),
+                "user_email",
+            ),
+            (
+                Box::new(|c| c.routes[0].kinds = vec!["incident_deleted".into()]),
+                "kinds",
+            ),
+            (
+                Box::new(|c| {
+                    c.email.smtp_host = Some("127.0.0.1".into());
+                    c.email.from = "no mailbox".into();
+                }),
+                "email.from",
+            ),
+            (
+                Box::new(|c| c.slack.webhook_url = Some("ftp://x".into())),
+                "slack.webhook_url",
+            ),
+            (
+                Box::new(|c| c.delivery.backoff_factor = 0.5),
+                "delivery.backoff_factor",
+            ),
+            (
+                Box::new(|c| c.delivery.max_backoff_ms = 1),
+                "delivery.max_backoff_ms",
+            ),
+            (Box::new(|c| c.rate_limit.burst = 0), "rate_limit.burst"),
+            (
+                Box::new(|c| c.delivery.give_up_after_secs = u64::MAX),
+                "delivery.give_up_after_secs",
+            ),
+            (
+                Box::new(|c| c.delivery.max_backoff_ms = u64::MAX),
+                "delivery.max_backoff_ms",
+            ),
+            (
+                Box::new(|c| c.rate_limit.digest_interval_secs = u64::MAX),
+                "rate_limit.digest_interval_secs",
+            ),
+            (
+                Box::new(|c| c.webhook.timeout_ms = u64::MAX),
+                "webhook.timeout_ms",
+            ),
+            (
+                Box::new(|c| c.templates_dir = Some("/nonexistent/templates".into())),
+                "templates_dir",
+            ),
+            (
+                Box::new(|c| {
+                    c.escalation_levels = vec![
+                        LevelRecipients {
+                            level: 1,
+                            users: vec![],
+                            emails: vec![],
+                            channels: vec![],
+                        };
+                        2
+                    ]
+                }),
+                "level",
+            ),
+        ];
+        for (change, field) in cases {
+            let mut config = NotifyConfig::default();
+            change(&mut config);
+            let (got, message) = config.validate().unwrap_err();
+            assert_eq!(got, field, "{message}");
+        }
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_and_are_redacted() {
+        let mut config = NotifyConfig::default();
+        config.apply_env(&|name| match name {
+            "SMTP_USERNAME" => Some("mailer".into()),
+            "SMTP_PASSWORD" => Some("hunter2".into()),
+            "SLACK_WEBHOOK_URL" => Some("http://127.0.0.1:9/hooks/T0/B0/secret".into()),
+            "PAGERDUTY_ROUTING_KEY" => Some("R0UTING".into()),
+            "WEBHOOK_BEARER_TOKEN" => Some("tok".into()),
+            _ => None,
+        });
+        assert_eq!(config.email.password.as_deref(), Some("hunter2"));
+        assert!(config.enabled(Channel::Slack) && config.enabled(Channel::PagerDuty));
+        config.redact();
+        let printed = format!("{config:?}");
+        for secret in ["mailer", "hunter2", "secret", "R0UTING", "\"tok\""] {
+            assert!(!printed.contains(secret), "{secret} in {printed}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod shipped_config_tests {
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn the_shipped_section_parses_sends_nothing_and_prints_back_redacted() {
+        let mut config = Config::built_in();
+        let notifications = &config.notifications;
+        assert!(Channel::ALL.iter().all(|c| !notifications.enabled(*c)));
+        assert_eq!(notifications.escalation_levels.len(), 3);
+        assert_eq!(notifications.delivery, DeliveryConfig::default());
+        assert_eq!(notifications.rate_limit, RateLimitConfig::default());
+        config.apply_env(|name| match name {
+            "SMTP_USERNAME" => Some("mailer".into()),
+            "SMTP_PASSWORD" => Some("hunter2".into()),
+            "PAGERDUTY_ROUTING_KEY" => Some("R0UTING".into()),
+            _ => None,
+        });
+        let printed = config.to_redacted_ron();
+        assert!(!printed.contains("hunter2") && !printed.contains("R0UTING"));
+        Config::parse(&printed, "printed").unwrap();
+    }
+
+    #[test]
+    fn notification_errors_name_file_line_and_field() {
+        let text = crate::config::DEFAULT_CONFIG.replacen(
+            "outbox_capacity: 1024",
+            "outbox_capacity: 0",
+            1,
+        );
+        let error = Config::parse(&text, "c.ron").unwrap_err().to_string();
+        assert!(
+            error.contains("field `notifications.outbox_capacity`: must be more than 0"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,531 @@
+//! The delivery tasks. One dispatcher takes notifications from the outbox, routes them,
+//! drops duplicates, applies the per-channel rate limit and hands deliveries to one worker per
+//! channel. A worker runs up to `concurrency` attempts at once and keeps failed ones in a
+//! timer queue until their backoff has passed, so a dead channel holds up nothing but itself.
+
+use std::cmp::Reverse;
+use std::panic::AssertUnwindSafe;
+
+use futures::FutureExt;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::core::engine::Notification;
+use crate::status::{ChannelStatus, NotifierStatus};
+
+use super::config::{Channel, KINDS};
+use super::policy::{Backoff, RateLimiter};
+use super::routing::{Router, digest_sample};
+use super::send::{Outcome, Senders};
+use super::store::{Delivery, OutboxStore};
+
+/// Counters behind `Notifier::status`.
+#[derive(Debug, Default)]
+pub struct Board {
+    pub delivered: u64,
+    pub failed: u64,
+    pub deduplicated: u64,
+    pub rate_limited: u64,
+    pub channels: BTreeMap<Channel, ChannelStatus>,
+    /// Deliveries handed to a channel and not yet finished.
+    pub in_channels: usize,
+}
+
+impl Board {
+    fn channel(&mut self, channel: Channel) -> &mut ChannelStatus {
+        self.channels
+            .entry(channel)
+            .or_insert_with(|| ChannelStatus {
+                name: channel.to_string(),
+                ..ChannelStatus::default()
+            })
+    }
+
+    pub fn fail(&mut self, channel: Channel, reason: &str, detail: &str) {
+        self.failed += 1;
+        let status = self.channel(channel);
+        status.failed += 1;
+        *status.failures.entry(reason.to_string()).or_default() += 1;
+        status.last_error = Some(format!("{reason}: {detail}"));
+    }
+}
+
+/// State shared by `Notifier` and its tasks.
+pub struct Shared {
+    pub board: Mutex<Board>,
+    pub store: Mutex<Box<dyn OutboxStore>>,
+    /// Notifications refused because the outbox was full, by kind (index in `KINDS`).
+    pub overflowed: [AtomicU64; 6],
+    /// Set by `submit` on the first overflow since the dispatcher last reported them.
+    pub overflow_pending_report: AtomicBool,
+    /// Notifications put in the outbox, and those the dispatcher has finished routing: the
+    /// difference is what waits in (or is being taken from) the outbox.
+    pub accepted: AtomicU64,
+    pub routed: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(store: Box<dyn OutboxStore>, channels: &[Channel]) -> Self {
+        let mut board = Board::default();
+        for channel in channels {
+            board.channel(*channel);
+        }
+        Self {
+            board: Mutex::new(board),
+            store: Mutex::new(store),
+            overflowed: Default::default(),
+            overflow_pending_report: AtomicBool::new(false),
+            accepted: AtomicU64::new(0),
+            routed: AtomicU64::new(0),
+        }
+    }
+
+    /// A panicking task must not take the counters with it.
+    pub fn board(&self) -> MutexGuard<'_, Board> {
+        self.board
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn store(&self) -> MutexGuard<'_, Box<dyn OutboxStore>> {
+        self.store
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn overflowed_total(&self) -> u64 {
+        self.overflowed
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    pub fn status(&self) -> NotifierStatus {
+        // Routed is read first: a notification counted in both `routed` and `in_channels`
+        // can only make the depth seem larger for a moment, never zero while work is left.
+        let routed = self.routed.load(Ordering::SeqCst);
+        let board = self.board();
+        let accepted = self.accepted.load(Ordering::SeqCst);
+        let outbox_queued = accepted.saturating_sub(routed) as usize;
+        NotifierStatus {
+            outbox_depth: outbox_queued + board.in_channels,
+            delivered: board.delivered,
+            failed: board.failed,
+            deduplicated: board.deduplicated,
+            rate_limited: board.rate_limited,
+            outbox_overflowed: self.overflowed_total(),
+            channels: board.channels.values().cloned().collect(),
+        }
+    }
+}
+
+pub struct Dispatcher {
+    pub router: Router,
+    pub shared: Arc<Shared>,
+    pub limiters: HashMap<Channel, RateLimiter>,
+    pub channels: HashMap<Channel, mpsc::Sender<Delivery>>,
+}
+
+const OVERFLOW_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Dispatcher {
+    pub async fn run(mut self, mut outbox: mpsc::Receiver<Notification>) {
+        let mut reported_overflow = 0u64;
+        let mut overflow_report = tokio::time::interval(OVERFLOW_REPORT_INTERVAL);
+        overflow_report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let next_digest = self.limiters.values().filter_map(|l| l.next_due()).min();
+            tokio::select! {
+                notification = outbox.recv() => match notification {
+                    Some(notification) => {
+                        self.dispatch(notification);
+                        self.shared.routed.fetch_add(1, Ordering::SeqCst);
+                    }
+                    None => break,
+                },
+                _ = sleep_until(next_digest), if next_digest.is_some() => {
+                    self.send_digests(false);
+                }
+                _ = overflow_report.tick() => {
+                    reported_overflow = self.report_overflow(reported_overflow);
+                }
+            }
+        }
+        // Shutting down: what the limiter held back is summarised now rather than lost.
+        self.send_digests(true);
+        self.report_overflow(reported_overflow);
+    }
+
+    /// Logs a summary of notifications refused since the last summary.
+    fn report_overflow(&self, reported: u64) -> u64 {
+        let total = self.shared.overflowed_total();
+        if total > reported {
+            let by_kind: Vec<String> = KINDS
+                .iter()
+                .zip(&self.shared.overflowed)
+                .filter(|(_, count)| count.load(Ordering::Relaxed) > 0)
+                .map(|(kind, count)| format!("{}={}", kind.as_str(), count.load(Ordering::Relaxed)))
+                .collect();
+            tracing::warn!(
+                dropped_since_last_report = total - reported,
+                dropped_total = total,
+                by_kind = by_kind.join(" "),
+                "notification outbox was full: notifications were not sent"
+            );
+            self.shared
+                .overflow_pending_report
+                .store(false, Ordering::Relaxed);
+        }
+        total
+    }
+
+    fn dispatch(&mut self, notification: Notification) {
+        let now = chrono::Utc::now();
+        let routed = self.router.route(&notification, now);
+        if routed.deliveries.is_empty() && routed.unroutable.is_empty() {
+            tracing::debug!(
+                kind = notification.kind.as_str(),
+                incident_id = notification.incident_id,
+                audience = super::template::audience_label(&notification.audience),
+                "notification (no channels configured for it)"
+            );
+            return;
+        }
+        for problem in routed.unroutable {
+            tracing::warn!(
+                channel = %problem.channel,
+                recipient = problem.recipient,
+                incident_id = notification.incident_id,
+                kind = notification.kind.as_str(),
+                reason = problem.reason,
+                "notification not sent: no usable address"
+            );
+            self.shared
+                .board()
+                .fail(problem.channel, problem.reason, &problem.recipient);
+        }
+        for delivery in routed.deliveries {
+            if !self.shared.store().claim(&delivery.key, now) {
+                tracing::debug!(key = delivery.key, "duplicate notification not sent again");
+                let mut board = self.shared.board();
+                board.deduplicated += 1;
+                board.channel(delivery.channel).deduplicated += 1;
+                continue;
+            }
+            // Acknowledge and resolve close PagerDuty alerts: never held back.
+            let exempt = delivery.channel == super::config::Channel::PagerDuty
+                && delivery.kind != "escalation";
+            if let Some(limiter) = self.limiters.get_mut(&delivery.channel)
+                && !exempt
+                && !limiter.admit(Instant::now())
+            {
+                limiter.suppress(
+                    &delivery.recipient,
+                    digest_sample(&delivery, &notification.title),
+                    Instant::now(),
+                );
+                tracing::debug!(
+                    key = delivery.key,
+                    "rate limited; will be in the next digest"
+                );
+                let mut board = self.shared.board();
+                board.rate_limited += 1;
+                board.channel(delivery.channel).rate_limited += 1;
+                continue;
+            }
+            self.forward(delivery);
+        }
+    }
+
+    fn send_digests(&mut self, flush_all: bool) {
+        let now = Instant::now();
+        let mut digests = Vec::new();
+        for (channel, limiter) in &mut self.limiters {
+            for (recipient, suppressed) in limiter.take_due(now, flush_all) {
+                digests.push(self.router.digest(
+                    *channel,
+                    &recipient,
+                    &suppressed,
+                    chrono::Utc::now(),
+                ));
+            }
+            if limiter.unreported > 0 {
+                tracing::warn!(
+                    channel = %channel,
+                    count = limiter.unreported,
+                    "rate-limited notifications to too many recipients to digest"
+                );
+                limiter.unreported = 0;
+            }
+        }
+        for digest in digests {
+            if self.shared.store().claim(&digest.key, chrono::Utc::now()) {
+                self.forward(digest);
+            }
+        }
+    }
+
+    fn forward(&mut self, delivery: Delivery) {
+        let Some(queue) = self.channels.get(&delivery.channel) else {
+            self.shared.store().abandoned(&delivery.key);
+            self.shared.board().fail(
+                delivery.channel,
+                "channel_disabled",
+                "channel not configured",
+            );
+            return;
+        };
+        self.shared.store().enqueue(&delivery);
+        self.shared.board().in_channels += 1;
+        if let Err(error) = queue.try_send(delivery) {
+            let delivery = match error {
+                mpsc::error::TrySendError::Full(d) | mpsc::error::TrySendError::Closed(d) => d,
+            };
+            tracing::warn!(
+                channel = %delivery.channel,
+                recipient = delivery.recipient,
+                incident_id = delivery.incident_id,
+                "channel queue full: delivery given up (the channel is down or too slow)"
+            );
+            self.shared.store().abandoned(&delivery.key);
+            let mut board = self.shared.board();
+            board.in_channels -= 1;
+            board.fail(delivery.channel, "queue_full", "channel queue full");
+        }
+    }
+}
+
+async fn sleep_until(when: Option<Instant>) {
+    match when {
+        Some(when) => tokio::time::sleep_until(tokio::time::Instant::from_std(when)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A delivery between attempts.
+struct Attempt {
+    delivery: Delivery,
+    /// Attempts made so far.
+    attempts: u32,
+    give_up_at: Instant,
+}
+
+/// An attempt waiting for its backoff, ordered by due time (then arrival).
+struct Waiting {
+    due: Instant,
+    seq: u64,
+    attempt: Attempt,
+}
+
+impl PartialEq for Waiting {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+impl Eq for Waiting {}
+impl PartialOrd for Waiting {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Waiting {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.due, self.seq).cmp(&(other.due, other.seq))
+    }
+}
+
+pub struct ChannelWorker {
+    pub channel: Channel,
+    pub senders: Arc<Senders>,
+    pub backoff: Backoff,
+    pub concurrency: usize,
+    pub capacity: usize,
+    pub shared: Arc<Shared>,
+}
+
+impl ChannelWorker {
+    pub async fn run(self, mut queue: mpsc::Receiver<Delivery>) {
+        let mut ready: VecDeque<Attempt> = VecDeque::new();
+        let mut waiting: BinaryHeap<Reverse<Waiting>> = BinaryHeap::new();
+        let mut in_flight: JoinSet<(Attempt, Outcome)> = JoinSet::new();
+        let mut seq = 0u64;
+        let mut closed = false;
+        // Incidents with a PagerDuty event in flight or waiting for a retry.
+        let mut busy: HashMap<i64, usize> = HashMap::new();
+        loop {
+            let mut index = 0;
+            while in_flight.len() < self.concurrency && index < ready.len() {
+                // An incident's PagerDuty events go out in order (trigger before acknowledge
+                // before resolve): a first attempt waits while an earlier one is unfinished.
+                if let Some(incident) = self.ordering_key(&ready[index])
+                    && ready[index].attempts == 0
+                    && busy.contains_key(&incident)
+                {
+                    index += 1;
+                    continue;
+                }
+                let Some(attempt) = ready.remove(index) else {
+                    break;
+                };
+                if let Some(incident) = self.ordering_key(&attempt)
+                    && attempt.attempts == 0
+                {
+                    *busy.entry(incident).or_default() += 1;
+                }
+                let senders = self.senders.clone();
+                in_flight.spawn(async move {
+                    // A bug in one send must not lose the delivery's bookkeeping.
+                    let outcome = AssertUnwindSafe(senders.send(&attempt.delivery))
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|_| Outcome::Failed {
+                            reason: "panic".into(),
+                            detail: "the send panicked".into(),
+                        });
+                    (attempt, outcome)
+                });
+            }
+            let held = ready.len() + waiting.len() + in_flight.len();
+            if closed && held == 0 {
+                break;
+            }
+            let next_due = waiting.peek().map(|Reverse(w)| w.due);
+            tokio::select! {
+                delivery = queue.recv(), if !closed && held < self.capacity => match delivery {
+                    Some(delivery) => ready.push_back(self.first_attempt(delivery)),
+                    None => closed = true,
+                },
+                Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => match joined {
+                    Ok((attempt, outcome)) => {
+                        let incident = self.ordering_key(&attempt);
+                        let again = self.settle(attempt, outcome);
+                        if again.is_none()
+                            && let Some(incident) = incident
+                            && let Some(count) = busy.get_mut(&incident)
+                        {
+                            *count -= 1;
+                            if *count == 0 {
+                                busy.remove(&incident);
+                            }
+                        }
+                        if let Some(again) = again {
+                            seq += 1;
+                            waiting.push(Reverse(Waiting { due: again.0, seq, attempt: again.1 }));
+                            self.shared.board().channel(self.channel).retrying = waiting.len() as u64;
+                        }
+                    }
+                    Err(error) => tracing::error!(channel = %self.channel, %error, "delivery task failed"),
+                },
+                _ = sleep_until(next_due), if next_due.is_some() => {
+                    let now = Instant::now();
+                    while let Some(Reverse(first)) = waiting.peek() {
+                        if first.due > now {
+                            break;
+                        }
+                        let Some(Reverse(due)) = waiting.pop() else { break };
+                        ready.push_back(due.attempt);
+                    }
+                    self.shared.board().channel(self.channel).retrying = waiting.len() as u64;
+                }
+            }
+        }
+    }
+
+    fn ordering_key(&self, attempt: &Attempt) -> Option<i64> {
+        (self.channel == Channel::PagerDuty)
+            .then_some(attempt.delivery.incident_id)
+            .flatten()
+    }
+
+    fn first_attempt(&self, delivery: Delivery) -> Attempt {
+        let left = (delivery.give_up_at - chrono::Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        let now = Instant::now();
+        Attempt {
+            delivery,
+            attempts: 0,
+            // A deadline beyond the clock's range (a store's odd record) means "much later".
+            give_up_at: now
+                .checked_add(left)
+                .unwrap_or(now + Duration::from_secs(30 * 24 * 3600)),
+        }
+    }
+
+    /// Records an attempt's outcome; returns when to try again, if it should be.
+    fn settle(&self, mut attempt: Attempt, outcome: Outcome) -> Option<(Instant, Attempt)> {
+        attempt.attempts += 1;
+        let delivery = &attempt.delivery;
+        match outcome {
+            Outcome::Delivered => {
+                self.shared
+                    .store()
+                    .delivered(&delivery.key, chrono::Utc::now());
+                let mut board = self.shared.board();
+                board.delivered += 1;
+                board.in_channels = board.in_channels.saturating_sub(1);
+                board.channel(self.channel).delivered += 1;
+                tracing::debug!(
+                    channel = %self.channel,
+                    recipient = delivery.recipient,
+                    kind = delivery.kind,
+                    incident_id = delivery.incident_id,
+                    attempts = attempt.attempts,
+                    "notification delivered"
+                );
+                None
+            }
+            Outcome::Retry {
+                reason,
+                detail,
+                after,
+            } => {
+                let now = Instant::now();
+                let delay = after
+                    .unwrap_or_else(|| self.backoff.delay(attempt.attempts, rand::random::<f64>()));
+                if now + delay > attempt.give_up_at {
+                    self.give_up(&attempt, &reason, &format!("gave up retrying: {detail}"));
+                    return None;
+                }
+                tracing::info!(
+                    channel = %self.channel,
+                    recipient = delivery.recipient,
+                    incident_id = delivery.incident_id,
+                    attempt = attempt.attempts,
+                    retry_in_ms = delay.as_millis() as u64,
+                    reason,
+                    "delivery failed, will retry: {detail}"
+                );
+                self.shared.board().channel(self.channel).last_error =
+                    Some(format!("{reason}: {detail}"));
+                Some((now + delay, attempt))
+            }
+            Outcome::Failed { reason, detail } => {
+                self.give_up(&attempt, &reason, &detail);
+                None
+            }
+        }
+    }
+
+    fn give_up(&self, attempt: &Attempt, reason: &str, detail: &str) {
+        let delivery = &attempt.delivery;
+        tracing::warn!(
+            channel = %self.channel,
+            recipient = delivery.recipient,
+            kind = delivery.kind,
+            incident_id = delivery.incident_id,
+            attempts = attempt.attempts,
+            reason,
+            "notification not delivered: {detail}"
+        );
+        self.shared.store().abandoned(&delivery.key);
+        let mut board = self.shared.board();
+        board.in_channels = board.in_channels.saturating_sub(1);
+        board.fail(self.channel, reason, detail);
+    }
+}
