@@ -57,8 +57,44 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App) {
     }
     let now = snapshot.engine.at;
     let zone = app.zone();
-    let wide = inner.width >= 90;
-    let with_title = inner.width >= 70;
+    // Full width shows level names and long labels; narrower panes shorten them, and the
+    // title (already in the feed) goes when it would not get ten columns.
+    let full = inner.width >= 100;
+    let level_width: u16 = if full {
+        22
+    } else if inner.width >= 60 {
+        14
+    } else {
+        3
+    };
+    let mut widths = vec![
+        Constraint::Length(6),
+        Constraint::Length(if full { 8 } else { 4 }),
+        Constraint::Length(level_width),
+        Constraint::Length(6),
+        Constraint::Length(10),
+        Constraint::Length(if full { 22 } else { 14 }),
+    ];
+    let fixed: u16 = widths
+        .iter()
+        .map(|w| match w {
+            Constraint::Length(n) => n + 1,
+            _ => 0,
+        })
+        .sum();
+    let with_title = inner.width >= fixed + 10;
+    let mut header = vec![
+        "inc.",
+        if full { "priority" } else { "prio" },
+        "level",
+        "age",
+        "next",
+        "acknowledged",
+    ];
+    if with_title {
+        widths.push(Constraint::Fill(1));
+        header.push("title");
+    }
 
     // Only the rows on screen are built: the queue can hold thousands.
     let selected = app.selected_escalation_index().unwrap_or(0);
@@ -69,7 +105,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App) {
         .take(rows_available)
         .map(|view| {
             let e = &view.escalation;
-            let level = if wide {
+            let level = if level_width > 3 {
                 format!("L{} {}", e.level, sanitize_with_limit(&view.level_name, 24))
             } else {
                 format!("L{}", e.level)
@@ -93,7 +129,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App) {
             };
             let mut cells = vec![
                 Cell::from(format!("#{}", e.incident_id)),
-                Cell::from(theme::priority_label(Some(e.priority), !wide))
+                Cell::from(theme::priority_label(Some(e.priority), !full))
                     .style(theme::priority_style(Some(e.priority))),
                 Cell::from(level),
                 Cell::from(age(e.opened_at, now)),
@@ -112,26 +148,6 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App) {
         })
         .collect();
 
-    let mut widths = vec![
-        Constraint::Length(6),
-        Constraint::Length(if wide { 8 } else { 4 }),
-        Constraint::Length(if wide { 22 } else { 3 }),
-        Constraint::Length(7),
-        Constraint::Length(10),
-        Constraint::Length(if wide { 22 } else { 16 }),
-    ];
-    let mut header = vec![
-        "inc.",
-        if wide { "priority" } else { "prio" },
-        "level",
-        "age",
-        "next",
-        "acknowledged",
-    ];
-    if with_title {
-        widths.push(Constraint::Fill(1));
-        header.push("title");
-    }
     let mut table = Table::new(rows, widths).column_spacing(1);
     if show_header {
         table = table.header(Row::new(header).style(theme::label()));

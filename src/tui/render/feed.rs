@@ -56,7 +56,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App) {
 
     let wide = inner.width >= 110;
     let short_labels = inner.width < 100;
-    let with_summary = inner.width >= 96;
+    let with_summary = inner.width >= 84;
     let with_incident = inner.width >= 50;
     let show_header = inner.height >= 4;
     let rows_available = inner.height as usize - usize::from(show_header);

@@ -5,7 +5,7 @@ use ratatui::Frame;
 use ratatui::layout::Rect;
 use ratatui::style::{Color, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::Paragraph;
+use ratatui::widgets::{Paragraph, Wrap};
 
 use super::super::app::{App, Pane};
 use super::super::sanitize::sanitize_with_limit;
@@ -21,14 +21,116 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App) {
     if inner.height == 0 || inner.width == 0 {
         return;
     }
-    let lines = lines(app, inner.width);
+    let mut lines = lines(app, inner.width);
+    let mut paragraph_wraps = false;
+    if lines.len() > inner.height as usize {
+        // Too short for the table: the figures an on-call engineer acts on first, wrapped.
+        lines = compact_lines(app, inner.width);
+        paragraph_wraps = true;
+    }
     let scroll = app
         .metrics_scroll()
-        .min(lines.len().saturating_sub(inner.height as usize));
-    frame.render_widget(
-        Paragraph::new(lines).scroll((scroll.min(u16::MAX as usize) as u16, 0)),
-        inner,
+        .min(lines.len().saturating_sub(1))
+        .min(u16::MAX as usize) as u16;
+    let mut paragraph = Paragraph::new(lines).scroll((scroll, 0));
+    if paragraph_wraps {
+        paragraph = paragraph.wrap(Wrap { trim: true });
+    }
+    frame.render_widget(paragraph, inner);
+}
+
+fn compact_lines(app: &App, width: u16) -> Vec<Line<'static>> {
+    let snapshot = app.snapshot();
+    let metrics = &snapshot.engine.metrics;
+    let escalations = &snapshot.engine.escalations;
+    let open = escalations
+        .iter()
+        .filter(|e| e.escalation.acknowledged.is_none())
+        .count();
+    let mean = |summary: &crate::core::metrics::DurationSummary| {
+        summary
+            .mean_secs
+            .map(format_duration)
+            .unwrap_or_else(|| "-".into())
+    };
+    let mut out = vec![Line::from(vec![
+        Span::styled(
+            format!("open {open}"),
+            if open > 0 {
+                theme::error()
+            } else {
+                theme::ok()
+            },
+        ),
+        Span::raw(format!(
+            " · ack {} · MTTA {} · MTTR {}",
+            escalations.len() - open,
+            mean(&metrics.time_to_acknowledge),
+            mean(&metrics.time_to_resolve)
+        )),
+    ])];
+    let failures: u64 = metrics.decode_failures.values().sum();
+    out.push(Line::from(vec![
+        Span::styled("decode fails ", theme::label()),
+        Span::styled(
+            failures.to_string(),
+            if failures > 0 {
+                theme::error()
+            } else {
+                theme::ok()
+            },
+        ),
+        Span::raw(format!(" · dead-lettered {}", metrics.dead_lettered)),
+    ]));
+    let head = format!(
+        "events {} · {:.1}/s ",
+        metrics.total_events, metrics.events_per_sec
     );
+    let spark = (width as usize)
+        .saturating_sub(head.chars().count())
+        .min(60);
+    out.push(Line::from(vec![
+        Span::raw(head),
+        Span::styled(
+            theme::sparkline(&metrics.events_history, spark),
+            Style::new().fg(Color::White),
+        ),
+    ]));
+    out.push(Line::from(
+        metrics
+            .per_type
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} {}",
+                    theme::event_type_label(t.event_type, true),
+                    t.count
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" · "),
+    ));
+    let p = &metrics.processing;
+    out.push(Line::from(format!(
+        "processing p50 {} · p99 {}",
+        theme::short_seconds(p.p50_secs),
+        theme::short_seconds(p.p99_secs)
+    )));
+    let notifier = &snapshot.notifier;
+    if *notifier != NotifierStatus::default() {
+        out.push(Line::from(vec![
+            Span::raw(format!("notifier outbox {} · ", notifier.outbox_depth)),
+            Span::styled(
+                format!("failed {}", notifier.failed),
+                if notifier.failed > 0 {
+                    theme::error()
+                } else {
+                    Style::new()
+                },
+            ),
+        ]));
+    }
+    out
 }
 
 fn label(text: &str) -> Span<'static> {

@@ -43,7 +43,7 @@ pub fn layout(area: Rect) -> ScreenLayout {
         let [top, bottom] =
             Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(body);
         [feed, escalations] =
-            Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)]).areas(top);
+            Layout::horizontal([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(top);
         [metrics, logs] =
             Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
                 .areas(bottom);

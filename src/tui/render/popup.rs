@@ -31,7 +31,10 @@ pub fn render(frame: &mut Frame, screen: Rect, app: &mut App) {
             lines,
             scroll,
         } => {
-            let height = screen.height.saturating_sub(4).max(3);
+            let height = (lines.len() as u16)
+                .saturating_add(2)
+                .min(screen.height.saturating_sub(4))
+                .max(3);
             let width = screen.width.saturating_sub(8).clamp(20, 120);
             let area = centered(screen, width, height);
             let title = format!(
