@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crossterm::cursor::{Hide, Show};
 use crossterm::execute;
 use crossterm::terminal::{
-    EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
+    Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
 };
 use ratatui::Terminal;
 use ratatui::backend::CrosstermBackend;
@@ -37,10 +37,10 @@ pub fn enter() -> io::Result<TerminalGuard> {
     ACTIVE.store(true, Ordering::SeqCst);
     let setup = (|| {
         let mut stdout = io::stdout();
-        execute!(stdout, EnterAlternateScreen, Hide)?;
-        let mut terminal = Terminal::new(CrosstermBackend::new(stdout))?;
-        terminal.clear()?;
-        Ok(terminal)
+        // Cleared with a plain escape sequence: ratatui's `clear` asks the terminal for the
+        // cursor position, which some terminals (and terminal emulators in tests) never answer.
+        execute!(stdout, EnterAlternateScreen, Hide, Clear(ClearType::All))?;
+        Terminal::new(CrosstermBackend::new(stdout))
     })();
     match setup {
         Ok(terminal) => Ok(TerminalGuard { terminal }),
