@@ -34,6 +34,10 @@ use crate::status::Command;
 /// Redraws per second never exceed this, whatever the configuration says.
 pub const MAX_FPS: u32 = 30;
 
+/// How long after a command snapshots are drawn without waiting for the frame cap, so the
+/// operator sees the result of a key press at once.
+const COMMAND_ECHO: Duration = Duration::from_millis(100);
+
 /// Installs logging for the console: tracing events go to the log pane, never to the terminal.
 pub fn init_logging(level: tracing::level_filters::LevelFilter) {
     logging::init(level);
@@ -116,9 +120,17 @@ async fn event_loop(
     let mut snapshots_open = true;
     let mut signals = Signals::new();
 
+    // After a key sends a command, the runtime publishes the result at once; drawing it should
+    // not wait for the frame cap. For a short while after a command, snapshots draw at once.
+    let mut uncapped_until: Option<Instant> = None;
+
     loop {
         let now = Instant::now();
-        let due = last_draw.map(|t| t + frame_gap).unwrap_or(now);
+        let uncapped = uncapped_until.is_some_and(|until| now < until);
+        let due = match last_draw {
+            Some(t) if !uncapped => t + frame_gap,
+            _ => now,
+        };
         if dirty && now >= due {
             draw(&mut guard.terminal, &mut app)?;
             last_draw = Some(now);
@@ -136,7 +148,9 @@ async fn event_loop(
                             eprintln!("incident-console: exiting without waiting for shutdown");
                             std::process::exit(130);
                         }
-                        send(&commands, command, &mut app);
+                        if send(&commands, command, &mut app) {
+                            uncapped_until = Some(Instant::now() + COMMAND_ECHO);
+                        }
                     }
                     if let Some(level) = app.take_log_capture_change() {
                         logging::set_capture_level(level);

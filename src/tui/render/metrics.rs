@@ -21,13 +21,14 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App) {
     if inner.height == 0 || inner.width == 0 {
         return;
     }
-    let mut lines = lines(app, inner.width);
-    let mut paragraph_wraps = false;
-    if lines.len() > inner.height as usize {
-        // Too short for the table: the figures an on-call engineer acts on first, wrapped.
-        lines = compact_lines(app, inner.width);
-        paragraph_wraps = true;
-    }
+    // Very short panes get the same figures packed into fewer lines.
+    let compact = inner.height < 8;
+    let lines = if compact {
+        compact_lines(app, inner.width)
+    } else {
+        lines(app, inner.width)
+    };
+    let paragraph_wraps = compact;
     let scroll = app
         .metrics_scroll()
         .min(lines.len().saturating_sub(1))
@@ -137,76 +138,11 @@ fn label(text: &str) -> Span<'static> {
     Span::styled(format!("{text:<14}"), theme::label())
 }
 
+/// The figures an operator acts on first, then the per-type table; what does not fit scrolls.
 fn lines(app: &App, width: u16) -> Vec<Line<'static>> {
     let snapshot = app.snapshot();
     let metrics = &snapshot.engine.metrics;
-    let short = width < 60;
-    let type_width = if short { 9 } else { 21 };
-    // type, count (7), rate (7), then the sparkline takes what is left.
-    let spark_width = (width as usize)
-        .saturating_sub(type_width + 7 + 7 + 3)
-        .min(60);
-    let mut out = vec![Line::from(vec![Span::styled(
-        format!(
-            "{:<type_width$} {:>7} {:>7}  last {}s",
-            "type", "count", "/s", spark_width
-        ),
-        theme::label(),
-    )])];
-    for t in &metrics.per_type {
-        out.push(Line::from(vec![
-            Span::raw(format!(
-                "{:<type_width$} {:>7} {:>7.1}  ",
-                theme::event_type_label(t.event_type, short),
-                t.count,
-                t.rate_per_sec
-            )),
-            Span::styled(
-                theme::sparkline(&t.history, spark_width),
-                Style::new().fg(Color::Cyan),
-            ),
-        ]));
-    }
-    out.push(Line::from(vec![
-        Span::raw(format!(
-            "{:<type_width$} {:>7} {:>7.1}  ",
-            "all", metrics.total_events, metrics.events_per_sec
-        )),
-        Span::styled(
-            theme::sparkline(&metrics.events_history, spark_width),
-            Style::new().fg(Color::White),
-        ),
-    ]));
-
-    let p = &metrics.processing;
-    out.push(Line::from(vec![
-        label("processing"),
-        Span::raw(format!(
-            "p50 {} · p99 {} · max {}",
-            theme::short_seconds(p.p50_secs),
-            theme::short_seconds(p.p99_secs),
-            theme::short_seconds(p.max_secs)
-        )),
-    ]));
-
-    let failures: u64 = metrics.decode_failures.values().sum();
-    let mut failure_spans = vec![label("decode fails")];
-    if failures == 0 {
-        failure_spans.push(Span::styled("none", theme::ok()));
-    } else {
-        let by_reason = metrics
-            .decode_failures
-            .iter()
-            .map(|(reason, count)| format!("{reason} {count}"))
-            .collect::<Vec<_>>()
-            .join(" · ");
-        failure_spans.push(Span::styled(by_reason, theme::error()));
-    }
-    failure_spans.push(Span::styled(
-        format!(" (dead-lettered {})", metrics.dead_lettered),
-        theme::dim(),
-    ));
-    out.push(Line::from(failure_spans));
+    let mut out = Vec::new();
 
     let escalations = &snapshot.engine.escalations;
     let open = escalations
@@ -245,9 +181,77 @@ fn lines(app: &App, width: u16) -> Vec<Line<'static>> {
             mean(&metrics.time_to_resolve)
         )),
     ]));
+
+    let failures: u64 = metrics.decode_failures.values().sum();
+    let mut failure_spans = vec![label("decode fails")];
+    if failures == 0 {
+        failure_spans.push(Span::styled("none", theme::ok()));
+    } else {
+        let by_reason = metrics
+            .decode_failures
+            .iter()
+            .map(|(reason, count)| format!("{reason} {count}"))
+            .collect::<Vec<_>>()
+            .join(" · ");
+        failure_spans.push(Span::styled(by_reason, theme::error()));
+    }
+    failure_spans.push(Span::styled(
+        format!(" (dead-lettered {})", metrics.dead_lettered),
+        theme::dim(),
+    ));
+    out.push(Line::from(failure_spans));
+
+    let p = &metrics.processing;
+    out.push(Line::from(vec![
+        label("processing"),
+        Span::raw(format!(
+            "p50 {} · p99 {} · max {}",
+            theme::short_seconds(p.p50_secs),
+            theme::short_seconds(p.p99_secs),
+            theme::short_seconds(p.max_secs)
+        )),
+    ]));
     if snapshot.notifier != NotifierStatus::default() {
         out.extend(notifier_lines(&snapshot.notifier));
     }
+
+    let short = width < 60;
+    let type_width = if short { 9 } else { 21 };
+    // type, count (7), rate (7), then the sparkline takes what is left.
+    let spark_width = (width as usize)
+        .saturating_sub(type_width + 7 + 7 + 3)
+        .min(60);
+    out.push(Line::from(vec![Span::styled(
+        format!(
+            "{:<type_width$} {:>7} {:>7}  last {}s",
+            "type", "count", "/s", spark_width
+        ),
+        theme::label(),
+    )]));
+    for t in &metrics.per_type {
+        out.push(Line::from(vec![
+            Span::raw(format!(
+                "{:<type_width$} {:>7} {:>7.1}  ",
+                theme::event_type_label(t.event_type, short),
+                t.count,
+                t.rate_per_sec
+            )),
+            Span::styled(
+                theme::sparkline(&t.history, spark_width),
+                Style::new().fg(Color::Cyan),
+            ),
+        ]));
+    }
+    out.push(Line::from(vec![
+        Span::raw(format!(
+            "{:<type_width$} {:>7} {:>7.1}  ",
+            "all", metrics.total_events, metrics.events_per_sec
+        )),
+        Span::styled(
+            theme::sparkline(&metrics.events_history, spark_width),
+            Style::new().fg(Color::White),
+        ),
+    ]));
     out
 }
 
