@@ -580,3 +580,30 @@ fn every_key_in_demo_tape_is_bound() {
     assert!(in_console, "demo.tape never starts the console with --demo");
     assert!(pressed >= 10, "demo.tape should tour the console");
 }
+
+#[test]
+fn readme_key_table_matches_the_default_keymap() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("<!-- console:start -->")
+        .expect("console section");
+    let end = readme
+        .find("<!-- console:end -->")
+        .expect("console section end");
+    let section = &readme[start..end];
+    for action in Action::ALL {
+        let keys = action
+            .default_keys()
+            .iter()
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let row = format!(
+            "| {keys} | `{}` | {} |",
+            action.name(),
+            action.description()
+        );
+        assert!(section.contains(&row), "README lacks the row {row}");
+    }
+}

@@ -113,7 +113,7 @@ fn metrics_pane_with_notifier() {
 }
 
 #[test]
-fn logs_pane_is_empty_without_a_logger() {
+fn logs_pane_title_shows_the_capture_level_and_its_keys() {
     let mut app = story_app();
     let terminal = render_pane(&mut app, Pane::Logs, 70, 6);
     let screen = text(terminal.backend().buffer());
