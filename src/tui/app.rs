@@ -551,8 +551,9 @@ impl App {
     // ---- actions ----
 
     fn say(&mut self, text: &str, style: Style) {
+        // Messages quote names from the snapshot (the operator's, the acknowledger's).
         self.message = Some(StatusMessage {
-            text: text.to_string(),
+            text: super::sanitize::sanitize(text).into_owned(),
             style,
         });
     }

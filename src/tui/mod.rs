@@ -92,8 +92,18 @@ async fn stop_runtime(
 }
 
 /// Sends without waiting: the runtime handles commands first, so a full queue means it is
-/// stuck, and the UI must stay responsive regardless.
+/// stuck, and the UI must stay responsive regardless. A shutdown is never dropped: if the
+/// queue is full it is handed to a task that waits for room.
 fn send(commands: &mpsc::Sender<Command>, command: Command, app: &mut App) -> bool {
+    if command == Command::Shutdown {
+        if let Err(mpsc::error::TrySendError::Full(command)) = commands.try_send(command) {
+            let commands = commands.clone();
+            tokio::spawn(async move {
+                let _ = commands.send(command).await;
+            });
+        }
+        return true;
+    }
     match commands.try_send(command) {
         Ok(()) => true,
         Err(mpsc::error::TrySendError::Full(command)) => {
