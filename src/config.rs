@@ -238,6 +238,10 @@ impl Config {
         if self.console.max_frames_per_sec == 0 {
             return Err(invalid("console.max_frames_per_sec", "must be more than 0"));
         }
+        // Key bindings are checked here so a typo fails at start-up with the file's name and line.
+        if let Err(error) = crate::tui::keymap::Keymap::with_overrides(&self.console.keys) {
+            return Err(invalid("console.keys", &error.to_string()));
+        }
         self.notifications
             .validate()
             .map_err(|(field, message)| invalid(&format!("notifications.{field}"), &message))?;

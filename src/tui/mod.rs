@@ -1,14 +1,270 @@
-//! The interactive console.
+//! The interactive console: renders the runtime's snapshots and turns keys into commands.
+//!
+//! One task runs a `select!` over terminal events (first, so a flood of snapshots never delays
+//! a key), the runtime's end, termination signals, and snapshot changes. The screen is redrawn
+//! only when a snapshot or the UI state changed, at most `console.max_frames_per_sec` (and at
+//! most 30) times a second. The UI never mutates runtime state: it sends a `Command`.
 
+pub mod app;
+pub mod detail;
+pub mod filter;
+pub mod keymap;
+pub mod logging;
+pub mod render;
+pub mod sanitize;
+pub mod terminal;
+pub mod theme;
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use crossterm::event::{Event, EventStream, KeyEventKind};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+pub use app::{App, Overlay, Pane};
+pub use keymap::{Action, KeyBinding, Keymap, KeymapError};
+pub use sanitize::sanitize;
+
+use crate::config::Config;
 use crate::runtime::{RunSummary, RuntimeHandle};
+use crate::status::Command;
 
-pub async fn run(
-    _handle: RuntimeHandle,
-    _config: &crate::config::Config,
-) -> anyhow::Result<RunSummary> {
-    anyhow::bail!("the interactive console is not built yet; run with --no-tui")
+/// Redraws per second never exceed this, whatever the configuration says.
+pub const MAX_FPS: u32 = 30;
+
+/// How long after a command snapshots are drawn without waiting for the frame cap, so the
+/// operator sees the result of a key press at once.
+const COMMAND_ECHO: Duration = Duration::from_millis(100);
+
+/// Installs logging for the console: tracing events go to the log pane, never to the terminal.
+pub fn init_logging(level: tracing::level_filters::LevelFilter) {
+    logging::init(level);
 }
 
-pub fn init_logging(level: tracing::level_filters::LevelFilter) {
-    crate::app::init_headless_logging(level);
+/// Checks `console.keys`; the error names the action and key at fault.
+pub fn keymap_from_config(config: &Config) -> Result<Keymap, KeymapError> {
+    Keymap::with_overrides(&config.console.keys)
+}
+
+fn local_zone() -> chrono::FixedOffset {
+    *chrono::Local::now().offset()
+}
+
+/// Runs the console until the operator quits (graceful shutdown: the runtime commits and
+/// stops) or the runtime stops by itself.
+pub async fn run(handle: RuntimeHandle, config: &Config) -> anyhow::Result<RunSummary> {
+    let RuntimeHandle {
+        commands,
+        snapshots,
+        task,
+        ..
+    } = handle;
+    let keymap = match keymap_from_config(config) {
+        Ok(keymap) => keymap,
+        Err(error) => {
+            stop_runtime(&commands, task).await;
+            return Err(anyhow::anyhow!("console.keys: {error}"));
+        }
+    };
+    let app = App::new(keymap, snapshots.borrow().clone(), local_zone())
+        .with_log_capture(logging::capture_level());
+    let fps = config.console.max_frames_per_sec.clamp(1, MAX_FPS);
+    let guard = match terminal::enter() {
+        Ok(guard) => guard,
+        Err(error) => {
+            stop_runtime(&commands, task).await;
+            return Err(error).context("cannot take over the terminal (try --no-tui)");
+        }
+    };
+    let result = event_loop(guard, app, commands, snapshots, task, fps).await;
+    terminal::restore();
+    result
+}
+
+async fn stop_runtime(
+    commands: &mpsc::Sender<Command>,
+    task: tokio::task::JoinHandle<anyhow::Result<RunSummary>>,
+) {
+    let _ = commands.send(Command::Shutdown).await;
+    let _ = task.await;
+}
+
+/// Sends without waiting: the runtime handles commands first, so a full queue means it is
+/// stuck, and the UI must stay responsive regardless. A shutdown is never dropped: if the
+/// queue is full it is handed to a task that waits for room.
+fn send(commands: &mpsc::Sender<Command>, command: Command, app: &mut App) -> bool {
+    if command == Command::Shutdown {
+        if let Err(mpsc::error::TrySendError::Full(command)) = commands.try_send(command) {
+            let commands = commands.clone();
+            tokio::spawn(async move {
+                let _ = commands.send(command).await;
+            });
+        }
+        return true;
+    }
+    match commands.try_send(command) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(command)) => {
+            tracing::warn!(?command, "the runtime is not taking commands; dropped");
+            app.set_message("the runtime is busy: command dropped, try again");
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+async fn event_loop(
+    mut guard: terminal::TerminalGuard,
+    mut app: App,
+    commands: mpsc::Sender<Command>,
+    mut snapshots: tokio::sync::watch::Receiver<crate::status::SharedSnapshot>,
+    mut task: tokio::task::JoinHandle<anyhow::Result<RunSummary>>,
+    fps: u32,
+) -> anyhow::Result<RunSummary> {
+    let mut events = EventStream::new();
+    let frame_gap = Duration::from_secs_f64(1.0 / f64::from(fps));
+    let mut last_draw: Option<Instant> = None;
+    let mut dirty = true;
+    let mut snapshots_open = true;
+    let mut signals = Signals::new();
+
+    // After a key sends a command, the runtime publishes the result at once; drawing it should
+    // not wait for the frame cap. For a short while after a command, snapshots draw at once.
+    let mut uncapped_until: Option<Instant> = None;
+
+    loop {
+        let now = Instant::now();
+        let uncapped = uncapped_until.is_some_and(|until| now < until);
+        let due = match last_draw {
+            Some(t) if !uncapped => t + frame_gap,
+            _ => now,
+        };
+        if dirty && now >= due {
+            draw(&mut guard.terminal, &mut app)?;
+            last_draw = Some(now);
+            dirty = false;
+        }
+        tokio::select! {
+            biased;
+            event = events.next() => match event {
+                Some(Ok(Event::Key(key))) if key.kind != KeyEventKind::Release => {
+                    let was_quitting = app.is_quitting();
+                    if let Some(command) = app.handle_key(key) {
+                        if command == Command::Shutdown && was_quitting {
+                            // Asked twice: leave now, without waiting for the commit.
+                            terminal::restore();
+                            eprintln!("incident-console: exiting without waiting for shutdown");
+                            std::process::exit(130);
+                        }
+                        if send(&commands, command, &mut app) {
+                            uncapped_until = Some(Instant::now() + COMMAND_ECHO);
+                        }
+                    }
+                    if let Some(level) = app.take_log_capture_change() {
+                        logging::set_capture_level(level);
+                    }
+                    dirty = true;
+                }
+                Some(Ok(Event::Resize(_, _))) => {
+                    guard.terminal.autoresize()?;
+                    dirty = true;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(error)) => {
+                    tracing::error!(%error, "cannot read the terminal; shutting down");
+                    let _ = commands.try_send(Command::Shutdown);
+                    return finish(task.await);
+                }
+                None => {
+                    // The terminal went away: shut down as if asked.
+                    let _ = commands.try_send(Command::Shutdown);
+                    return finish(task.await);
+                }
+            },
+            result = &mut task => return finish(result),
+            () = signals.next() => {
+                if !app.is_quitting() {
+                    tracing::info!("signal received: shutting down");
+                    app.begin_quit();
+                    send(&commands, Command::Shutdown, &mut app);
+                    dirty = true;
+                }
+            }
+            changed = snapshots.changed(), if snapshots_open => match changed {
+                Ok(()) => {
+                    let snapshot = snapshots.borrow_and_update().clone();
+                    app.set_snapshot(snapshot);
+                    dirty = true;
+                }
+                Err(_) => snapshots_open = false,
+            },
+            () = tokio::time::sleep_until(due), if dirty => {}
+        }
+    }
+}
+
+fn finish(
+    result: Result<anyhow::Result<RunSummary>, tokio::task::JoinError>,
+) -> anyhow::Result<RunSummary> {
+    result.context("the runtime task failed")?
+}
+
+fn draw(terminal: &mut terminal::ConsoleTerminal, app: &mut App) -> anyhow::Result<()> {
+    let mut draw = || terminal.draw(|frame| render::draw(frame, app)).map(|_| ());
+    // Writing to a slow terminal blocks; let tokio move other work off this thread meanwhile.
+    let result = match tokio::runtime::Handle::current().runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(draw),
+        _ => draw(),
+    };
+    result.context("cannot draw to the terminal")
+}
+
+/// SIGTERM and SIGHUP (the terminal closed) shut down gracefully, like the quit key.
+struct Signals {
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Self {
+                terminate: signal(SignalKind::terminate()).ok(),
+                hangup: signal(SignalKind::hangup()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                () = wait(&mut self.terminate) => {}
+                () = wait(&mut self.hangup) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        std::future::pending::<()>().await
+    }
+}
+
+/// Waits for one delivery of a signal; if the signal stream has closed, waits forever rather
+/// than returning at once in a loop.
+#[cfg(unix)]
+async fn wait(slot: &mut Option<tokio::signal::unix::Signal>) {
+    if let Some(signal) = slot.as_mut()
+        && signal.recv().await.is_some()
+    {
+        return;
+    }
+    *slot = None;
+    std::future::pending().await
 }
