@@ -105,7 +105,9 @@ fn metrics_pane_with_notifier() {
             failed: 1,
             retrying: 2,
             last_error: Some("HTTP 503 from hooks.slack.com".into()),
+            ..ChannelStatus::default()
         }],
+        ..NotifierStatus::default()
     };
     let mut app = app_for(Arc::new(snapshot));
     let terminal = render_pane(&mut app, Pane::Metrics, 90, 16);
