@@ -10,7 +10,7 @@ use crate::kafka::consumer::client_config;
 use crate::kafka::embedded::EmbeddedBroker;
 use crate::simulate::{self, ProduceOptions};
 
-pub const DEMO_PARTITIONS: i32 = 3;
+pub const DEMO_PARTITIONS: i32 = 6;
 
 /// Keeps the demo's broker and simulator alive; dropping it stops both.
 pub struct Demo {
