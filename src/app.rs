@@ -18,7 +18,17 @@ use crate::{demo, headless, tui};
 /// Loads the configuration and applies environment and command-line overrides.
 pub fn effective_config(cli: &Cli) -> anyhow::Result<(Config, ConfigSource)> {
     let (mut config, source) = Config::load(cli.config.as_deref())?;
-    config.apply_env(|name| std::env::var(name).ok().filter(|v| !v.is_empty()));
+    // Every variable may also be given as NAME_FILE; an unreadable file is an error now.
+    let unreadable = std::cell::RefCell::new(None);
+    config.apply_env(|name| {
+        crate::config::env_or_file(name, |n| std::env::var(n).ok()).unwrap_or_else(|error| {
+            unreadable.borrow_mut().get_or_insert(error);
+            None
+        })
+    });
+    if let Some(error) = unreadable.into_inner() {
+        anyhow::bail!(error);
+    }
     if let Some(brokers) = &cli.brokers {
         config.kafka.brokers = brokers.clone();
     }
@@ -56,6 +66,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
             init_headless_logging(cli.log_level.as_filter());
             let (config, _) = effective_config(&cli)?;
             run_broker(&config, *partitions, topic).await?;
+            return Ok(RunSummary::default());
+        }
+        Some(Subcommands::InitConfig { path, force }) => {
+            let path = path
+                .clone()
+                .or_else(crate::config::user_config_path)
+                .ok_or_else(|| anyhow::anyhow!("no user config directory; pass --path"))?;
+            crate::config::write_initial_config(&path, *force)?;
+            println!("{}", path.display());
             return Ok(RunSummary::default());
         }
         Some(Subcommands::Simulate {
@@ -100,6 +119,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
         tui::init_logging(cli.log_level.as_filter());
     }
     tracing::info!(%source, "configuration loaded");
+    if let Some(warning) = crate::config::permission_warning(&source) {
+        tracing::warn!("{warning}");
+    }
 
     let demo = if cli.demo {
         if config.kafka.group_id == "incident-management-consumer" {

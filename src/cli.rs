@@ -84,6 +84,16 @@ pub enum Subcommands {
         #[arg(short = 't', long)]
         topic: Vec<String>,
     },
+    /// Write the documented default configuration for editing (owner-only permissions) and
+    /// print its path.
+    InitConfig {
+        /// Where to write it (default: the user config dir, e.g. ~/.config/incident-console/).
+        #[arg(long)]
+        path: Option<std::path::PathBuf>,
+        /// Overwrite an existing file.
+        #[arg(long)]
+        force: bool,
+    },
     /// Send the simulated incident stream to a broker.
     Simulate {
         #[arg(short = 'b', long, value_name = "HOST:PORT")]

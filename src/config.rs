@@ -152,9 +152,7 @@ impl Config {
         if let Some(path) = std::env::var_os(CONFIG_ENV).filter(|p| !p.is_empty()) {
             return Some(PathBuf::from(path));
         }
-        let user = directories::ProjectDirs::from("", "", "incident-console")?
-            .config_dir()
-            .join("config.ron");
+        let user = user_config_path()?;
         user.is_file().then_some(user)
     }
 
@@ -338,6 +336,109 @@ impl Config {
 
 pub const REDACTED: &str = "<redacted>";
 
+/// Reads `NAME` from the environment, or else the file named by `NAME_FILE` (the
+/// Docker/Kubernetes secrets convention), trimmed of its final newline.
+pub fn env_or_file(
+    name: &str,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<Option<String>, String> {
+    if let Some(value) = var(name).filter(|v| !v.is_empty()) {
+        return Ok(Some(value));
+    }
+    let file_var = format!("{name}_FILE");
+    match var(&file_var).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(path) => std::fs::read_to_string(&path)
+            .map(|text| Some(text.trim_end_matches(['\r', '\n']).to_string()))
+            .map_err(|error| format!("{file_var}={path}: cannot read: {error}")),
+    }
+}
+
+/// The user's config file path (`~/.config/incident-console/config.ron` on Linux).
+pub fn user_config_path() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "incident-console")
+        .map(|dirs| dirs.config_dir().join("config.ron"))
+}
+
+/// Writes the shipped configuration to `path` for editing, readable by the owner only, and
+/// refuses to overwrite an existing file unless `force`.
+pub fn write_initial_config(path: &Path, force: bool) -> std::io::Result<()> {
+    if path.exists() && !force {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{} exists (use --force to overwrite)", path.display()),
+        ));
+    }
+    if let Some(parent) = path.parent() {
+        create_private_dir(parent)?;
+    }
+    write_private_file(path, DEFAULT_CONFIG.as_bytes())
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+#[cfg(unix)]
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // An existing file keeps its mode through open(); tighten it explicitly.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(contents)
+}
+
+#[cfg(not(unix))]
+fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+/// A config file that holds secrets should not be readable by others: say so.
+pub fn permission_warning(source: &ConfigSource) -> Option<String> {
+    let ConfigSource::File(path) = source else {
+        return None;
+    };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode();
+        let text = std::fs::read_to_string(path).ok()?.to_ascii_lowercase();
+        let has_secret = ["password", "secret", "token", "routing_key"]
+            .iter()
+            .any(|word| text.contains(word));
+        (mode & 0o077 != 0 && has_secret).then(|| {
+            format!(
+                "{} is readable by other users (mode {:o}) and looks like it holds secrets; \
+                 run `chmod 600 {}` or move secrets to environment variables",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            )
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
 /// librdkafka property names that carry secrets.
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
@@ -411,6 +512,54 @@ mod tests {
                 "c.ron:{line}: field `kafka.auto_offset_reset`: must be `earliest` or `latest`"
             )
         );
+    }
+
+    #[test]
+    fn secrets_can_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("password");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let path = secret.to_str().unwrap().to_string();
+        let env = |name: &str| (name == "KAFKA_SASL_PASSWORD_FILE").then(|| path.clone());
+        assert_eq!(
+            env_or_file("KAFKA_SASL_PASSWORD", env),
+            Ok(Some("s3cret".into()))
+        );
+        assert_eq!(env_or_file("OTHER", env), Ok(None));
+        let missing = |name: &str| (name == "X_FILE").then(|| "/nonexistent/x".to_string());
+        assert!(
+            env_or_file("X", missing)
+                .unwrap_err()
+                .starts_with("X_FILE=/nonexistent/x")
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn initial_config_is_private_and_not_overwritten() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/config.ron");
+        write_initial_config(&path, false).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let parent = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(parent & 0o777, 0o700);
+        assert!(write_initial_config(&path, false).is_err());
+        Config::parse(&std::fs::read_to_string(&path).unwrap(), "written").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(
+            &path,
+            DEFAULT_CONFIG.replace("properties: {}", "properties: {\"sasl.password\": \"x\"}"),
+        )
+        .unwrap();
+        let warning = permission_warning(&ConfigSource::File(path.clone())).unwrap();
+        assert!(warning.contains("chmod 600"), "{warning}");
+        write_initial_config(&path, true).unwrap();
+        assert_eq!(permission_warning(&ConfigSource::File(path)), None);
     }
 
     #[test]

@@ -153,7 +153,9 @@ impl Senders {
 
     pub async fn send(&self, delivery: &Delivery) -> Outcome {
         match &delivery.payload {
-            Payload::Email { to, subject, body } => self.send_email(to, subject, body).await,
+            Payload::Email { to, subject, body } => {
+                self.send_email(&delivery.key, to, subject, body).await
+            }
             Payload::Json {
                 body,
                 idempotency_key,
@@ -166,7 +168,7 @@ impl Senders {
         }
     }
 
-    async fn send_email(&self, to: &str, subject: &str, body: &str) -> Outcome {
+    async fn send_email(&self, key: &str, to: &str, subject: &str, body: &str) -> Outcome {
         let Some((transport, from, timeout)) = &self.smtp else {
             return failed("channel_disabled", "email not configured");
         };
@@ -174,7 +176,10 @@ impl Senders {
             Ok(to) => to,
             Err(error) => return failed("invalid_address", format!("{to}: {error}")),
         };
+        // The same delivery always carries the same Message-ID, so a resend after a crash
+        // between the server's acceptance and our record of it is recognisable as one message.
         let message = Message::builder()
+            .message_id(Some(message_id(key)))
             .from(from.clone())
             .to(to)
             .subject(subject)
@@ -273,4 +278,29 @@ async fn body_excerpt(mut response: reqwest::Response) -> String {
     }
     excerpt.truncate(300);
     super::template::single_line(&String::from_utf8_lossy(&excerpt), 300)
+}
+
+/// `<16 hex digits of FNV-1a(key)@incident-console>`: stable across runs and versions.
+pub fn message_id(key: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("<{hash:016x}@incident-console>")
+}
+
+#[cfg(test)]
+mod message_id_tests {
+    #[test]
+    fn message_ids_are_stable_and_distinct() {
+        assert_eq!(
+            super::message_id("a"),
+            "<af63dc4c8601ec8c@incident-console>"
+        );
+        assert_ne!(
+            super::message_id("1/x|email|a@b"),
+            super::message_id("1/x|email|c@b")
+        );
+    }
 }
