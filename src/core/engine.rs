@@ -260,6 +260,13 @@ impl Engine {
         &self.escalations
     }
 
+    /// Escalations remembered by the journal from before a restart.
+    pub fn restore_escalations(&mut self, escalations: impl IntoIterator<Item = Escalation>) {
+        for escalation in escalations {
+            self.escalations.restore(escalation);
+        }
+    }
+
     /// The runtime measures handling time (a clock read) and reports it here.
     pub fn record_processing(&mut self, duration: std::time::Duration) {
         self.metrics.record_processing(duration);

@@ -262,6 +262,15 @@ impl EscalationBook {
         }
     }
 
+    /// Puts back an escalation remembered from before a restart, as it was. Its deadline may
+    /// have passed meanwhile; the next `tick` takes the step that is due.
+    pub fn restore(&mut self, escalation: Escalation) {
+        if !self.escalations.contains_key(&escalation.incident_id) {
+            self.make_room();
+        }
+        self.escalations.insert(escalation.incident_id, escalation);
+    }
+
     pub fn update_title(&mut self, incident_id: IncidentId, title: &str) {
         if let Some(escalation) = self.escalations.get_mut(&incident_id)
             && escalation.title != title
@@ -601,6 +610,19 @@ mod tests {
         book.escalate(3, "t", Priority::High, 1, RaiseCause::Triggered, t(3));
         let ids: Vec<_> = book.iter().map(|e| e.incident_id).collect();
         assert_eq!(ids, vec![1, 3]);
+    }
+
+    #[test]
+    fn a_restored_escalation_keeps_its_state_and_steps_when_due() {
+        let mut original = book();
+        open(&mut original, 4, Priority::High);
+        let saved = original.get(4).unwrap().clone();
+        let mut restarted = book();
+        restarted.restore(saved.clone());
+        assert_eq!(restarted.get(4), Some(&saved));
+        assert_eq!(restarted.tick(t(30)), vec![]);
+        assert_eq!(restarted.tick(t(61)).len(), 1);
+        assert_eq!(restarted.get(4).unwrap().level, 2);
     }
 
     #[test]
