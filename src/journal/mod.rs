@@ -1,8 +1,214 @@
-//! The journal: an embedded SQLite record of what was handled and sent.
+//! The journal: an embedded SQLite record of what was handled and sent, so that a restart
+//! loses nothing and repeats nothing.
+//!
+//! It records every processed Kafka message (handled or dead-lettered, unique by topic,
+//! partition and offset), every escalation change with the current state of each open
+//! escalation, every acknowledgement, and the notification outbox with each delivery attempt.
+//!
+//! - [`Journal`] is the synchronous store: open it at start-up, ask it what happened before
+//!   (`contains_event`, `open_escalations`, `undelivered_notifications`,
+//!   `delivered_keys_since`), then hand it to a [`JournalWriter`].
+//! - [`JournalWriter`] owns the connection on a thread of its own behind a bounded queue,
+//!   commits whatever is queued in one transaction, and reports each submission back, with
+//!   the caller's token, once its transaction has committed.
+//! - [`JournalReader`] is a second, read-only connection for look-ups while the writer runs
+//!   (SQLite's WAL mode lets it read while the writer writes).
+
+mod error;
+mod lock;
+mod query;
+mod record;
+mod schema;
+mod store;
+mod writer;
+
+use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use error::JournalError;
+pub use record::{
+    AttemptOutcome, DeliveryAttempt, DeliveryKey, EscalationRecord, EventOutcome, JournalRecord,
+    OutboxEntry, PendingNotification, ProcessedEvent,
+};
+pub use store::{Journal, JournalReader, PruneReport};
+pub use writer::{Completion, JournalStats, JournalWriter};
+
+/// The file name inside the data directory when `path` is not set.
+pub const JOURNAL_FILE_NAME: &str = "journal.sqlite3";
+
 /// Journal settings (`journal:` in config.ron).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct JournalConfig {}
+pub struct JournalConfig {
+    /// Without a journal nothing survives a restart: notifications may be sent twice and
+    /// open escalations are forgotten.
+    pub enabled: bool,
+    /// `None` is `journal.sqlite3` in the user's data directory.
+    pub path: Option<PathBuf>,
+    /// Records older than this many days are deleted, except open escalations and
+    /// notifications not yet delivered. 0 keeps everything.
+    pub retention_days: u32,
+    /// At most this many records go into one transaction.
+    pub max_batch_records: usize,
+    /// After the first queued record, wait at most this long for more before committing.
+    pub max_batch_delay_ms: u64,
+    /// Submissions waiting for the writer; submitting waits when the queue is full.
+    pub queue_capacity: usize,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: None,
+            retention_days: 90,
+            max_batch_records: 2000,
+            max_batch_delay_ms: 2,
+            queue_capacity: 4096,
+        }
+    }
+}
+
+impl JournalConfig {
+    /// Returns the offending field (relative to `journal.`) and what is wrong with it.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let invalid = |field: &str, message: &str| Err((field.to_string(), message.to_string()));
+        if self.max_batch_records == 0 {
+            return invalid("max_batch_records", "must be more than 0");
+        }
+        if self.queue_capacity == 0 {
+            return invalid("queue_capacity", "must be more than 0");
+        }
+        if self.max_batch_delay_ms > 1000 {
+            return invalid(
+                "max_batch_delay_ms",
+                "must be at most 1000 (it delays every offset commit)",
+            );
+        }
+        if self
+            .path
+            .as_ref()
+            .is_some_and(|path| path.as_os_str().is_empty())
+        {
+            return invalid("path", "must not be empty (use None for the default)");
+        }
+        Ok(())
+    }
+
+    /// The configured path, or `journal.sqlite3` in the user's data directory.
+    pub fn resolved_path(&self) -> Result<PathBuf, JournalError> {
+        match &self.path {
+            Some(path) => Ok(path.clone()),
+            None => default_path().ok_or(JournalError::NoDataDir),
+        }
+    }
+
+    pub(crate) fn batch_delay(&self) -> Duration {
+        Duration::from_millis(self.max_batch_delay_ms.min(1000))
+    }
+}
+
+/// `~/.local/share/incident-console/journal.sqlite3` on Linux.
+pub fn default_path() -> Option<PathBuf> {
+    directories::ProjectDirs::from("", "", "incident-console")
+        .map(|dirs| dirs.data_dir().join(JOURNAL_FILE_NAME))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Config, DEFAULT_CONFIG};
+
+    #[test]
+    fn the_shipped_section_is_the_default() {
+        assert_eq!(Config::built_in().journal, JournalConfig::default());
+        assert!(JournalConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn a_path_parses_without_some_and_unknown_fields_are_refused() {
+        let text = DEFAULT_CONFIG.replacen("path: None,", "path: \"/srv/j.sqlite3\",", 1);
+        let config = Config::parse(&text, "c.ron").unwrap();
+        assert_eq!(
+            config.journal.path.as_deref(),
+            Some(std::path::Path::new("/srv/j.sqlite3"))
+        );
+        assert_eq!(
+            config.journal.resolved_path().unwrap(),
+            PathBuf::from("/srv/j.sqlite3")
+        );
+        let text = DEFAULT_CONFIG.replacen("retention_days:", "retention_dayz:", 1);
+        let error = Config::parse(&text, "c.ron").unwrap_err().to_string();
+        assert!(error.contains("retention_dayz"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_section_or_field_takes_the_default() {
+        let start = DEFAULT_CONFIG.find("    journal: (").unwrap();
+        let end = start + DEFAULT_CONFIG[start..].find("\n    ),\n").unwrap() + 7;
+        let without = format!("{}{}", &DEFAULT_CONFIG[..start], &DEFAULT_CONFIG[end..]);
+        assert_eq!(
+            Config::parse(&without, "c.ron").unwrap().journal,
+            JournalConfig::default()
+        );
+        let partial = DEFAULT_CONFIG.replacen("        retention_days: 90,\n", "", 1);
+        assert_eq!(
+            Config::parse(&partial, "c.ron")
+                .unwrap()
+                .journal
+                .retention_days,
+            90
+        );
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let cases = [
+            (
+                JournalConfig {
+                    max_batch_records: 0,
+                    ..JournalConfig::default()
+                },
+                "max_batch_records",
+            ),
+            (
+                JournalConfig {
+                    queue_capacity: 0,
+                    ..JournalConfig::default()
+                },
+                "queue_capacity",
+            ),
+            (
+                JournalConfig {
+                    max_batch_delay_ms: 5000,
+                    ..JournalConfig::default()
+                },
+                "max_batch_delay_ms",
+            ),
+            (
+                JournalConfig {
+                    path: Some(PathBuf::new()),
+                    ..JournalConfig::default()
+                },
+                "path",
+            ),
+        ];
+        for (config, field) in cases {
+            assert_eq!(config.validate().unwrap_err().0, field);
+        }
+    }
+
+    #[test]
+    fn the_default_path_is_in_the_data_directory() {
+        if let Some(path) = default_path() {
+            assert!(
+                path.ends_with("incident-console/journal.sqlite3"),
+                "{path:?}"
+            );
+        }
+        let config = JournalConfig::default();
+        assert_eq!(config.resolved_path().ok(), default_path());
+    }
+}

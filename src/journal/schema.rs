@@ -1,0 +1,186 @@
+//! The journal's tables, and the version bookkeeping that lets a later release migrate them.
+//!
+//! Times are stored as RFC 3339 text in UTC with microseconds (`2024-01-01T10:00:00.000000Z`):
+//! readable in the sqlite3 shell, ordered when compared as text, and understood by SQLite's
+//! date functions.
+
+use rusqlite::{Connection, OptionalExtension};
+
+/// Marks a database as ours (`PRAGMA application_id`), so another program's SQLite file is
+/// never mistaken for a journal. "ICJ1".
+pub const APPLICATION_ID: i64 = 0x4943_4A31;
+
+/// Index `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+
+pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE events (
+    id              INTEGER PRIMARY KEY,
+    kafka_topic     TEXT    NOT NULL,
+    kafka_partition INTEGER NOT NULL,
+    kafka_offset    INTEGER NOT NULL,
+    incident_id     INTEGER,
+    event_type      TEXT,
+    summary         TEXT,
+    received_at     TEXT    NOT NULL,
+    handled_at      TEXT    NOT NULL,
+    outcome         TEXT    NOT NULL CHECK (outcome IN ('handled', 'dead_lettered')),
+    reason          TEXT,
+    error           TEXT,
+    UNIQUE (kafka_topic, kafka_partition, kafka_offset)
+);
+CREATE INDEX events_by_incident ON events (incident_id, handled_at);
+CREATE INDEX events_by_time ON events (handled_at);
+
+-- The current state of each escalation; closed ones keep their last state until pruned.
+CREATE TABLE escalations (
+    incident_id     INTEGER PRIMARY KEY,
+    title           TEXT    NOT NULL,
+    priority        TEXT    NOT NULL,
+    level           INTEGER NOT NULL,
+    opened_at       TEXT    NOT NULL,
+    level_since     TEXT    NOT NULL,
+    next_step_at    TEXT,
+    repeats         INTEGER NOT NULL,
+    acknowledged_by TEXT,
+    acknowledged_at TEXT,
+    closed_at       TEXT,
+    updated_at      TEXT    NOT NULL
+);
+CREATE INDEX escalations_by_closed ON escalations (closed_at);
+
+CREATE TABLE escalation_changes (
+    id          INTEGER PRIMARY KEY,
+    incident_id INTEGER NOT NULL,
+    at          TEXT    NOT NULL,
+    change      TEXT    NOT NULL,
+    level       INTEGER NOT NULL,
+    detail      TEXT    NOT NULL
+);
+CREATE INDEX escalation_changes_by_incident ON escalation_changes (incident_id, at);
+CREATE INDEX escalation_changes_by_time ON escalation_changes (at);
+
+CREATE TABLE acknowledgements (
+    id                       INTEGER PRIMARY KEY,
+    incident_id              INTEGER NOT NULL,
+    level                    INTEGER NOT NULL,
+    acknowledged_by          TEXT    NOT NULL,
+    acknowledged_at          TEXT    NOT NULL,
+    time_to_acknowledge_secs REAL    NOT NULL
+);
+CREATE INDEX acknowledgements_by_incident ON acknowledgements (incident_id);
+CREATE INDEX acknowledgements_by_time ON acknowledgements (acknowledged_at);
+
+-- The outbox: one row per notification, channel and recipient.
+CREATE TABLE notifications (
+    id          INTEGER PRIMARY KEY,
+    dedup_key   TEXT    NOT NULL,
+    channel     TEXT    NOT NULL,
+    recipient   TEXT    NOT NULL,
+    incident_id INTEGER,
+    payload     TEXT    NOT NULL,
+    queued_at   TEXT    NOT NULL,
+    state       TEXT    NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    finished_at TEXT,
+    UNIQUE (dedup_key, channel, recipient)
+);
+CREATE INDEX notifications_by_state ON notifications (state, finished_at);
+CREATE INDEX notifications_by_incident ON notifications (incident_id);
+
+CREATE TABLE notification_attempts (
+    id        INTEGER PRIMARY KEY,
+    dedup_key TEXT    NOT NULL,
+    channel   TEXT    NOT NULL,
+    recipient TEXT    NOT NULL,
+    attempt   INTEGER NOT NULL,
+    at        TEXT    NOT NULL,
+    outcome   TEXT    NOT NULL CHECK (outcome IN ('delivered', 'failed', 'gave_up')),
+    error     TEXT
+);
+CREATE INDEX notification_attempts_by_key ON notification_attempts (dedup_key, channel, recipient);
+CREATE INDEX notification_attempts_by_time ON notification_attempts (at);
+";
+
+/// What the file held before `ensure` ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Found {
+    /// An empty database: the schema was created.
+    New,
+    /// A journal at this version (migrated if older).
+    Journal { version: i64 },
+}
+
+#[derive(Debug)]
+pub enum SchemaProblem {
+    /// Another program's database.
+    Foreign(String),
+    TooNew(i64),
+    Sqlite(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for SchemaProblem {
+    fn from(error: rusqlite::Error) -> Self {
+        Self::Sqlite(error)
+    }
+}
+
+/// Creates or migrates the schema, in one immediate transaction so that two starts racing on
+/// one file cannot both create it.
+pub fn ensure(connection: &mut Connection, now: &str) -> Result<Found, SchemaProblem> {
+    let transaction =
+        connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let application_id: i64 = transaction.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+    let tables: i64 = transaction.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table'",
+        [],
+        |r| r.get(0),
+    )?;
+    let found = if application_id == 0 && tables == 0 {
+        transaction.execute_batch(&format!(
+            "PRAGMA application_id = {APPLICATION_ID};
+             CREATE TABLE schema_version (
+                 version    INTEGER PRIMARY KEY,
+                 applied_at TEXT NOT NULL
+             );"
+        ))?;
+        Found::New
+    } else if application_id != APPLICATION_ID {
+        return Err(SchemaProblem::Foreign(if application_id == 0 {
+            format!("a SQLite database of another program, with {tables} tables")
+        } else {
+            format!("a SQLite database of another program (application id {application_id:#x})")
+        }));
+    } else {
+        let version: Option<i64> = transaction
+            .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
+            .optional()?
+            .flatten();
+        let version = version.unwrap_or(0);
+        if version > CURRENT_VERSION {
+            return Err(SchemaProblem::TooNew(version));
+        }
+        Found::Journal { version }
+    };
+    let from = match found {
+        Found::New => 0,
+        Found::Journal { version } => version,
+    };
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+        transaction.execute_batch(migration)?;
+        transaction.execute(
+            "INSERT INTO schema_version (version, applied_at) VALUES (?1, ?2)",
+            rusqlite::params![index as i64 + 1, now],
+        )?;
+    }
+    transaction.commit()?;
+    Ok(match found {
+        Found::New => Found::New,
+        Found::Journal { .. } => Found::Journal {
+            version: CURRENT_VERSION,
+        },
+    })
+}

@@ -1,0 +1,365 @@
+//! The synchronous journal: opening (with the checks that turn a bad file into a clear
+//! error), batched writes, look-ups for a restart, and retention.
+
+use std::fs::{DirBuilder, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+use serde::Serialize;
+
+use super::lock::JournalLock;
+use super::record::{DeliveryKey, JournalRecord, PendingNotification};
+use super::schema::{self, SchemaProblem};
+use super::{JournalConfig, JournalError, query};
+use crate::core::escalation::Escalation;
+use crate::core::event::Timestamp;
+
+/// How long a statement waits for a lock held by another connection (a sqlite3 shell, the
+/// reader's checkpoint) before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Rows deleted per table by one `prune` call, so that retention never holds the write lock
+/// for long; the writer calls it again while there is more.
+pub const PRUNE_CHUNK: usize = 5000;
+
+/// What one `prune` call deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PruneReport {
+    pub events: usize,
+    pub escalation_changes: usize,
+    pub acknowledgements: usize,
+    pub escalations: usize,
+    pub notification_attempts: usize,
+    pub notifications: usize,
+    /// Some table hit the per-call limit: call again.
+    pub more: bool,
+}
+
+impl PruneReport {
+    pub fn counts(&self) -> [usize; 6] {
+        [
+            self.events,
+            self.escalation_changes,
+            self.acknowledgements,
+            self.escalations,
+            self.notification_attempts,
+            self.notifications,
+        ]
+    }
+
+    pub fn total(&self) -> usize {
+        self.counts().iter().sum()
+    }
+}
+
+/// The journal, open for writing. One per file: a second open of the same file, from this
+/// process or another, fails with `JournalError::Locked`.
+pub struct Journal {
+    // Fields drop in order: the connection closes before the lock is released.
+    connection: Connection,
+    path: PathBuf,
+    config: JournalConfig,
+    _lock: JournalLock,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("path", &self.path).finish()
+    }
+}
+
+impl Journal {
+    /// Opens the journal at `config.path`, or in the user's data directory.
+    pub fn open_configured(config: &JournalConfig) -> Result<Self, JournalError> {
+        Self::open(&config.resolved_path()?, config)
+    }
+
+    /// Opens (creating if needed) the journal at `path`: the directory is created readable
+    /// by the owner only (0700), the file too (0600); WAL mode; schema created or migrated.
+    pub fn open(path: &Path, config: &JournalConfig) -> Result<Self, JournalError> {
+        if path.is_dir() {
+            return Err(JournalError::cannot_open(path, "it is a directory"));
+        }
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if let Some(parent) = parent.filter(|p| p.exists() && !p.is_dir()) {
+            return Err(JournalError::cannot_open(
+                path,
+                format!("{} is not a directory", parent.display()),
+            ));
+        }
+        if let Some(parent) = parent.filter(|p| !p.exists()) {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|error| {
+                    JournalError::cannot_open(
+                        path,
+                        format!("cannot create {}: {error}", parent.display()),
+                    )
+                })?;
+        }
+        let lock = JournalLock::acquire(path)?;
+        create_private_file(path)?;
+        let sqlite = |error| JournalError::from_sqlite(path, error);
+        let mut connection = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sqlite)?;
+        connection.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
+        // The first statement reads the header: a file that is not SQLite fails here.
+        let mode: String = connection
+            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
+            .map_err(sqlite)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(
+                path = %path.display(),
+                %mode,
+                "the journal's filesystem does not support WAL mode; readers will wait for writes"
+            );
+        }
+        // FULL: a commit is on disk before the offset it covers is stored in Kafka.
+        connection
+            .execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+            .map_err(sqlite)?;
+        match schema::ensure(&mut connection, &query::time_text(&chrono::Utc::now())) {
+            Ok(found) => {
+                tracing::info!(path = %path.display(), ?found, "journal open");
+            }
+            Err(SchemaProblem::Foreign(detail)) => {
+                return Err(JournalError::NotAJournal {
+                    path: path.to_path_buf(),
+                    detail,
+                });
+            }
+            Err(SchemaProblem::TooNew(found)) => {
+                return Err(JournalError::TooNew {
+                    path: path.to_path_buf(),
+                    found,
+                    supported: schema::CURRENT_VERSION,
+                });
+            }
+            Err(SchemaProblem::Sqlite(error)) => return Err(sqlite(error)),
+        }
+        Ok(Self {
+            connection,
+            path: path.to_path_buf(),
+            config: config.clone(),
+            _lock: lock,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn config(&self) -> &JournalConfig {
+        &self.config
+    }
+
+    /// Writes `records` in one transaction: all of them, or none.
+    pub fn write(&mut self, records: &[JournalRecord]) -> Result<(), JournalError> {
+        let path = &self.path;
+        let sqlite = |error| JournalError::from_sqlite(path, error);
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite)?;
+        query::write_records(&transaction, records).map_err(sqlite)?;
+        transaction.commit().map_err(sqlite)
+    }
+
+    /// Writes several submissions in one transaction (the writer's group commit).
+    pub(crate) fn write_groups<'a>(
+        &mut self,
+        groups: impl Iterator<Item = &'a [JournalRecord]>,
+    ) -> Result<(), JournalError> {
+        let path = &self.path;
+        let sqlite = |error| JournalError::from_sqlite(path, error);
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite)?;
+        for records in groups {
+            query::write_records(&transaction, records).map_err(sqlite)?;
+        }
+        transaction.commit().map_err(sqlite)
+    }
+
+    /// Whether this Kafka message was handled (or dead-lettered) before.
+    pub fn contains_event(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<bool, JournalError> {
+        query::contains_event(&self.connection, &self.path, topic, partition, offset)
+    }
+
+    /// Escalations that were open (acknowledged or not) when the journal was last written.
+    pub fn open_escalations(&self) -> Result<Vec<Escalation>, JournalError> {
+        query::open_escalations(&self.connection, &self.path)
+    }
+
+    /// Outbox entries neither delivered nor given up, oldest first.
+    pub fn undelivered_notifications(&self) -> Result<Vec<PendingNotification>, JournalError> {
+        query::undelivered_notifications(&self.connection, &self.path)
+    }
+
+    /// Each delivery that succeeded at or after `since`.
+    pub fn delivered_since(&self, since: Timestamp) -> Result<Vec<DeliveryKey>, JournalError> {
+        query::delivered_since(&self.connection, &self.path, &since)
+    }
+
+    /// Dedup keys with a delivery at or after `since`, each once.
+    pub fn delivered_keys_since(&self, since: Timestamp) -> Result<Vec<String>, JournalError> {
+        query::delivered_keys_since(&self.connection, &self.path, &since)
+    }
+
+    pub fn schema_version(&self) -> Result<i64, JournalError> {
+        query::schema_version(&self.connection, &self.path)
+    }
+
+    /// Deletes what is older than `retention_days` before `now` (at most `PRUNE_CHUNK` rows
+    /// per table; `more` says to call again). Retention 0 keeps everything.
+    pub fn prune(&mut self, now: Timestamp) -> Result<PruneReport, JournalError> {
+        self.prune_bounded(now, PRUNE_CHUNK)
+    }
+
+    /// `prune` with a chosen bound on rows deleted per table.
+    pub fn prune_bounded(
+        &mut self,
+        now: Timestamp,
+        max_rows_per_table: usize,
+    ) -> Result<PruneReport, JournalError> {
+        if self.config.retention_days == 0 {
+            return Ok(PruneReport::default());
+        }
+        let cutoff = now - chrono::TimeDelta::days(i64::from(self.config.retention_days));
+        let path = &self.path;
+        let sqlite = |error| JournalError::from_sqlite(path, error);
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite)?;
+        let report =
+            query::prune(&transaction, &cutoff, max_rows_per_table.max(1)).map_err(sqlite)?;
+        transaction.commit().map_err(sqlite)?;
+        Ok(report)
+    }
+
+    /// Moves the WAL into the database file and empties it (done at shutdown, so the file
+    /// left behind is complete on its own).
+    pub fn checkpoint(&mut self) -> Result<(), JournalError> {
+        self.connection
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(|error| JournalError::from_sqlite(&self.path, error))
+    }
+
+    /// A read-only connection to this journal, for look-ups while a writer owns this one.
+    pub fn reader(&self) -> Result<JournalReader, JournalError> {
+        JournalReader::open(&self.path)
+    }
+}
+
+/// Creates the file readable and writable by its owner only, and narrows an existing file
+/// that others could read: it holds names and incident titles.
+fn create_private_file(path: &Path) -> Result<(), JournalError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(|error| JournalError::cannot_open(path, error))?;
+    let metadata = file
+        .metadata()
+        .map_err(|error| JournalError::cannot_open(path, error))?;
+    if metadata.permissions().mode() & 0o077 != 0 {
+        match file.set_permissions(std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => tracing::info!(path = %path.display(), "journal made private (0600)"),
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "cannot make the journal private")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A read-only connection. SQLite's WAL mode lets it read committed data while the writer
+/// writes; what is queued but not yet committed is not visible.
+pub struct JournalReader {
+    connection: Connection,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for JournalReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalReader")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl JournalReader {
+    /// Opens an existing journal read-only (it must have been opened by `Journal::open`).
+    pub fn open(path: &Path) -> Result<Self, JournalError> {
+        let sqlite = |error| JournalError::from_sqlite(path, error);
+        let connection = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sqlite)?;
+        connection.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
+        let version = query::schema_version(&connection, path)?;
+        if version > schema::CURRENT_VERSION {
+            return Err(JournalError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+                supported: schema::CURRENT_VERSION,
+            });
+        }
+        if version < schema::CURRENT_VERSION {
+            return Err(JournalError::Storage {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "schema version {version} is older than {}; open it with Journal::open first",
+                    schema::CURRENT_VERSION
+                ),
+            });
+        }
+        Ok(Self {
+            connection,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn contains_event(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<bool, JournalError> {
+        query::contains_event(&self.connection, &self.path, topic, partition, offset)
+    }
+
+    pub fn open_escalations(&self) -> Result<Vec<Escalation>, JournalError> {
+        query::open_escalations(&self.connection, &self.path)
+    }
+
+    pub fn undelivered_notifications(&self) -> Result<Vec<PendingNotification>, JournalError> {
+        query::undelivered_notifications(&self.connection, &self.path)
+    }
+
+    pub fn delivered_since(&self, since: Timestamp) -> Result<Vec<DeliveryKey>, JournalError> {
+        query::delivered_since(&self.connection, &self.path, &since)
+    }
+
+    pub fn delivered_keys_since(&self, since: Timestamp) -> Result<Vec<String>, JournalError> {
+        query::delivered_keys_since(&self.connection, &self.path, &since)
+    }
+}
