@@ -44,6 +44,13 @@ pub fn effective_config(cli: &Cli) -> anyhow::Result<(Config, ConfigSource)> {
     if let Some(operator) = &cli.operator {
         config.console.operator = Some(operator.clone());
     }
+    if let Some(journal) = &cli.journal {
+        config.journal.enabled = true;
+        config.journal.path = Some(journal.clone());
+    } else if cli.no_journal || cli.demo {
+        // The demo's simulated history does not belong in the operator's real journal.
+        config.journal.enabled = false;
+    }
     config.apply_properties(&cli.properties)?;
     Ok((config, source))
 }

@@ -57,6 +57,15 @@ pub struct Cli {
     #[arg(long)]
     pub operator: Option<String>,
 
+    /// Journal file (SQLite); default: journal.path in the config, else the user data dir.
+    /// `--demo` keeps no journal unless this is given.
+    #[arg(long, value_name = "PATH")]
+    pub journal: Option<std::path::PathBuf>,
+
+    /// Keep no journal: a restart may repeat notifications and forgets escalations.
+    #[arg(long, conflicts_with = "journal")]
+    pub no_journal: bool,
+
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
     pub print_config: bool,

@@ -10,10 +10,17 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use std::collections::HashMap;
+
 use crate::config::Config;
 use crate::core::engine::{Effect, Engine, Input, SourceRef};
 use crate::core::event::{self, IncidentEvent};
 use crate::core::offsets::{OffsetTracker, PartitionKey};
+use crate::journal::outbox::{self, JournalOutboxStore};
+use crate::journal::{
+    Completion, DeliveryKey, EscalationRecord, Journal, JournalReader, JournalRecord,
+    JournalWriter, OutboxEntry, ProcessedEvent,
+};
 use crate::kafka::consumer::{self, ConsumerControl, FetchedMessage};
 use crate::kafka::dead_letter::DeadLetterProducer;
 use crate::notify::Notifier;
@@ -69,13 +76,99 @@ pub struct RuntimeHandle {
 pub struct RunSummary {
     pub handled: u64,
     pub dead_lettered: u64,
+    /// Re-delivered after a restart and recognised in the journal.
+    pub redelivered: u64,
 }
 
-/// A dead-letter copy has reached the broker; its source offset may now be stored.
-struct DeadLetterDone(SourceRef);
+/// A dead-letter copy has reached the broker; its journal record may now be written.
+struct DeadLetterDone {
+    source: SourceRef,
+    error: event::DecodeError,
+    received_at: event::Timestamp,
+}
+
+/// The journal as the runtime uses it: a writer whose completions release offsets, a reader
+/// for recognising re-delivered messages, and how far each partition got before the restart.
+struct JournalLink {
+    writer: JournalWriter<SourceRef>,
+    reader: JournalReader,
+    highest_before_start: HashMap<(String, i32), i64>,
+}
+
+impl JournalLink {
+    /// Whether this message was handled before a restart (its offset was not yet committed).
+    fn already_handled(&self, source: &SourceRef) -> bool {
+        let key = (source.topic.clone(), source.partition);
+        if self
+            .highest_before_start
+            .get(&key)
+            .is_none_or(|highest| source.offset > *highest)
+        {
+            return false;
+        }
+        self.reader
+            .contains_event(&source.topic, source.partition, source.offset)
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, %source, "journal look-up failed; handling the message");
+                false
+            })
+    }
+}
+
+/// What opening the journal yields: the link, its completions, the notifier's store, and
+/// notifications decided before a restart that were never routed.
+struct OpenedJournal {
+    link: JournalLink,
+    completions: mpsc::UnboundedReceiver<Completion<SourceRef>>,
+    store: JournalOutboxStore,
+    intents: Vec<crate::core::engine::Notification>,
+}
+
+/// Opens the journal, or explains why not. Restored state goes into `engine`.
+fn open_journal(config: &Config, engine: &mut Engine) -> anyhow::Result<Option<OpenedJournal>> {
+    if !config.journal.enabled {
+        tracing::warn!(
+            "journal disabled: a restart may repeat notifications and forgets escalations"
+        );
+        return Ok(None);
+    }
+    let journal = Journal::open_configured(&config.journal)?;
+    let path = journal.path().to_path_buf();
+    let escalations = journal.open_escalations()?;
+    if !escalations.is_empty() {
+        tracing::info!(
+            count = escalations.len(),
+            "open escalations restored from the journal"
+        );
+    }
+    engine.restore_escalations(escalations);
+    let intents = outbox::pending_intents(&path)?;
+    let highest_before_start = outbox::highest_offsets(&path)?
+        .into_iter()
+        .map(|(topic, partition, offset)| ((topic, partition), offset))
+        .collect();
+    let reader = journal.reader()?;
+    let store = JournalOutboxStore::open(
+        &path,
+        Duration::from_secs(config.notifications.dedup.window_secs),
+    )?;
+    let (writer, completions) = JournalWriter::start(journal)?;
+    tracing::info!(path = %path.display(), "journal open");
+    Ok(Some(OpenedJournal {
+        link: JournalLink {
+            writer,
+            reader,
+            highest_before_start,
+        },
+        completions,
+        store,
+        intents,
+    }))
+}
 
 struct Runtime {
     engine: Engine,
+    journal: Option<JournalLink>,
     control: ConsumerControl,
     dead_letters: DeadLetterProducer,
     dead_letter_done: mpsc::Sender<DeadLetterDone>,
@@ -88,13 +181,33 @@ struct Runtime {
 
 /// Starts the consumer and the runtime loop on the current tokio runtime.
 pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<RuntimeHandle> {
+    let mut engine = Engine::new(config.engine_config());
+    let (journal, completions, notifier) = match open_journal(config, &mut engine)? {
+        Some(OpenedJournal {
+            link,
+            completions,
+            store,
+            intents,
+        }) => {
+            let mut notifier = Notifier::start_with_store(&config.notifications, Box::new(store))?;
+            if !intents.is_empty() {
+                tracing::info!(
+                    count = intents.len(),
+                    "notifications from before the restart resumed"
+                );
+            }
+            for intent in intents {
+                notifier.submit(intent);
+            }
+            (Some(link), Some(completions), notifier)
+        }
+        None => (None, None, Notifier::start(&config.notifications)?),
+    };
     let (stop_fetching, stop_rx) = watch::channel(false);
     let source = consumer::start(config, stop_rx)?;
     let dead_letters = DeadLetterProducer::new(config)?;
-    let notifier = Notifier::start(&config.notifications)?;
     let (commands, command_rx) = mpsc::channel(64);
     let (dead_letter_done, done_rx) = mpsc::channel(1024);
-    let engine = Engine::new(config.engine_config());
     let consumer_status = source.control.status();
     let now = chrono::Utc::now();
     let initial = Arc::new(Snapshot {
@@ -107,6 +220,7 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
     let (snapshot_tx, snapshots) = watch::channel(initial);
     let runtime = Runtime {
         engine,
+        journal,
         control: source.control,
         dead_letters,
         dead_letter_done,
@@ -123,6 +237,7 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
         stop_fetching,
         commands: command_rx,
         dead_letter_done: done_rx,
+        journal_completions: completions,
         snapshot_tx,
         frame,
         operator: options.operator,
@@ -143,6 +258,7 @@ struct RunLoop {
     stop_fetching: watch::Sender<bool>,
     commands: mpsc::Receiver<Command>,
     dead_letter_done: mpsc::Receiver<DeadLetterDone>,
+    journal_completions: Option<mpsc::UnboundedReceiver<Completion<SourceRef>>>,
     snapshot_tx: watch::Sender<SharedSnapshot>,
     frame: Duration,
     operator: String,
@@ -172,8 +288,11 @@ impl Runtime {
                         dirty = false;
                     }
                 },
-                Some(DeadLetterDone(source)) = io.dead_letter_done.recv() => {
-                    self.finish(&source);
+                Some(done) = io.dead_letter_done.recv() => {
+                    self.dead_lettered(done).await;
+                }
+                Some(completion) = next_completion(&mut io.journal_completions) => {
+                    self.journal_committed(completion);
                 }
                 _ = frame.tick(), if dirty => {
                     self.publish(&io);
@@ -209,12 +328,19 @@ impl Runtime {
         }
         let deadline = tokio::time::Instant::now() + io.shutdown_timeout;
         while self.tracker.in_flight() > 0 {
-            match tokio::time::timeout_at(deadline, io.dead_letter_done.recv()).await {
-                Ok(Some(DeadLetterDone(source))) => self.finish(&source),
+            let next = async {
+                tokio::select! {
+                    Some(done) = io.dead_letter_done.recv() => Some(Ok(done)),
+                    Some(completion) = next_completion(&mut io.journal_completions) => Some(Err(completion)),
+                }
+            };
+            match tokio::time::timeout_at(deadline, next).await {
+                Ok(Some(Ok(done))) => self.dead_lettered(done).await,
+                Ok(Some(Err(completion))) => self.journal_committed(completion),
                 _ => {
                     tracing::warn!(
                         pending = self.tracker.in_flight(),
-                        "dead-letter sends unfinished at shutdown; they will be re-read next start"
+                        "work unfinished at shutdown; those messages will be re-read next start"
                     );
                     break;
                 }
@@ -222,6 +348,11 @@ impl Runtime {
         }
         self.publish(&io);
         self.notifier.shutdown(io.shutdown_timeout).await;
+        if let Some(journal) = self.journal.take()
+            && let Err(error) = journal.writer.shutdown().await
+        {
+            tracing::error!(%error, "journal did not close cleanly");
+        }
         self.control
             .clone()
             .commit_and_close(io.shutdown_timeout)
@@ -272,6 +403,18 @@ impl Runtime {
             partition: message.source.partition,
         };
         self.tracker.begin(&key, message.source.offset);
+        if self
+            .journal
+            .as_ref()
+            .is_some_and(|journal| journal.already_handled(&message.source))
+        {
+            // Handled before a restart, offset not yet committed: nothing to do again.
+            tracing::debug!(source = %message.source, "re-delivered message already in the journal");
+            self.summary.redelivered += 1;
+            self.finish(&message.source);
+            return;
+        }
+        let received_at = chrono::Utc::now();
         match event::decode(message.payload.as_deref(), self.max_message_bytes) {
             Ok(event) => {
                 let raw: Arc<str> =
@@ -287,24 +430,72 @@ impl Runtime {
                 })
                 .await;
                 let source = message.source.clone();
-                self.apply(
+                let record = ProcessedEvent::handled(
+                    source.clone(),
+                    &event,
+                    received_at,
+                    chrono::Utc::now(),
+                );
+                let mut records = vec![JournalRecord::Event(record)];
+                self.apply_recording(
                     Input::Event {
                         event,
                         source: Some(source.clone()),
                         raw,
                     },
                     Some(&source),
+                    &mut records,
                 )
                 .await;
                 self.summary.handled += 1;
                 self.engine.record_processing(started.elapsed());
-                self.finish(&message.source);
+                self.commit(source, records).await;
             }
-            Err(error) => self.dead_letter(message, error).await,
+            Err(error) => self.dead_letter(message, error, received_at).await,
         }
     }
 
-    async fn dead_letter(&mut self, message: FetchedMessage, error: event::DecodeError) {
+    /// Journals what handling a message produced; its offset is stored once that commits.
+    /// Without a journal the offset is stored at once.
+    async fn commit(&mut self, source: SourceRef, records: Vec<JournalRecord>) {
+        let Some(journal) = &self.journal else {
+            self.finish(&source);
+            return;
+        };
+        if let Err(error) = journal.writer.submit(source.clone(), records).await {
+            // The offset stays uncommitted: the message is read again after a restart.
+            tracing::error!(%error, %source, "cannot journal a handled message");
+        }
+    }
+
+    fn journal_committed(&mut self, completion: Completion<SourceRef>) {
+        match completion.result {
+            Ok(()) => self.finish(&completion.token),
+            Err(error) => tracing::error!(
+                %error,
+                source = %completion.token,
+                "journal write failed; the offset is held so the message is re-read after a restart"
+            ),
+        }
+    }
+
+    async fn dead_lettered(&mut self, done: DeadLetterDone) {
+        let record = ProcessedEvent::dead_lettered(
+            done.source.clone(),
+            &done.error,
+            done.received_at,
+            chrono::Utc::now(),
+        );
+        self.commit(done.source, vec![JournalRecord::Event(record)])
+            .await;
+    }
+
+    async fn dead_letter(
+        &mut self,
+        message: FetchedMessage,
+        error: event::DecodeError,
+        received_at: event::Timestamp,
+    ) {
         let source = message.source.clone();
         tracing::warn!(%source, reason = error.reason(), "undecodable message: {error}; dead-lettering");
         let raw: Arc<str> = match &message.payload {
@@ -324,7 +515,7 @@ impl Runtime {
         let text = error.to_string();
         self.apply(
             Input::Rejected {
-                error,
+                error: error.clone(),
                 source: Some(source.clone()),
                 raw,
             },
@@ -340,7 +531,13 @@ impl Runtime {
         // offset tracker keeps the commit point below it until it is safe.
         tokio::spawn(async move {
             producer.send(&message, reason, &text, &at).await;
-            let _ = done.send(DeadLetterDone(message.source)).await;
+            let _ = done
+                .send(DeadLetterDone {
+                    source: message.source,
+                    error,
+                    received_at,
+                })
+                .await;
         });
     }
 
@@ -354,9 +551,49 @@ impl Runtime {
         }
     }
 
+    /// Runs `input` through the engine; what must be journaled is written on its own.
     async fn apply(&mut self, input: Input, source: Option<&SourceRef>) {
-        let effects = self.engine.apply(input, chrono::Utc::now());
+        let mut records = Vec::new();
+        self.apply_recording(input, source, &mut records).await;
+        if let Some(journal) = &self.journal
+            && !records.is_empty()
+            && let Err(error) = journal.writer.record(records).await
+        {
+            tracing::error!(%error, "cannot journal escalation changes");
+        }
+    }
+
+    /// Runs `input` through the engine, adding what must be journaled to `records`:
+    /// escalation changes with the state after them, and each notification decided.
+    async fn apply_recording(
+        &mut self,
+        input: Input,
+        source: Option<&SourceRef>,
+        records: &mut Vec<JournalRecord>,
+    ) {
+        let now = chrono::Utc::now();
+        let effects = self.engine.apply(input, now);
         for effect in effects {
+            if self.journal.is_some() {
+                match &effect {
+                    Effect::Escalation(change) => records.push(JournalRecord::Escalation(
+                        EscalationRecord::from_book(change.clone(), self.engine.escalations(), now),
+                    )),
+                    Effect::Notify(notification) => {
+                        records.push(JournalRecord::NotificationQueued(OutboxEntry {
+                            key: DeliveryKey {
+                                dedup_key: notification.dedup_key.clone(),
+                                channel: outbox::INTENT_CHANNEL.into(),
+                                recipient: String::new(),
+                            },
+                            incident_id: Some(notification.incident_id),
+                            payload: serde_json::to_value(notification).unwrap_or_default(),
+                            queued_at: now,
+                        }))
+                    }
+                    _ => {}
+                }
+            }
             self.run_effect(&effect);
             self.emit(OutputRecord::Effect {
                 topic: source.map(|s| s.topic.clone()),
@@ -441,5 +678,14 @@ fn log_escalation(change: &crate::core::escalation::EscalationChange) {
         Change::Closed { incident_id, .. } => {
             tracing::info!("incident {incident_id} escalation closed")
         }
+    }
+}
+
+async fn next_completion<T>(
+    completions: &mut Option<mpsc::UnboundedReceiver<Completion<T>>>,
+) -> Option<Completion<T>> {
+    match completions {
+        Some(receiver) => receiver.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -100,6 +100,8 @@ fn broker_simulate_and_headless_consume_over_real_tcp() {
         .status()
         .unwrap();
     assert!(simulate.success());
+    let journal_dir = tempfile::tempdir().unwrap();
+    let journal = journal_dir.path().join("journal.sqlite3");
 
     let mut consumer = Running::start(&[
         "--no-tui",
@@ -113,6 +115,8 @@ fn broker_simulate_and_headless_consume_over_real_tcp() {
         "auto.offset.reset=earliest",
         "--log-level",
         "warn",
+        "--journal",
+        journal.to_str().unwrap(),
     ]);
     let deadline = Instant::now() + DEADLINE;
     let mut handled = 0;

@@ -27,7 +27,11 @@ fn places(records: &[OutputRecord]) -> Vec<(i32, i64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumption_survives_brokers_down_request_errors_and_latency() {
-    let Setup { broker, config } = setup(2);
+    let Setup {
+        broker,
+        config,
+        journal_dir: _journal_dir,
+    } = setup(2);
     let producer = producer(&config);
     let topic = config.kafka.topic.clone();
     let mut simulator = Simulator::new(21, 0.0);

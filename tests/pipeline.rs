@@ -63,6 +63,7 @@ async fn shared_events_stream_and_poison_flow_through_the_real_consumer() {
     let Setup {
         broker: _broker,
         config,
+        journal_dir: _journal_dir,
     } = setup(3);
     let producer = producer(&config);
     let topic = config.kafka.topic.clone();
@@ -230,6 +231,7 @@ async fn a_restarted_consumer_resumes_after_the_last_handled_event() {
     let Setup {
         broker: _broker,
         config,
+        journal_dir: _journal_dir,
     } = setup(2);
     let producer = producer(&config);
     let topic = config.kafka.topic.clone();
@@ -286,6 +288,7 @@ async fn pausing_stops_fetching_and_resuming_catches_up() {
     let Setup {
         broker: _broker,
         config,
+        journal_dir: _journal_dir,
     } = setup(1);
     let producer = producer(&config);
     let topic = config.kafka.topic.clone();
@@ -354,6 +357,7 @@ async fn an_acknowledgement_command_reaches_the_engine() {
     let Setup {
         broker: _broker,
         config,
+        journal_dir: _journal_dir,
     } = setup(1);
     let producer = producer(&config);
     send(

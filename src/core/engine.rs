@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 use chrono::TimeDelta;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::escalation::{
     AcknowledgeError, Escalation, EscalationBook, EscalationChange, EscalationPolicy, RaiseCause,
@@ -50,7 +50,7 @@ pub enum Input {
     Tick,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NotificationKind {
     IncidentCreated,
@@ -75,7 +75,7 @@ impl NotificationKind {
 }
 
 /// Who must be told; the notifier maps audiences to addresses and channels.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Audience {
     Administrators,
@@ -83,7 +83,7 @@ pub enum Audience {
     EscalationLevel { level: u32 },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Notification {
     #[serde(rename = "notification")]
     pub kind: NotificationKind,
@@ -94,7 +94,7 @@ pub struct Notification {
     /// Same key, same notification: a re-delivered event must not notify twice.
     pub dedup_key: String,
     /// Template values (status, assignee, level, reason ...), raw as received.
-    pub fields: BTreeMap<&'static str, String>,
+    pub fields: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -229,8 +229,11 @@ pub struct Engine {
     feed_total: u64,
 }
 
-fn fields<const N: usize>(pairs: [(&'static str, String); N]) -> BTreeMap<&'static str, String> {
-    pairs.into_iter().collect()
+fn fields<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
+    pairs
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect()
 }
 
 fn truncate_raw(raw: &Arc<str>, limit: usize) -> Arc<str> {

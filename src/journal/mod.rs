@@ -16,6 +16,7 @@
 
 mod error;
 mod lock;
+pub mod outbox;
 mod query;
 mod record;
 mod schema;

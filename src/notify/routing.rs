@@ -465,7 +465,10 @@ mod tests {
             title: "Database down".into(),
             priority: Some(priority),
             dedup_key: format!("42/{}", kind.as_str()),
-            fields: fields.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+            fields: fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 

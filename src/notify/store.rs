@@ -74,6 +74,9 @@ pub trait OutboxStore: Send {
     fn abandoned(&mut self, key: &str);
     /// Deliveries enqueued and not finished, oldest first: what to resume after a restart.
     fn pending(&self) -> Vec<Delivery>;
+    /// Every delivery of the notification with this dedup key has been claimed (and queued,
+    /// held back or found duplicate): the notification itself is dealt with.
+    fn routed(&mut self, _dedup_key: &str) {}
 }
 
 /// Keys for `window`, at most `max_entries` (oldest forgotten first), and pending deliveries,

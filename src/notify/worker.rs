@@ -185,8 +185,13 @@ impl Dispatcher {
     }
 
     fn dispatch(&mut self, notification: Notification) {
+        self.route(&notification);
+        self.shared.store().routed(&notification.dedup_key);
+    }
+
+    fn route(&mut self, notification: &Notification) {
         let now = chrono::Utc::now();
-        let routed = self.router.route(&notification, now);
+        let routed = self.router.route(notification, now);
         if routed.deliveries.is_empty() && routed.unroutable.is_empty() {
             tracing::debug!(
                 kind = notification.kind.as_str(),

@@ -37,6 +37,8 @@ pub fn fixture(name: &str) -> Vec<u8> {
 pub struct Setup {
     pub broker: EmbeddedBroker,
     pub config: Config,
+    /// The journal lives here for the test's lifetime.
+    pub journal_dir: tempfile::TempDir,
 }
 
 /// A broker with a fresh topic (and its dead-letter topic) and a config that reads it from the
@@ -58,7 +60,13 @@ pub fn setup(partitions: i32) -> Setup {
     )
     .expect("embedded broker");
     config.kafka.brokers = broker.bootstrap_servers().to_string();
-    Setup { broker, config }
+    let journal_dir = tempfile::tempdir().expect("temp dir");
+    config.journal.path = Some(journal_dir.path().join("journal.sqlite3"));
+    Setup {
+        broker,
+        config,
+        journal_dir,
+    }
 }
 
 pub fn producer(config: &Config) -> FutureProducer {

@@ -111,6 +111,9 @@ pub fn notification(
         title: title.into(),
         priority: Some(priority),
         dedup_key: format!("{incident_id}/{}/{}", kind.as_str(), fields.len()),
-        fields: fields.iter().map(|(k, v)| (*k, v.to_string())).collect(),
+        fields: fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     }
 }
