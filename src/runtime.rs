@@ -93,7 +93,22 @@ struct JournalLink {
     writer: JournalWriter<SourceRef>,
     reader: JournalReader,
     highest_before_start: HashMap<(String, i32), i64>,
+    sweep: IntentSweep,
 }
+
+/// When the notifier's outbox overflows, the notifications it refused are still in the
+/// journal as pending intents: they are fed to it again, a batch at a time, until none is
+/// left. Deduplication makes a repeat harmless.
+struct IntentSweep {
+    path: std::path::PathBuf,
+    overflowed_seen: u64,
+    active: bool,
+    last_run: Option<Instant>,
+}
+
+/// Intents younger than this may still be on their way through the notifier.
+const SWEEP_MIN_AGE: Duration = Duration::from_secs(5);
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
 impl JournalLink {
     /// Whether this message was handled before a restart (its offset was not yet committed).
@@ -142,7 +157,7 @@ fn open_journal(config: &Config, engine: &mut Engine) -> anyhow::Result<Option<O
         );
     }
     engine.restore_escalations(escalations);
-    let intents = outbox::pending_intents(&path)?;
+    let intents = outbox::pending_intents(&path, chrono::Utc::now(), usize::MAX)?;
     let highest_before_start = outbox::highest_offsets(&path)?
         .into_iter()
         .map(|(topic, partition, offset)| ((topic, partition), offset))
@@ -159,6 +174,12 @@ fn open_journal(config: &Config, engine: &mut Engine) -> anyhow::Result<Option<O
             writer,
             reader,
             highest_before_start,
+            sweep: IntentSweep {
+                path: path.clone(),
+                overflowed_seen: 0,
+                active: false,
+                last_run: None,
+            },
         },
         completions,
         store,
@@ -301,6 +322,7 @@ impl Runtime {
                 _ = status_rx.changed() => dirty = true,
                 _ = ticker.tick() => {
                     self.apply(Input::Tick, None).await;
+                    self.sweep_intents();
                     dirty = true;
                 }
                 message = io.messages.recv() => match message {
@@ -465,6 +487,38 @@ impl Runtime {
         if let Err(error) = journal.writer.submit(source.clone(), records).await {
             // The offset stays uncommitted: the message is read again after a restart.
             tracing::error!(%error, %source, "cannot journal a handled message");
+        }
+    }
+
+    fn sweep_intents(&mut self) {
+        let Some(journal) = &mut self.journal else {
+            return;
+        };
+        let status = self.notifier.status();
+        let sweep = &mut journal.sweep;
+        if status.outbox_overflowed > sweep.overflowed_seen {
+            sweep.overflowed_seen = status.outbox_overflowed;
+            sweep.active = true;
+        }
+        if !sweep.active || sweep.last_run.is_some_and(|at| at.elapsed() < SWEEP_EVERY) {
+            return;
+        }
+        sweep.last_run = Some(Instant::now());
+        let room = self.notifier.capacity().saturating_sub(status.outbox_depth) / 2;
+        let cutoff =
+            chrono::Utc::now() - chrono::TimeDelta::from_std(SWEEP_MIN_AGE).unwrap_or_default();
+        match outbox::pending_intents(&sweep.path, cutoff, room.max(1)) {
+            Ok(intents) if intents.is_empty() => sweep.active = false,
+            Ok(intents) => {
+                tracing::info!(
+                    count = intents.len(),
+                    "re-submitting notifications the full outbox refused"
+                );
+                for intent in intents {
+                    self.notifier.submit(intent);
+                }
+            }
+            Err(error) => tracing::error!(%error, "cannot read pending notifications"),
         }
     }
 

@@ -1,19 +1,19 @@
-//! The notification outbox kept in the journal, so that deduplication and undelivered
+//! The notification outbox, kept beside the journal so that deduplication and undelivered
 //! notifications survive a restart (and a `kill -9`).
 //!
-//! Two kinds of rows share the journal's `notifications` table:
-//! - *intents*: a notification the engine decided on (`channel = 'intent'`), written by the
-//!   runtime in the same transaction as the event that caused it. Once the notifier has routed
-//!   it into deliveries it is marked delivered; one still pending after a restart is routed
-//!   again (deduplication stops whatever was already queued).
-//! - *deliveries*: one message to one recipient on one channel, written by the notifier before
-//!   its first attempt, marked delivered or failed when it is.
-//!
-//! `notification_claims` remembers which delivery keys were queued, and when, for the
-//! deduplication window.
+//! - *Intents*: each notification the engine decides on is written by the runtime into the
+//!   journal's `notifications` table (`channel = 'intent'`), in the same transaction as the
+//!   event that caused it.
+//! - The notifier's own state lives in a second SQLite file, `<journal>.outbox`, written only
+//!   by the notifier, so it never waits for the journal's writer: `claims` (delivery keys
+//!   queued within the deduplication window), `deliveries` (one message to one recipient on
+//!   one channel, with its state) and `routed` (intents the notifier has dealt with).
+//! - An intent in the journal with no `routed` row was never dealt with: after a restart, or
+//!   after the notifier's outbox overflowed, it is routed again; deduplication stops whatever
+//!   had already been queued.
 
 use std::collections::{HashSet, VecDeque};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -24,10 +24,40 @@ use crate::core::engine::Notification;
 use crate::core::event::Timestamp;
 use crate::notify::{Delivery, OutboxStore};
 
-/// The channel name that marks an intent row.
+/// The channel name that marks an intent row in the journal.
 pub const INTENT_CHANNEL: &str = "intent";
 /// Claims made in this process and not yet queued (held back by the rate limiter, say).
 const MAX_UNQUEUED_CLAIMS: usize = 100_000;
+
+const OUTBOX_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS claims (
+    key        TEXT PRIMARY KEY,
+    claimed_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    key         TEXT PRIMARY KEY,
+    channel     TEXT NOT NULL,
+    recipient   TEXT NOT NULL,
+    incident_id INTEGER,
+    payload     TEXT NOT NULL,
+    queued_at   TEXT NOT NULL,
+    state       TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    finished_at TEXT
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_state ON deliveries (state, queued_at);
+CREATE TABLE IF NOT EXISTS routed (
+    dedup_key TEXT PRIMARY KEY,
+    at        TEXT NOT NULL
+);
+";
+
+/// `<journal>.outbox`, beside the journal.
+pub fn outbox_path(journal: &Path) -> PathBuf {
+    let mut name = journal.as_os_str().to_owned();
+    name.push(".outbox");
+    PathBuf::from(name)
+}
 
 pub struct JournalOutboxStore {
     connection: Connection,
@@ -40,36 +70,63 @@ fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> JournalError + '_ {
     move |error| JournalError::from_sqlite(path, error)
 }
 
+#[cfg(unix)]
+fn create_private(path: &Path) -> Result<(), JournalError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .map_err(|error| JournalError::cannot_open(path, error.to_string()))
+}
+
+#[cfg(not(unix))]
+fn create_private(_path: &Path) -> Result<(), JournalError> {
+    Ok(())
+}
+
 impl JournalOutboxStore {
-    /// Opens a second connection to a journal that `Journal::open` has already created.
-    pub fn open(path: &Path, dedup_window: Duration) -> Result<Self, JournalError> {
+    /// Opens (creating) the outbox beside the journal at `journal`.
+    pub fn open(journal: &Path, dedup_window: Duration) -> Result<Self, JournalError> {
+        let path = outbox_path(journal);
+        create_private(&path)?;
         let connection = Connection::open_with_flags(
-            path,
+            &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
-        .map_err(sqlite(path))?;
+        .map_err(sqlite(&path))?;
         connection
             .busy_timeout(Duration::from_secs(10))
-            .map_err(sqlite(path))?;
+            .map_err(sqlite(&path))?;
+        // WAL + NORMAL: a commit survives the process being killed; only a power cut may lose
+        // the last ones (a repeated message at worst). An fsync per notification (FULL) is
+        // more than a console catching up on a backlog can afford.
         connection
-            .execute_batch(
-                "PRAGMA synchronous = FULL;
-                 CREATE TABLE IF NOT EXISTS notification_claims (
-                     key        TEXT PRIMARY KEY,
-                     claimed_at TEXT NOT NULL
-                 );",
-            )
-            .map_err(sqlite(path))?;
+            .query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))
+            .map_err(sqlite(&path))?;
+        connection
+            .execute_batch(&format!("PRAGMA synchronous = NORMAL; {OUTBOX_SCHEMA}"))
+            .map_err(sqlite(&path))?;
         let window = chrono::TimeDelta::from_std(dedup_window).unwrap_or(chrono::TimeDelta::MAX);
-        let horizon = chrono::Utc::now()
-            .checked_sub_signed(window)
-            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
+        let horizon = time_text(
+            &chrono::Utc::now()
+                .checked_sub_signed(window)
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC),
+        );
         connection
-            .execute(
-                "DELETE FROM notification_claims WHERE claimed_at < ?1",
-                params![time_text(&horizon)],
-            )
-            .map_err(sqlite(path))?;
+            .execute_batch("BEGIN")
+            .and_then(|_| {
+                connection.execute("DELETE FROM claims WHERE claimed_at < ?1", params![horizon])?;
+                connection.execute("DELETE FROM routed WHERE at < ?1", params![horizon])?;
+                connection.execute(
+                    "DELETE FROM deliveries WHERE state != 'pending' AND finished_at < ?1",
+                    params![horizon],
+                )?;
+                connection.execute_batch("COMMIT")
+            })
+            .map_err(sqlite(&path))?;
         Ok(Self {
             connection,
             window,
@@ -86,7 +143,7 @@ impl JournalOutboxStore {
 
     fn log(result: rusqlite::Result<usize>, what: &str) {
         if let Err(error) = result {
-            tracing::error!(%error, "journal outbox: cannot record {what}");
+            tracing::error!(%error, "notification outbox: cannot record {what}");
         }
     }
 }
@@ -99,13 +156,13 @@ impl OutboxStore for JournalOutboxStore {
         let claimed_at: Option<String> = self
             .connection
             .query_row(
-                "SELECT claimed_at FROM notification_claims WHERE key = ?1",
+                "SELECT claimed_at FROM claims WHERE key = ?1",
                 params![key],
                 |row| row.get(0),
             )
             .optional()
             .unwrap_or_else(|error| {
-                tracing::error!(%error, "journal outbox: cannot read claims");
+                tracing::error!(%error, "notification outbox: cannot read claims");
                 None
             });
         let recent = claimed_at
@@ -129,64 +186,50 @@ impl OutboxStore for JournalOutboxStore {
         let payload = match serde_json::to_string(delivery) {
             Ok(payload) => payload,
             Err(error) => {
-                tracing::error!(%error, "journal outbox: cannot serialise a delivery");
+                tracing::error!(%error, "notification outbox: cannot serialise a delivery");
                 return;
             }
         };
         let at = time_text(&delivery.accepted_at);
         // Claim and delivery together: a crash leaves both or neither.
-        let result = self
-            .connection
-            .execute_batch("BEGIN IMMEDIATE")
-            .and_then(|_| {
-                self.connection.execute(
-                    "INSERT INTO notification_claims (key, claimed_at) VALUES (?1, ?2)
+        let result = self.connection.execute_batch("BEGIN IMMEDIATE").and_then(|_| {
+            self.connection.execute(
+                "INSERT INTO claims (key, claimed_at) VALUES (?1, ?2)
                  ON CONFLICT (key) DO UPDATE SET claimed_at = excluded.claimed_at",
-                    params![delivery.key, at],
-                )?;
-                self.connection.execute(
-                    "INSERT INTO notifications
-                     (dedup_key, channel, recipient, incident_id, payload, queued_at, state)
+                params![delivery.key, at],
+            )?;
+            self.connection.execute(
+                "INSERT INTO deliveries
+                     (key, channel, recipient, incident_id, payload, queued_at, state)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')
-                 ON CONFLICT (dedup_key, channel, recipient) DO UPDATE
+                 ON CONFLICT (key) DO UPDATE
                      SET payload = excluded.payload, state = 'pending', finished_at = NULL",
-                    params![
-                        delivery.key,
-                        delivery.channel.as_str(),
-                        delivery.recipient,
-                        delivery.incident_id,
-                        payload,
-                        at
-                    ],
-                )?;
-                self.connection.execute_batch("COMMIT")
-            });
+                params![
+                    delivery.key,
+                    delivery.channel.as_str(),
+                    delivery.recipient,
+                    delivery.incident_id,
+                    payload,
+                    at
+                ],
+            )?;
+            self.connection.execute_batch("COMMIT")
+        });
         if let Err(error) = result {
             let _ = self.connection.execute_batch("ROLLBACK");
-            tracing::error!(%error, key = delivery.key, "journal outbox: cannot queue a delivery");
+            tracing::error!(%error, key = delivery.key, "notification outbox: cannot queue a delivery");
         }
     }
 
     fn delivered(&mut self, key: &str, now: Timestamp) {
-        let at = time_text(&now);
         Self::log(
             self.connection.execute(
-                "UPDATE notifications SET state = 'delivered', finished_at = ?2,
+                "UPDATE deliveries SET state = 'delivered', finished_at = ?2,
                      attempts = attempts + 1
-                 WHERE dedup_key = ?1 AND channel != 'intent'",
-                params![key, at],
+                 WHERE key = ?1",
+                params![key, time_text(&now)],
             ),
             "a delivery",
-        );
-        Self::log(
-            self.connection.execute(
-                "INSERT INTO notification_attempts
-                     (dedup_key, channel, recipient, attempt, at, outcome)
-                 SELECT dedup_key, channel, recipient, attempts, ?2, 'delivered'
-                 FROM notifications WHERE dedup_key = ?1 AND channel != 'intent'",
-                params![key, at],
-            ),
-            "a delivery attempt",
         );
     }
 
@@ -195,17 +238,15 @@ impl OutboxStore for JournalOutboxStore {
         let at = time_text(&chrono::Utc::now());
         Self::log(
             self.connection.execute(
-                "UPDATE notifications SET state = 'failed', finished_at = ?2
-                 WHERE dedup_key = ?1 AND channel != 'intent' AND state = 'pending'",
+                "UPDATE deliveries SET state = 'failed', finished_at = ?2
+                 WHERE key = ?1 AND state = 'pending'",
                 params![key, at],
             ),
             "a failed delivery",
         );
         Self::log(
-            self.connection.execute(
-                "DELETE FROM notification_claims WHERE key = ?1",
-                params![key],
-            ),
+            self.connection
+                .execute("DELETE FROM claims WHERE key = ?1", params![key]),
             "a released claim",
         );
     }
@@ -213,8 +254,7 @@ impl OutboxStore for JournalOutboxStore {
     fn pending(&self) -> Vec<Delivery> {
         let read = || -> rusqlite::Result<Vec<String>> {
             let mut statement = self.connection.prepare(
-                "SELECT payload FROM notifications
-                 WHERE state = 'pending' AND channel != 'intent' ORDER BY id",
+                "SELECT payload FROM deliveries WHERE state = 'pending' ORDER BY queued_at, key",
             )?;
             statement
                 .query_map([], |row| row.get::<_, String>(0))?
@@ -226,7 +266,7 @@ impl OutboxStore for JournalOutboxStore {
                 .filter_map(|payload| serde_json::from_str(payload).ok())
                 .collect(),
             Err(error) => {
-                tracing::error!(%error, "journal outbox: cannot read pending deliveries");
+                tracing::error!(%error, "notification outbox: cannot read pending deliveries");
                 Vec::new()
             }
         }
@@ -235,8 +275,7 @@ impl OutboxStore for JournalOutboxStore {
     fn routed(&mut self, dedup_key: &str) {
         Self::log(
             self.connection.execute(
-                "UPDATE notifications SET state = 'delivered', finished_at = ?2
-                 WHERE dedup_key = ?1 AND channel = 'intent' AND state = 'pending'",
+                "INSERT OR IGNORE INTO routed (dedup_key, at) VALUES (?1, ?2)",
                 params![dedup_key, time_text(&chrono::Utc::now())],
             ),
             "a routed notification",
@@ -244,18 +283,37 @@ impl OutboxStore for JournalOutboxStore {
     }
 }
 
-/// Notifications decided before a restart and never routed, oldest first.
-pub fn pending_intents(path: &Path) -> Result<Vec<Notification>, JournalError> {
+/// Notifications decided (before `older_than`) and never routed, oldest first, at most
+/// `limit`: after a restart, or after the notifier's outbox overflowed.
+pub fn pending_intents(
+    path: &Path,
+    older_than: Timestamp,
+    limit: usize,
+) -> Result<Vec<Notification>, JournalError> {
     let connection = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
         .map_err(sqlite(path))?;
+    let outbox = outbox_path(path);
+    let routed_filter = if outbox.exists() {
+        connection
+            .execute(
+                "ATTACH DATABASE ?1 AS outbox",
+                params![outbox.to_string_lossy()],
+            )
+            .map_err(sqlite(&outbox))?;
+        "AND NOT EXISTS (SELECT 1 FROM outbox.routed r WHERE r.dedup_key = n.dedup_key)"
+    } else {
+        ""
+    };
     let mut statement = connection
-        .prepare(
-            "SELECT payload FROM notifications
-             WHERE state = 'pending' AND channel = 'intent' ORDER BY id",
-        )
+        .prepare(&format!(
+            "SELECT payload FROM notifications n
+             WHERE n.state = 'pending' AND n.channel = 'intent' AND n.queued_at < ?1
+             {routed_filter}
+             ORDER BY n.id LIMIT ?2"
+        ))
         .map_err(sqlite(path))?;
     let payloads: Vec<String> = statement
-        .query_map([], |row| row.get(0))
+        .query_map(params![time_text(&older_than), limit as i64], |row| row.get(0))
         .and_then(|rows| rows.collect())
         .map_err(sqlite(path))?;
     Ok(payloads
@@ -287,20 +345,18 @@ pub fn highest_offsets(path: &Path) -> Result<Vec<(String, i32, i64)>, JournalEr
         .map_err(sqlite(path))
 }
 
-/// For tests and tools: the number of delivery rows in each state.
-pub fn delivery_states(path: &Path) -> Result<Vec<(String, i64)>, JournalError> {
-    let connection = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .map_err(sqlite(path))?;
+/// For tests and tools: the number of deliveries in each state.
+pub fn delivery_states(journal: &Path) -> Result<Vec<(String, i64)>, JournalError> {
+    let path = outbox_path(journal);
+    let connection = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(sqlite(&path))?;
     let mut statement = connection
-        .prepare(
-            "SELECT state, count(*) FROM notifications WHERE channel != 'intent'
-             GROUP BY state ORDER BY state",
-        )
-        .map_err(sqlite(path))?;
+        .prepare("SELECT state, count(*) FROM deliveries GROUP BY state ORDER BY state")
+        .map_err(sqlite(&path))?;
     statement
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
         .and_then(|rows| rows.collect())
-        .map_err(sqlite(path))
+        .map_err(sqlite(&path))
 }
 
 #[cfg(test)]
@@ -324,6 +380,52 @@ mod tests {
             accepted_at: chrono::Utc::now(),
             give_up_at: chrono::Utc::now() + chrono::TimeDelta::hours(1),
         }
+    }
+
+    #[test]
+    fn intents_are_pending_until_routed() {
+        use crate::core::engine::{Audience, NotificationKind};
+        use crate::journal::{DeliveryKey, JournalRecord, OutboxEntry};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.sqlite3");
+        let mut journal = Journal::open(&path, &JournalConfig::default()).unwrap();
+        let queued_at = chrono::Utc::now() - chrono::TimeDelta::seconds(60);
+        let intent = |key: &str| {
+            let notification = Notification {
+                kind: NotificationKind::IncidentCreated,
+                audience: Audience::Administrators,
+                incident_id: 1,
+                title: "t".into(),
+                priority: None,
+                dedup_key: key.into(),
+                fields: Default::default(),
+            };
+            JournalRecord::NotificationQueued(OutboxEntry {
+                key: DeliveryKey {
+                    dedup_key: key.into(),
+                    channel: INTENT_CHANNEL.into(),
+                    recipient: String::new(),
+                },
+                incident_id: Some(1),
+                payload: serde_json::to_value(notification).unwrap(),
+                queued_at,
+            })
+        };
+        journal.write(&[intent("a"), intent("b"), intent("c")]).unwrap();
+        let keys = |older_than, limit| -> Vec<String> {
+            pending_intents(&path, older_than, limit)
+                .unwrap()
+                .into_iter()
+                .map(|n| n.dedup_key)
+                .collect()
+        };
+        let now = chrono::Utc::now();
+        assert_eq!(keys(now, 10), vec!["a", "b", "c"], "no outbox yet");
+        let mut store = JournalOutboxStore::open(&path, Duration::from_secs(3600)).unwrap();
+        store.routed("b");
+        assert_eq!(keys(now, 10), vec!["a", "c"]);
+        assert_eq!(keys(now, 1), vec!["a"]);
+        assert!(keys(queued_at, 10).is_empty(), "only intents older than the cut-off");
     }
 
     #[test]

@@ -1,0 +1,267 @@
+//! Crash safety: the headless console is killed with SIGKILL at random points while thousands
+//! of events flow, and restarted each time, against a broker and an SMTP server that outlive
+//! it. Afterwards every produced event is in the journal exactly once, and the SMTP server got
+//! each due notification. Then SIGTERM under load exits 0 with every offset committed.
+
+#[path = "support/notify_servers.rs"]
+mod servers;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use incident_console::config::Config;
+use incident_console::core::event::{DEFAULT_MAX_PAYLOAD_BYTES, EventType, decode};
+use incident_console::notify::Channel;
+use incident_console::notify::config::RouteConfig;
+use incident_console::simulate::Simulator;
+use rand::{Rng, SeedableRng};
+use servers::SmtpSink;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_incident-console");
+const EVENTS: u64 = 3000;
+const SEED: u64 = 77;
+const KILLS: usize = 4;
+const LONG: Duration = Duration::from_secs(120);
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the embedded broker as its own process and returns its bootstrap address.
+fn start_broker(topic: &str) -> (Process, String) {
+    let mut child = Command::new(BINARY)
+        .args(["broker", "--partitions", "3", "-t", topic])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let bootstrap = line
+        .trim()
+        .strip_prefix("bootstrap.servers=")
+        .unwrap_or_else(|| panic!("broker said {line:?}"))
+        .to_string();
+    (Process(child), bootstrap)
+}
+
+fn write_config(dir: &Path, smtp_port: u16) -> std::path::PathBuf {
+    let mut config = Config::built_in();
+    let notify = &mut config.notifications;
+    notify.administrators = vec!["admins@example.com".into()];
+    notify.routes = vec![RouteConfig {
+        kinds: vec!["incident_created".into()],
+        channels: vec![Channel::Email],
+        ..RouteConfig::default()
+    }];
+    notify.escalation_levels.clear();
+    notify.email.smtp_host = Some("127.0.0.1".into());
+    notify.email.smtp_port = Some(smtp_port);
+    notify.email.tls = incident_console::notify::config::SmtpTls::None;
+    notify.delivery.initial_backoff_ms = 100;
+    notify.delivery.max_backoff_ms = 1000;
+    notify.rate_limit.burst = 1_000_000;
+    notify.rate_limit.per_minute = 1_000_000;
+    let path = dir.join("config.ron");
+    std::fs::write(&path, config.to_redacted_ron()).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    path
+}
+
+fn console(config: &Path, journal: &Path, bootstrap: &str, topic: &str) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.with_file_name("console.log"))
+        .unwrap();
+    Command::new(BINARY)
+        .args(["--no-tui", "--config", config.to_str().unwrap()])
+        .args(["--journal", journal.to_str().unwrap()])
+        .args(["-b", bootstrap, "-t", topic, "-g", "crash-group"])
+        .args(["-X", "auto.offset.reset=earliest"])
+        // A killed member must leave the group quickly for its successor to get partitions.
+        .args(["-X", "session.timeout.ms=6000", "-X", "heartbeat.interval.ms=500"])
+        .args(["-X", "auto.commit.interval.ms=200", "--log-level", "warn"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
+/// Reads stdout lines until `count` events were handled, bounded.
+fn read_events(child: &mut Child, count: usize) -> usize {
+    let stdout = child.stdout.take().unwrap();
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + LONG;
+    let mut events = 0;
+    while events < count {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.starts_with("{\"kind\":\"event\"") => events += 1,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    events
+}
+
+fn journal_counts(journal: &Path) -> (u64, u64) {
+    let connection = rusqlite::Connection::open_with_flags(
+        journal,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    connection
+        .query_row(
+            "SELECT count(*), count(DISTINCT kafka_topic || '/' || kafka_partition || '/' || kafka_offset) FROM events",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap_or((0, 0))
+}
+
+/// The incidents the simulator opens in the stream `simulate --seed SEED --count EVENTS` sends.
+fn incidents_created() -> BTreeSet<i64> {
+    let mut simulator = Simulator::new(SEED, 0.0);
+    (0..EVENTS)
+        .filter_map(|_| {
+            let payload = simulator.next(chrono::Utc::now()).payload();
+            let event = decode(Some(&payload), DEFAULT_MAX_PAYLOAD_BYTES).unwrap();
+            (event.event_type() == EventType::IncidentCreated).then(|| event.incident_id())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_nine_repeatedly_loses_nothing_and_doubles_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "crash-incidents";
+    let (_broker, bootstrap) = start_broker(topic);
+    let smtp = SmtpSink::start().await;
+    let config = write_config(dir.path(), smtp.port);
+    let journal = dir.path().join("journal.sqlite3");
+
+    // The producer runs on its own for the whole test, at a pace that spans the kills.
+    let producer = Process(
+        Command::new(BINARY)
+            .args(["simulate", "-b", &bootstrap, "-t", topic])
+            .args(["--rate", "250", "--count", &EVENTS.to_string()])
+            .args(["--seed", &SEED.to_string(), "--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(SEED);
+    for round in 0..KILLS {
+        let mut child = Process(console(&config, &journal, &bootstrap, topic));
+        // A random point: after some number of handled events.
+        let target = rng.random_range(50..400);
+        let seen = read_events(&mut child.0, target);
+        if seen == 0 {
+            let log = std::fs::read_to_string(dir.path().join("console.log")).unwrap_or_default();
+            panic!("round {round}: the console handled nothing before the kill; log:\n{log}");
+        }
+        child.0.kill().unwrap(); // SIGKILL: no shutdown code runs.
+        child.0.wait().unwrap();
+    }
+
+    // The last run finishes the stream and is stopped the polite way, under load.
+    let mut last = Process(console(&config, &journal, &bootstrap, topic));
+    let stdout = last.0.stdout.take().unwrap();
+    std::thread::spawn(move || for _ in BufReader::new(stdout).lines() {});
+    let deadline = Instant::now() + LONG;
+    while journal_counts(&journal).0 < EVENTS {
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(dir.path().join("console.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "journal has {:?} of {EVENTS} events; console log (newest first):\n{}",
+                journal_counts(&journal),
+                tail.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let expected = incidents_created();
+    let deadline = Instant::now() + LONG;
+    let mails = loop {
+        let mails = smtp.mails();
+        if mails.len() >= expected.len() {
+            break mails;
+        }
+        if Instant::now() > deadline {
+            let log = std::fs::read_to_string(dir.path().join("console.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            panic!(
+                "{} of {} mails; deliveries by state {:?}; console log (newest first):\n{}",
+                mails.len(),
+                expected.len(),
+                incident_console::journal::outbox::delivery_states(&journal),
+                tail.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    Command::new("kill")
+        .args(["-TERM", &last.0.id().to_string()])
+        .status()
+        .unwrap();
+    let status = last.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "SIGTERM exits 0");
+    drop(producer);
+
+    // Every produced event exactly once in the journal.
+    assert_eq!(journal_counts(&journal), (EVENTS, EVENTS));
+
+    // Each new incident mailed to the administrators; a resend can only be the one message
+    // in flight at a kill, and it carries the same Message-ID.
+    let mut by_message_id: BTreeMap<String, usize> = BTreeMap::new();
+    let mut subjects = BTreeSet::new();
+    for mail in &mails {
+        assert_eq!(mail.rcpt_tos, vec!["admins@example.com".to_string()]);
+        *by_message_id
+            .entry(mail.header("Message-ID").expect("Message-ID"))
+            .or_default() += 1;
+        subjects.insert(mail.subject());
+    }
+    let mailed: BTreeSet<i64> = expected
+        .iter()
+        .copied()
+        .filter(|id| subjects.iter().any(|s| s.contains(&format!("#{id}"))))
+        .collect();
+    assert_eq!(mailed, expected, "every new incident mailed");
+    assert_eq!(by_message_id.len(), expected.len(), "one message per incident");
+    let resent: usize = by_message_id.values().map(|n| n - 1).sum();
+    assert!(
+        resent <= KILLS,
+        "{resent} resends for {KILLS} kills: only in-flight mail may be repeated"
+    );
+    eprintln!(
+        "crash test: {EVENTS} events, {KILLS} kills, {} mails, {resent} resent",
+        mails.len()
+    );
+}
