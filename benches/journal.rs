@@ -226,9 +226,11 @@ fn main() {
         );
     }
     for rate in [1_000, 5_000] {
-        report(
-            &format!("JournalWriter paced at {rate} events/s, max_batch_delay_ms 2"),
-            run_writer(rate as i64 * 5, 2, Some(rate)),
-        );
+        for delay_ms in [0, 2] {
+            report(
+                &format!("JournalWriter paced at {rate} events/s, max_batch_delay_ms {delay_ms}"),
+                run_writer(rate as i64 * 5, delay_ms, Some(rate)),
+            );
+        }
     }
 }
