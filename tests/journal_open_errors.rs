@@ -4,6 +4,7 @@
 mod journal_common;
 
 use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -70,6 +71,69 @@ fn a_path_that_leads_nowhere() {
         "{error:?}"
     );
     assert_helpful(&error, &path, "pass --journal PATH");
+}
+
+/// Set in the child process that opens the journal as an unprivileged user.
+const CHILD_PATH: &str = "JOURNAL_TEST_OPEN_AS_CHILD";
+
+#[test]
+fn a_file_its_user_cannot_read() {
+    if let Some(path) = std::env::var_os(CHILD_PATH) {
+        // The child: an ordinary user who may not read the file.
+        let path = Path::new(&path);
+        let error = open_error(path);
+        assert!(
+            matches!(error, JournalError::CannotOpen { .. }),
+            "{error:?}"
+        );
+        println!("child got: {error}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(dir.path());
+    written_journal(&path);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let error = open_error(&path);
+        assert!(
+            matches!(error, JournalError::CannotOpen { .. }),
+            "{error:?}"
+        );
+        assert_helpful(&error, &path, "check that the path is a file you can write");
+        return;
+    }
+    // Root reads any file whatever its mode, so this test runs itself again as `nobody`.
+    // The directory lets that user create the lock file; the journal itself stays 0000.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    // The test binary may sit under a directory `nobody` cannot enter: run a link to it (or a
+    // copy, across filesystems) from this one.
+    let exe = std::env::current_exe().unwrap();
+    let child_exe = dir.path().join("journal-test-child");
+    if std::fs::hard_link(&exe, &child_exe).is_err() {
+        std::fs::copy(&exe, &child_exe).unwrap();
+    }
+    std::fs::set_permissions(&child_exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(&child_exe)
+        .args(["--exact", "a_file_its_user_cannot_read", "--nocapture"])
+        .env(CHILD_PATH, &path)
+        .output()
+        .expect("setpriv(1) from util-linux");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("child got: "))
+        .unwrap_or_else(|| panic!("the child did not run the check:\n{stdout}"));
+    assert!(line.contains(&path.display().to_string()), "{line}");
+    assert!(line.contains("Permission denied"), "{line}");
+    assert!(line.contains("pass --journal PATH"), "{line}");
 }
 
 #[test]

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 pub use error::JournalError;
 pub use record::{
     AttemptOutcome, DeliveryAttempt, DeliveryKey, EscalationRecord, EventOutcome, JournalRecord,
-    OutboxEntry, PendingNotification, ProcessedEvent,
+    OutboxEntry, PendingNotification, ProcessedEvent, change_incident, escalation_records,
 };
 pub use store::{Journal, JournalReader, PruneReport};
 pub use writer::{Completion, JournalStats, JournalWriter};

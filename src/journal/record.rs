@@ -1,6 +1,6 @@
 //! What goes into the journal, and what comes back out of it after a restart.
 
-use crate::core::engine::SourceRef;
+use crate::core::engine::{Effect, SourceRef};
 use crate::core::escalation::{Escalation, EscalationBook, EscalationChange};
 use crate::core::event::{DecodeError, IncidentEvent, IncidentId, Timestamp};
 
@@ -115,6 +115,25 @@ impl EscalationRecord {
             current,
         }
     }
+}
+
+/// The escalation records for what one `Engine::apply` returned, each with the escalation's
+/// state after the call (`Engine::escalations()`). Other effects are not escalations: a
+/// notification enters the journal when the notifier queues it for a channel and recipient.
+pub fn escalation_records(
+    effects: &[Effect],
+    book: &EscalationBook,
+    at: Timestamp,
+) -> Vec<JournalRecord> {
+    effects
+        .iter()
+        .filter_map(|effect| match effect {
+            Effect::Escalation(change) => Some(JournalRecord::Escalation(
+                EscalationRecord::from_book(change.clone(), book, at),
+            )),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The incident an escalation change is about.
