@@ -192,29 +192,32 @@ impl OutboxStore for JournalOutboxStore {
         };
         let at = time_text(&delivery.accepted_at);
         // Claim and delivery together: a crash leaves both or neither.
-        let result = self.connection.execute_batch("BEGIN IMMEDIATE").and_then(|_| {
-            self.connection.execute(
-                "INSERT INTO claims (key, claimed_at) VALUES (?1, ?2)
+        let result = self
+            .connection
+            .execute_batch("BEGIN IMMEDIATE")
+            .and_then(|_| {
+                self.connection.execute(
+                    "INSERT INTO claims (key, claimed_at) VALUES (?1, ?2)
                  ON CONFLICT (key) DO UPDATE SET claimed_at = excluded.claimed_at",
-                params![delivery.key, at],
-            )?;
-            self.connection.execute(
-                "INSERT INTO deliveries
+                    params![delivery.key, at],
+                )?;
+                self.connection.execute(
+                    "INSERT INTO deliveries
                      (key, channel, recipient, incident_id, payload, queued_at, state)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')
                  ON CONFLICT (key) DO UPDATE
                      SET payload = excluded.payload, state = 'pending', finished_at = NULL",
-                params![
-                    delivery.key,
-                    delivery.channel.as_str(),
-                    delivery.recipient,
-                    delivery.incident_id,
-                    payload,
-                    at
-                ],
-            )?;
-            self.connection.execute_batch("COMMIT")
-        });
+                    params![
+                        delivery.key,
+                        delivery.channel.as_str(),
+                        delivery.recipient,
+                        delivery.incident_id,
+                        payload,
+                        at
+                    ],
+                )?;
+                self.connection.execute_batch("COMMIT")
+            });
         if let Err(error) = result {
             let _ = self.connection.execute_batch("ROLLBACK");
             tracing::error!(%error, key = delivery.key, "notification outbox: cannot queue a delivery");
@@ -313,7 +316,9 @@ pub fn pending_intents(
         ))
         .map_err(sqlite(path))?;
     let payloads: Vec<String> = statement
-        .query_map(params![time_text(&older_than), limit as i64], |row| row.get(0))
+        .query_map(params![time_text(&older_than), limit as i64], |row| {
+            row.get(0)
+        })
         .and_then(|rows| rows.collect())
         .map_err(sqlite(path))?;
     Ok(payloads
@@ -411,7 +416,9 @@ mod tests {
                 queued_at,
             })
         };
-        journal.write(&[intent("a"), intent("b"), intent("c")]).unwrap();
+        journal
+            .write(&[intent("a"), intent("b"), intent("c")])
+            .unwrap();
         let keys = |older_than, limit| -> Vec<String> {
             pending_intents(&path, older_than, limit)
                 .unwrap()
@@ -425,7 +432,10 @@ mod tests {
         store.routed("b");
         assert_eq!(keys(now, 10), vec!["a", "c"]);
         assert_eq!(keys(now, 1), vec!["a"]);
-        assert!(keys(queued_at, 10).is_empty(), "only intents older than the cut-off");
+        assert!(
+            keys(queued_at, 10).is_empty(),
+            "only intents older than the cut-off"
+        );
     }
 
     #[test]

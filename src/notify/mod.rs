@@ -130,7 +130,9 @@ impl Notifier {
 
     /// How many notifications the outbox holds at most.
     pub fn capacity(&self) -> usize {
-        self.outbox.as_ref().map_or(0, |outbox| outbox.max_capacity())
+        self.outbox
+            .as_ref()
+            .map_or(0, |outbox| outbox.max_capacity())
     }
 
     /// Queues a notification for delivery. Never blocks or waits: when the outbox is full the
