@@ -94,13 +94,11 @@ fn the_corpus_through_broker_and_runtime() {
     run(Limits::Raised);
 }
 
-/// Reproducer for the lead: with the shipped configuration the dead-letter producer keeps
-/// librdkafka's 1 MB `message.max.bytes`, so a 3 MiB payload (refused as too_large) and a
-/// 512 KiB payload whose error message quotes it can never be copied: the send fails with
-/// MessageSizeTooLarge and is retried forever, and the source offset is never committed, so
-/// the partition is stuck and the same messages are re-read at every start.
+/// With the shipped configuration: a 3 MiB payload (refused as too_large) and a 512 KiB
+/// payload whose error message quoted it once could not be copied to the dead-letter topic
+/// (librdkafka's 1 MB `message.max.bytes`), were retried forever, and held the partition's
+/// offset. The dead-letter producer now has room for them, and cuts what a broker refuses.
 #[test]
-#[ignore = "fails until the dead-letter producer can copy messages over 1 MB (see above)"]
 fn the_corpus_with_the_shipped_kafka_limits() {
     run(Limits::Shipped);
 }

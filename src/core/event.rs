@@ -374,7 +374,9 @@ pub fn decode(payload: Option<&[u8]>, max_bytes: usize) -> Result<IncidentEvent,
     let envelope: Envelope<'_> = serde_json::from_str(text).map_err(envelope_error)?;
     let event_type = match envelope.event_type {
         None => return Err(DecodeError::MissingEventType),
-        Some(name) => EventType::parse(&name).ok_or(DecodeError::UnknownEventType(name.into()))?,
+        Some(name) => {
+            EventType::parse(&name).ok_or_else(|| DecodeError::UnknownEventType(quote(&name)))?
+        }
     };
     let event = match event_type {
         EventType::IncidentCreated => IncidentEvent::IncidentCreated(decode_as(text)?),
@@ -473,11 +475,33 @@ fn decode_as<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, DecodeError>
 }
 
 /// serde_json appends " at line L column C"; for field errors the field name says more.
+/// Messages quote the offending value: it is cut and escaped, since it is the sender's text.
 fn strip_position(message: &str) -> String {
-    match message.rfind(" at line ") {
-        Some(index) => message[..index].to_string(),
-        None => message.to_string(),
+    let message = match message.rfind(" at line ") {
+        Some(index) => &message[..index],
+        None => message,
+    };
+    quote(message)
+}
+
+/// At most `MAX_QUOTED_CHARS` characters of untrusted text, control characters escaped, so an
+/// error message stays one short, printable line in logs, headers and the feed.
+const MAX_QUOTED_CHARS: usize = 200;
+
+fn quote(text: &str) -> String {
+    let mut quoted = String::new();
+    for (count, c) in text.chars().enumerate() {
+        if count == MAX_QUOTED_CHARS {
+            quoted.push('…');
+            break;
+        }
+        if c.is_control() {
+            quoted.extend(c.escape_default());
+        } else {
+            quoted.push(c);
+        }
     }
+    quoted
 }
 
 #[cfg(test)]
@@ -635,6 +659,21 @@ mod tests {
                 "`{error}` should contain `{needle}`"
             );
         }
+    }
+
+    #[test]
+    fn quoted_input_in_errors_is_short_and_printable() {
+        let long = format!(r#"{{"event_type":"x{}\u001b[2J"}}"#, "y".repeat(5000));
+        let error = decode_str(&long).unwrap_err().to_string();
+        assert!(error.chars().count() < 260, "{} chars", error.len());
+        assert!(!error.contains('\u{1b}'));
+        let value = format!(
+            r#"{{"event_type":"comment_added","incident_id":"{}\u0007"}}"#,
+            "z".repeat(5000)
+        );
+        let error = decode_str(&value).unwrap_err().to_string();
+        assert!(error.chars().count() < 260, "{error}");
+        assert!(!error.contains('\u{7}'));
     }
 
     #[test]
