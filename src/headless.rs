@@ -32,7 +32,7 @@ pub async fn write_records(
 }
 
 fn write_line(out: &mut impl Write, record: &OutputRecord) -> std::io::Result<()> {
-    serde_json::to_writer(&mut *out, record).map_err(std::io::Error::other)?;
+    serde_json::to_writer(&mut *out, record).map_err(std::io::Error::from)?;
     out.write_all(b"\n")
 }
 

@@ -296,3 +296,209 @@ async fn kill_nine_repeatedly_loses_nothing_and_doubles_nothing() {
         mails.len()
     );
 }
+
+/// The group's committed offset for each partition of `topic`.
+fn committed(bootstrap: &str, topic: &str, group: &str, partitions: i32) -> Vec<i64> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let reader: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition(topic, partition);
+    }
+    let list = reader
+        .committed_offsets(list, Duration::from_secs(10))
+        .unwrap();
+    (0..partitions)
+        .map(|p| match list.find_partition(topic, p).unwrap().offset() {
+            rdkafka::Offset::Offset(offset) => offset,
+            _ => 0,
+        })
+        .collect()
+}
+
+/// For each partition, one past the highest offset the journal recorded as handled.
+fn journaled_ends(journal: &Path, partitions: i32) -> Vec<i64> {
+    let connection =
+        rusqlite::Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    (0..partitions)
+        .map(|partition| {
+            connection
+                .query_row(
+                    "SELECT coalesce(max(kafka_offset) + 1, 0), count(*) FROM events WHERE kafka_partition = ?1",
+                    [partition],
+                    |row| {
+                        let (end, count): (i64, i64) = (row.get(0)?, row.get(1)?);
+                        assert_eq!(end, count, "partition {partition}: no gap in the journal");
+                        Ok(end)
+                    },
+                )
+                .unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_exits_zero_with_every_handled_offset_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "shutdown-incidents";
+    let (_broker, bootstrap) = start_broker(topic);
+    let smtp = SmtpSink::start().await;
+    let config = write_config(dir.path(), smtp.port);
+    let journal = dir.path().join("journal.sqlite3");
+    let _producer = Process(
+        Command::new(BINARY)
+            .args(["simulate", "-b", &bootstrap, "-t", topic])
+            .args(["--rate", "2000", "--count", "20000", "--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut console = Process(console(&config, &journal, &bootstrap, topic));
+    // Stopped while the stream is flowing: after 1500 events, with thousands still to come.
+    assert_eq!(read_events(&mut console.0, 1500), 1500);
+    Command::new("kill")
+        .args(["-TERM", &console.0.id().to_string()])
+        .status()
+        .unwrap();
+    let status = console.0.wait().unwrap();
+    let log = std::fs::read_to_string(dir.path().join("console.log")).unwrap_or_default();
+    let tail: Vec<&str> = log.lines().rev().take(15).collect();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "log (newest first):\n{}",
+        tail.join("\n")
+    );
+    let handled = journaled_ends(&journal, 3);
+    assert!(handled.iter().sum::<i64>() >= 1500);
+    assert_eq!(
+        committed(&bootstrap, topic, "crash-group", 3),
+        handled,
+        "the committed offsets are exactly past the last handled event"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_owed_during_an_smtp_outage_is_sent_once_after_a_restart() {
+    use incident_console::runtime::{self, OutputRecord, RuntimeOptions};
+    use incident_console::status::Command as RuntimeCommand;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut smtp = SmtpSink::start().await;
+    smtp.stop();
+    let topic = "outage-incidents";
+    let broker = incident_console::kafka::embedded::EmbeddedBroker::start(
+        1,
+        &[topic, "outage-incidents.dlq"],
+        1,
+    )
+    .unwrap();
+    let mut config = Config::parse(
+        &std::fs::read_to_string(write_config(dir.path(), smtp.port)).unwrap(),
+        "crash-config",
+    )
+    .unwrap();
+    config.kafka.brokers = broker.bootstrap_servers().to_string();
+    config.kafka.topic = topic.into();
+    config.kafka.auto_offset_reset = "earliest".into();
+    config.journal.path = Some(dir.path().join("journal.sqlite3"));
+    let journal = config.journal.path.clone().unwrap();
+
+    let producer: rdkafka::producer::FutureProducer =
+        incident_console::kafka::consumer::client_config(&config, false)
+            .create()
+            .unwrap();
+    let template = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/events/incident_created.json"
+    ))
+    .unwrap();
+    for id in 1..=5 {
+        let payload = template.replace("123", &id.to_string());
+        producer
+            .send(
+                rdkafka::producer::FutureRecord::to(topic)
+                    .key("k")
+                    .payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+
+    let run = |config: Config| {
+        let (sender, records) = tokio::sync::mpsc::channel::<OutputRecord>(10_000);
+        let handle = runtime::spawn(
+            &config,
+            RuntimeOptions {
+                operator: "tester".into(),
+                demo: false,
+                output: Some(sender),
+                shutdown_timeout: Duration::from_secs(5),
+            },
+        )
+        .unwrap();
+        (handle, records)
+    };
+    let states = |journal: &Path| {
+        incident_console::journal::outbox::delivery_states(journal).unwrap_or_default()
+    };
+
+    // The mail server is down: the five mails are owed, and the runtime is stopped.
+    let (handle, mut records) = run(config.clone());
+    let mut events = 0;
+    while events < 5 {
+        let record = tokio::time::timeout(LONG, records.recv())
+            .await
+            .expect("events in time")
+            .expect("runtime alive");
+        if matches!(record, OutputRecord::Event { .. }) {
+            events += 1;
+        }
+    }
+    let deadline = Instant::now() + LONG;
+    while states(&journal) != vec![("pending".to_string(), 5)] {
+        assert!(
+            Instant::now() < deadline,
+            "owed mails: {:?}",
+            states(&journal)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    handle
+        .commands
+        .send(RuntimeCommand::Shutdown)
+        .await
+        .unwrap();
+    handle.task.await.unwrap().unwrap();
+    assert!(smtp.mails().is_empty());
+
+    // Server back, console restarted: the owed mails go out, once each.
+    smtp.restart().await;
+    let (handle, _records) = run(config);
+    let mails = smtp.wait_for(5).await;
+    let deadline = Instant::now() + LONG;
+    while states(&journal) != vec![("delivered".to_string(), 5)] {
+        assert!(
+            Instant::now() < deadline,
+            "deliveries: {:?}",
+            states(&journal)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    handle
+        .commands
+        .send(RuntimeCommand::Shutdown)
+        .await
+        .unwrap();
+    handle.task.await.unwrap().unwrap();
+    let mails_after = smtp.mails();
+    assert_eq!(mails_after.len(), 5, "no mail twice");
+    assert_eq!(mailed_incidents(&mails), (1..=5).collect::<BTreeSet<i64>>());
+}

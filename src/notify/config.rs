@@ -316,7 +316,7 @@ impl Default for NotifyConfig {
     fn default() -> Self {
         Self {
             templates_dir: None,
-            outbox_capacity: 1024,
+            outbox_capacity: 10_000,
             administrators: Vec::new(),
             users: BTreeMap::new(),
             user_email: None,
@@ -727,7 +727,7 @@ mod shipped_config_tests {
     #[test]
     fn notification_errors_name_file_line_and_field() {
         let text = crate::config::DEFAULT_CONFIG.replacen(
-            "outbox_capacity: 1024",
+            "outbox_capacity: 10000",
             "outbox_capacity: 0",
             1,
         );
