@@ -168,6 +168,7 @@ fn open_journal(config: &Config, engine: &mut Engine) -> anyhow::Result<Option<O
         Duration::from_secs(config.notifications.dedup.window_secs),
     )?;
     let (writer, completions) = JournalWriter::start(journal)?;
+    let store = store.with_history(writer.clone());
     tracing::info!(path = %path.display(), "journal open");
     Ok(Some(OpenedJournal {
         link: JournalLink {

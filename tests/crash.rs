@@ -503,4 +503,18 @@ async fn mail_owed_during_an_smtp_outage_is_sent_once_after_a_restart() {
     let mails_after = smtp.mails();
     assert_eq!(mails_after.len(), 5, "no mail twice");
     assert_eq!(mailed_incidents(&mails), (1..=5).collect::<BTreeSet<i64>>());
+    // The journal's history has the deliveries too, for the README's queries.
+    let history =
+        rusqlite::Connection::open_with_flags(&journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let delivered: i64 = history
+        .query_row(
+            "SELECT count(*) FROM notification_attempts a JOIN notifications n
+             USING (dedup_key, channel, recipient)
+             WHERE a.outcome = 'delivered' AND n.channel = 'email'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(delivered, 5);
 }

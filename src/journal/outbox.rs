@@ -59,8 +59,12 @@ pub fn outbox_path(journal: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+type HistorySink = Box<dyn Fn(Vec<super::JournalRecord>) + Send>;
+
 pub struct JournalOutboxStore {
     connection: Connection,
+    /// The journal's own tables get a copy of each delivery and attempt, for history queries.
+    history: Option<HistorySink>,
     window: chrono::TimeDelta,
     unqueued: HashSet<String>,
     unqueued_order: VecDeque<String>,
@@ -129,10 +133,64 @@ impl JournalOutboxStore {
             .map_err(sqlite(&path))?;
         Ok(Self {
             connection,
+            history: None,
             window,
             unqueued: HashSet::new(),
             unqueued_order: VecDeque::new(),
         })
+    }
+
+    /// Copies deliveries and their outcomes into the journal (best effort, never waiting).
+    pub fn with_history<T: Send + 'static>(mut self, writer: super::JournalWriter<T>) -> Self {
+        self.history = Some(Box::new(move |records| {
+            writer.try_record(records);
+        }));
+        self
+    }
+
+    fn record_history(&self, records: Vec<super::JournalRecord>) {
+        if let Some(history) = &self.history {
+            history(records);
+        }
+    }
+
+    /// The journal's key for a delivery: its notification's dedup key, channel, recipient.
+    fn history_key(delivery_key: &str, channel: &str, recipient: &str) -> super::DeliveryKey {
+        super::DeliveryKey {
+            dedup_key: delivery_key
+                .split('|')
+                .next()
+                .unwrap_or(delivery_key)
+                .to_string(),
+            channel: channel.to_string(),
+            recipient: recipient.to_string(),
+        }
+    }
+
+    fn record_attempt(&self, key: &str, outcome: super::AttemptOutcome) {
+        if self.history.is_none() {
+            return;
+        }
+        let row: Option<(String, String, i64)> = self
+            .connection
+            .query_row(
+                "SELECT channel, recipient, attempts FROM deliveries WHERE key = ?1",
+                params![key],
+                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+            )
+            .optional()
+            .ok()
+            .flatten();
+        if let Some((channel, recipient, attempts)) = row {
+            self.record_history(vec![super::JournalRecord::NotificationAttempt(
+                super::DeliveryAttempt {
+                    key: Self::history_key(key, &channel, &recipient),
+                    attempt: u32::try_from(attempts.max(1)).unwrap_or(u32::MAX),
+                    at: chrono::Utc::now(),
+                    outcome,
+                },
+            )]);
+        }
     }
 
     fn forget_unqueued(&mut self, key: &str) {
@@ -221,6 +279,21 @@ impl OutboxStore for JournalOutboxStore {
         if let Err(error) = result {
             let _ = self.connection.execute_batch("ROLLBACK");
             tracing::error!(%error, key = delivery.key, "notification outbox: cannot queue a delivery");
+            return;
+        }
+        if self.history.is_some() {
+            self.record_history(vec![super::JournalRecord::NotificationQueued(
+                super::OutboxEntry {
+                    key: Self::history_key(
+                        &delivery.key,
+                        delivery.channel.as_str(),
+                        &delivery.recipient,
+                    ),
+                    incident_id: delivery.incident_id,
+                    payload: serde_json::to_value(&delivery.payload).unwrap_or_default(),
+                    queued_at: delivery.accepted_at,
+                },
+            )]);
         }
     }
 
@@ -234,10 +307,18 @@ impl OutboxStore for JournalOutboxStore {
             ),
             "a delivery",
         );
+        self.record_attempt(key, super::AttemptOutcome::Delivered);
     }
 
     fn abandoned(&mut self, key: &str) {
         self.forget_unqueued(key);
+        self.record_attempt(
+            key,
+            super::AttemptOutcome::Failed {
+                error: "given up".into(),
+                will_retry: false,
+            },
+        );
         let at = time_text(&chrono::Utc::now());
         Self::log(
             self.connection.execute(

@@ -161,6 +161,24 @@ impl<T: Send + 'static> JournalWriter<T> {
             .map_err(|_| JournalError::Closed)
     }
 
+    /// Queues records for the history only, from code that cannot wait: when the queue is
+    /// full they are dropped (and counted as a failed submission) rather than waited for.
+    pub fn try_record(&self, records: Vec<JournalRecord>) -> bool {
+        let sent = self
+            .requests
+            .try_send(Request::Write(Submission {
+                token: None,
+                records,
+            }))
+            .is_ok();
+        if !sent {
+            self.stats
+                .failed_submissions
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        sent
+    }
+
     /// Writes everything submitted before this call, checkpoints, and closes the journal
     /// (releasing its lock). Submissions made after it fail with `Closed`.
     pub async fn shutdown(self) -> Result<(), JournalError> {
