@@ -667,8 +667,13 @@ impl Runtime {
             Effect::IncidentResolved {
                 incident_id,
                 time_to_resolve_secs,
-                ..
-            } => tracing::info!(incident_id, ?time_to_resolve_secs, "incident resolved"),
+                status,
+            } => tracing::info!(
+                "incident {incident_id} {status} after {}",
+                time_to_resolve_secs
+                    .map(crate::core::engine::format_duration)
+                    .unwrap_or_else(|| "an unknown time".into())
+            ),
             Effect::AcknowledgeRejected {
                 incident_id,
                 reason,

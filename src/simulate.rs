@@ -250,7 +250,8 @@ impl Simulator {
         if !incident.priority.escalates() {
             incident.priority = Priority::High;
         }
-        incident.escalation_level += 1;
+        // Three levels, as the shipped policy has; a repeat at the top changes nothing.
+        incident.escalation_level = (incident.escalation_level + 1).min(3);
         IncidentEvent::EscalationTriggered(EscalationTriggered {
             incident_id: incident.id,
             title: incident.title.clone(),
