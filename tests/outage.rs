@@ -8,22 +8,9 @@ use std::time::Duration;
 
 use common::*;
 use incident_console::kafka::embedded::Fault;
-use incident_console::runtime::OutputRecord;
 use incident_console::simulate::Simulator;
 use incident_console::status::{Command, ConnectionState};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-
-fn places(records: &[OutputRecord]) -> Vec<(i32, i64)> {
-    records
-        .iter()
-        .filter_map(|r| match r {
-            OutputRecord::Event {
-                partition, offset, ..
-            } => Some((*partition, *offset)),
-            _ => None,
-        })
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumption_survives_brokers_down_request_errors_and_latency() {
@@ -87,7 +74,7 @@ async fn consumption_survives_brokers_down_request_errors_and_latency() {
     while let Ok(record) = records.try_recv() {
         seen.push(record);
     }
-    let handled = places(&seen);
+    let handled = event_places(&seen);
     assert_eq!(handled.len(), 40, "nothing handled twice");
     assert_eq!(handled.into_iter().collect::<BTreeSet<_>>(), produced);
 }

@@ -167,3 +167,16 @@ pub async fn wait_for<T: Clone>(
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
+
+/// Where each handled event came from, (partition, offset), in handling order.
+pub fn event_places(records: &[OutputRecord]) -> Vec<(i32, i64)> {
+    records
+        .iter()
+        .filter_map(|r| match r {
+            OutputRecord::Event {
+                partition, offset, ..
+            } => Some((*partition, *offset)),
+            _ => None,
+        })
+        .collect()
+}
