@@ -631,6 +631,8 @@ impl Runtime {
         for effect in effects {
             if self.journal.is_some() {
                 match &effect {
+                    // With no channel configured there is nothing that could be owed.
+                    Effect::Notify(_) if !self.notifier.has_channels() => {}
                     Effect::Escalation(change) => records.push(JournalRecord::Escalation(
                         EscalationRecord::from_book(change.clone(), self.engine.escalations(), now),
                     )),

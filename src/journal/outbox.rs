@@ -68,7 +68,14 @@ pub struct JournalOutboxStore {
     window: chrono::TimeDelta,
     unqueued: HashSet<String>,
     unqueued_order: VecDeque<String>,
+    /// Routed marks not yet written. Losing them to a crash only means routing those
+    /// notifications again after the restart, which deduplication makes harmless; writing them
+    /// in groups keeps one transaction per notification off the hot path.
+    unwritten_routed: Vec<(String, String)>,
 }
+
+/// Routed marks are written in groups of this many (or sooner, with other writes).
+const ROUTED_BATCH: usize = 256;
 
 fn sqlite(path: &Path) -> impl Fn(rusqlite::Error) -> JournalError + '_ {
     move |error| JournalError::from_sqlite(path, error)
@@ -137,7 +144,29 @@ impl JournalOutboxStore {
             window,
             unqueued: HashSet::new(),
             unqueued_order: VecDeque::new(),
+            unwritten_routed: Vec::new(),
         })
+    }
+
+    fn write_routed(&mut self) {
+        if self.unwritten_routed.is_empty() {
+            return;
+        }
+        let marks = std::mem::take(&mut self.unwritten_routed);
+        let result = self.connection.execute_batch("BEGIN").and_then(|_| {
+            let mut statement = self
+                .connection
+                .prepare_cached("INSERT OR IGNORE INTO routed (dedup_key, at) VALUES (?1, ?2)")?;
+            for (key, at) in &marks {
+                statement.execute(params![key, at])?;
+            }
+            drop(statement);
+            self.connection.execute_batch("COMMIT")
+        });
+        if let Err(error) = result {
+            let _ = self.connection.execute_batch("ROLLBACK");
+            tracing::error!(%error, "notification outbox: cannot record routed notifications");
+        }
     }
 
     /// Copies deliveries and their outcomes into the journal (best effort, never waiting).
@@ -240,6 +269,7 @@ impl OutboxStore for JournalOutboxStore {
     }
 
     fn enqueue(&mut self, delivery: &Delivery) {
+        self.write_routed();
         self.forget_unqueued(&delivery.key);
         let payload = match serde_json::to_string(delivery) {
             Ok(payload) => payload,
@@ -357,13 +387,17 @@ impl OutboxStore for JournalOutboxStore {
     }
 
     fn routed(&mut self, dedup_key: &str) {
-        Self::log(
-            self.connection.execute(
-                "INSERT OR IGNORE INTO routed (dedup_key, at) VALUES (?1, ?2)",
-                params![dedup_key, time_text(&chrono::Utc::now())],
-            ),
-            "a routed notification",
-        );
+        self.unwritten_routed
+            .push((dedup_key.to_string(), time_text(&chrono::Utc::now())));
+        if self.unwritten_routed.len() >= ROUTED_BATCH {
+            self.write_routed();
+        }
+    }
+}
+
+impl Drop for JournalOutboxStore {
+    fn drop(&mut self) {
+        self.write_routed();
     }
 }
 
@@ -511,6 +545,7 @@ mod tests {
         assert_eq!(keys(now, 10), vec!["a", "b", "c"], "no outbox yet");
         let mut store = JournalOutboxStore::open(&path, Duration::from_secs(3600)).unwrap();
         store.routed("b");
+        drop(store);
         assert_eq!(keys(now, 10), vec!["a", "c"]);
         assert_eq!(keys(now, 1), vec!["a"]);
         assert!(

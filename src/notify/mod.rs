@@ -39,6 +39,7 @@ pub struct Notifier {
     outbox: Option<mpsc::Sender<Notification>>,
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
+    channels_enabled: bool,
 }
 
 impl Notifier {
@@ -125,7 +126,13 @@ impl Notifier {
             outbox: Some(outbox),
             shared,
             tasks,
+            channels_enabled: !enabled.is_empty(),
         })
+    }
+
+    /// Whether any channel is configured: without one, notifications are only logged.
+    pub fn has_channels(&self) -> bool {
+        self.channels_enabled
     }
 
     /// How many notifications the outbox holds at most.
