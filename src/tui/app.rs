@@ -355,29 +355,11 @@ impl App {
 
     fn main_key(&mut self, key: KeyEvent) -> Option<Command> {
         use Action::*;
-        let candidates = [
-            Quit,
-            Help,
-            FocusNext,
-            FocusPrev,
-            Up,
-            Down,
-            PageUp,
-            PageDown,
-            Top,
-            Bottom,
-            Live,
-            Details,
-            Acknowledge,
-            Pause,
-            Filter,
-            Close,
-            LogMore,
-            LogLess,
-            LogShowMore,
-            LogShowLess,
-            LogTargets,
-        ];
+        // Everything but the answers to a question, which only mean something when asked.
+        let candidates: Vec<Action> = Action::ALL
+            .into_iter()
+            .filter(|action| !matches!(action, Confirm | Cancel))
+            .collect();
         let action = self.keymap.action_for(&key, &candidates)?;
         match action {
             Quit => return self.quit(),
