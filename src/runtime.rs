@@ -140,11 +140,19 @@ struct OpenedJournal {
 }
 
 /// Opens the journal, or explains why not. Restored state goes into `engine`.
-fn open_journal(config: &Config, engine: &mut Engine) -> anyhow::Result<Option<OpenedJournal>> {
+fn open_journal(
+    config: &Config,
+    engine: &mut Engine,
+    demo: bool,
+) -> anyhow::Result<Option<OpenedJournal>> {
     if !config.journal.enabled {
-        tracing::warn!(
-            "journal disabled: a restart may repeat notifications and forgets escalations"
-        );
+        if demo {
+            tracing::info!("demo: no journal kept (pass --journal PATH to keep one)");
+        } else {
+            tracing::warn!(
+                "journal disabled: a restart may repeat notifications and forgets escalations"
+            );
+        }
         return Ok(None);
     }
     let journal = Journal::open_configured(&config.journal)?;
@@ -204,7 +212,7 @@ struct Runtime {
 /// Starts the consumer and the runtime loop on the current tokio runtime.
 pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<RuntimeHandle> {
     let mut engine = Engine::new(config.engine_config());
-    let (journal, completions, notifier) = match open_journal(config, &mut engine)? {
+    let (journal, completions, notifier) = match open_journal(config, &mut engine, options.demo)? {
         Some(OpenedJournal {
             link,
             completions,
