@@ -106,6 +106,35 @@ fn console(config: &Path, journal: &Path, bootstrap: &str, topic: &str) -> Child
         .unwrap()
 }
 
+/// The simulated stream, sent by its own process for the whole test.
+fn start_producer(bootstrap: &str, topic: &str, rate: u32, count: u64) -> Process {
+    Process(
+        Command::new(BINARY)
+            .args(["simulate", "-b", bootstrap, "-t", topic])
+            .args(["--rate", &rate.to_string(), "--count", &count.to_string()])
+            .args(["--seed", &SEED.to_string(), "--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// The newest `lines` of the consoles' log in `dir`, newest first, without the escalation
+/// chatter, for failure messages.
+fn log_tail(dir: &Path, lines: usize) -> String {
+    let log = std::fs::read_to_string(dir.join("console.log")).unwrap_or_default();
+    let tail: Vec<&str> = log
+        .lines()
+        .filter(|l| {
+            !l.contains("escalat") && !l.contains("resolved") && !l.contains("acknowledged")
+        })
+        .rev()
+        .take(lines)
+        .collect();
+    tail.join("\n")
+}
+
 /// Reads stdout lines until `count` events were handled, bounded.
 fn read_events(child: &mut Child, count: usize) -> usize {
     let stdout = child.stdout.take().unwrap();
@@ -180,16 +209,7 @@ async fn kill_nine_repeatedly_loses_nothing_and_doubles_nothing() {
     let journal = dir.path().join("journal.sqlite3");
 
     // The producer runs on its own for the whole test, at a pace that spans the kills.
-    let producer = Process(
-        Command::new(BINARY)
-            .args(["simulate", "-b", &bootstrap, "-t", topic])
-            .args(["--rate", "250", "--count", &EVENTS.to_string()])
-            .args(["--seed", &SEED.to_string(), "--log-level", "warn"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let producer = start_producer(&bootstrap, topic, 250, EVENTS);
 
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(SEED);
     for round in 0..KILLS {
@@ -198,8 +218,10 @@ async fn kill_nine_repeatedly_loses_nothing_and_doubles_nothing() {
         let target = rng.random_range(50..400);
         let seen = read_events(&mut child.0, target);
         if seen == 0 {
-            let log = std::fs::read_to_string(dir.path().join("console.log")).unwrap_or_default();
-            panic!("round {round}: the console handled nothing before the kill; log:\n{log}");
+            panic!(
+                "round {round}: the console handled nothing before the kill; log (newest first):\n{}",
+                log_tail(dir.path(), 40)
+            );
         }
         child.0.kill().unwrap(); // SIGKILL: no shutdown code runs.
         child.0.wait().unwrap();
@@ -212,12 +234,10 @@ async fn kill_nine_repeatedly_loses_nothing_and_doubles_nothing() {
     let deadline = Instant::now() + LONG;
     while journal_counts(&journal).0 < EVENTS {
         if Instant::now() > deadline {
-            let log = std::fs::read_to_string(dir.path().join("console.log")).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
             panic!(
                 "journal has {:?} of {EVENTS} events; console log (newest first):\n{}",
                 journal_counts(&journal),
-                tail.join("\n")
+                log_tail(dir.path(), 40)
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -231,15 +251,6 @@ async fn kill_nine_repeatedly_loses_nothing_and_doubles_nothing() {
             break mails;
         }
         if Instant::now() > deadline {
-            let log = std::fs::read_to_string(dir.path().join("console.log")).unwrap_or_default();
-            let tail: Vec<&str> = log
-                .lines()
-                .filter(|l| {
-                    !l.contains("escalat") && !l.contains("resolved") && !l.contains("acknowledged")
-                })
-                .rev()
-                .take(40)
-                .collect();
             panic!(
                 "{} of {} mails; deliveries by state {:?}; pending intents {:?}; console log (newest first):\n{}",
                 mails.len(),
@@ -251,7 +262,7 @@ async fn kill_nine_repeatedly_loses_nothing_and_doubles_nothing() {
                     10_000
                 )
                 .map(|i| i.len()),
-                tail.join("\n")
+                log_tail(dir.path(), 40)
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -352,15 +363,7 @@ async fn sigterm_under_load_exits_zero_with_every_handled_offset_committed() {
     let smtp = SmtpSink::start().await;
     let config = write_config(dir.path(), smtp.port);
     let journal = dir.path().join("journal.sqlite3");
-    let _producer = Process(
-        Command::new(BINARY)
-            .args(["simulate", "-b", &bootstrap, "-t", topic])
-            .args(["--rate", "2000", "--count", "20000", "--log-level", "warn"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _producer = start_producer(&bootstrap, topic, 2000, 20_000);
     let mut console = Process(console(&config, &journal, &bootstrap, topic));
     // Stopped while the stream is flowing: after 1500 events, with thousands still to come.
     assert_eq!(read_events(&mut console.0, 1500), 1500);
@@ -369,13 +372,11 @@ async fn sigterm_under_load_exits_zero_with_every_handled_offset_committed() {
         .status()
         .unwrap();
     let status = console.0.wait().unwrap();
-    let log = std::fs::read_to_string(dir.path().join("console.log")).unwrap_or_default();
-    let tail: Vec<&str> = log.lines().rev().take(15).collect();
     assert_eq!(
         status.code(),
         Some(0),
         "log (newest first):\n{}",
-        tail.join("\n")
+        log_tail(dir.path(), 15)
     );
     let handled = journaled_ends(&journal, 3);
     assert!(handled.iter().sum::<i64>() >= 1500);
