@@ -10,16 +10,22 @@
 //!
 //! Under `cargo test` (no `--bench` argument) it runs a small smoke version, so that the
 //! suite checks it still works without spending time on it.
+//!
+//! `--size N` instead writes N handled events spread over 120 days, with the notification
+//! state a console with one email route keeps (every third event decides a notification, which
+//! is queued, routed and delivered), and prints the journal's size before and after retention
+//! (90 days) prunes it: `cargo test --release --bench journal -- --size 1000000`.
 
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use incident_console::core::engine::SourceRef;
+use incident_console::core::engine::{Audience, Notification, NotificationKind};
 use incident_console::core::escalation::{Escalation, EscalationChange};
 use incident_console::core::event::{self, IncidentEvent, Priority};
 use incident_console::journal::{
-    DeliveryKey, EscalationRecord, Journal, JournalConfig, JournalRecord, JournalWriter,
-    OutboxEntry, ProcessedEvent,
+    Decision, EscalationRecord, Journal, JournalConfig, JournalRecord, JournalWriter,
+    ProcessedEvent,
 };
 
 fn event(incident_id: i64) -> IncidentEvent {
@@ -32,7 +38,10 @@ fn event(incident_id: i64) -> IncidentEvent {
 /// What the runtime writes for one handled message: the event, and for some events an
 /// escalation change (1 in 10) or a queued notification (1 in 3).
 fn records_for(offset: i64) -> Vec<JournalRecord> {
-    let now = Utc::now();
+    records_at(offset, Utc::now())
+}
+
+fn records_at(offset: i64, now: chrono::DateTime<Utc>) -> Vec<JournalRecord> {
     let incident_id = 1 + offset % 5000;
     let mut records = vec![JournalRecord::Event(ProcessedEvent::handled(
         SourceRef {
@@ -66,18 +75,20 @@ fn records_for(offset: i64) -> Vec<JournalRecord> {
         }));
     }
     if offset % 3 == 0 {
-        records.push(JournalRecord::NotificationQueued(OutboxEntry {
-            key: DeliveryKey {
+        // A decided notification, written with its event as the runtime does.
+        records.push(JournalRecord::Decided(Decision {
+            notification: Notification {
+                kind: NotificationKind::StatusChanged,
+                audience: Audience::User {
+                    name: "jane.smith".into(),
+                },
+                incident_id,
+                title: "Database latency above 2s on eu-west".into(),
+                priority: Some(Priority::High),
                 dedup_key: format!("{incident_id}/status/in_progress/{offset}"),
-                channel: "email".into(),
-                recipient: "jane.smith@example.com".into(),
+                fields: [("new_status".to_string(), "in_progress".to_string())].into(),
             },
-            incident_id: Some(incident_id),
-            payload: serde_json::json!({
-                "subject": "[HIGH] Database latency above 2s on eu-west: in_progress",
-                "body": "Status changed from open to in_progress. Assignee: jane.smith.",
-            }),
-            queued_at: now,
+            at: now,
         }));
     }
     records
@@ -209,7 +220,95 @@ fn bench_dir() -> std::path::PathBuf {
         .unwrap_or_else(std::env::temp_dir)
 }
 
+/// See the module comment: the journal's size after `events` events, before and after
+/// retention.
+fn bench_size(events: i64) {
+    use incident_console::notify::{AttemptOutcome, Channel, Delivery, DeliveryChange, Payload};
+    let dir = tempfile::tempdir_in(bench_dir()).unwrap();
+    let path = dir.path().join("journal.sqlite3");
+    let mut journal = Journal::open(&path, &JournalConfig::default()).unwrap();
+    let end = Utc::now();
+    let span = chrono::TimeDelta::days(120);
+    let step = span / i32::try_from(events.max(1)).unwrap_or(i32::MAX);
+    let started = Instant::now();
+    for chunk in (0..events).collect::<Vec<_>>().chunks(1000) {
+        let mut batch = Vec::new();
+        for &offset in chunk {
+            let at = end - span + step * i32::try_from(offset).unwrap_or(i32::MAX);
+            let records = records_at(offset, at);
+            let mut notified = Vec::new();
+            for record in &records {
+                if let JournalRecord::Decided(decision) = record {
+                    let key = &decision.notification.dedup_key;
+                    let recipient = "jane.smith@example.com";
+                    let delivery = Delivery {
+                        key: Delivery::key_for(key, Channel::Email, recipient),
+                        channel: Channel::Email,
+                        recipient: recipient.into(),
+                        incident_id: Some(decision.notification.incident_id),
+                        kind: "status_changed".into(),
+                        payload: Payload::Email {
+                            to: recipient.into(),
+                            subject: "[HIGH] Database latency above 2s on eu-west: in_progress"
+                                .into(),
+                            body: "Status changed from open to in_progress. Assignee: jane.smith."
+                                .into(),
+                        },
+                        accepted_at: at,
+                        give_up_at: at + chrono::TimeDelta::hours(1),
+                    };
+                    notified.push(JournalRecord::Delivery(DeliveryChange::Queued(Box::new(
+                        delivery.clone(),
+                    ))));
+                    notified.push(JournalRecord::Delivery(DeliveryChange::Routed {
+                        dedup_key: key.clone(),
+                        at,
+                    }));
+                    notified.push(JournalRecord::Delivery(DeliveryChange::Attempted {
+                        key: delivery.key,
+                        at,
+                        outcome: AttemptOutcome::Delivered,
+                    }));
+                }
+            }
+            batch.extend(records);
+            batch.extend(notified);
+        }
+        journal.write(&batch).unwrap();
+    }
+    journal.checkpoint().unwrap();
+    let size = |path: &std::path::Path| std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let before = size(&path);
+    let written = started.elapsed();
+    let mut pruned = 0;
+    loop {
+        let report = journal.prune(end).unwrap();
+        pruned += report.total();
+        if !report.more {
+            break;
+        }
+    }
+    journal.checkpoint().unwrap();
+    let states = journal.states("notifications").unwrap();
+    println!(
+        "{events} events over 120 days written in {written:.1?}: journal {:.1} MiB; retention \
+         (90 days) deleted {pruned} rows; notifications by state {states:?}; file {:.1} MiB \
+         (SQLite reuses the freed pages)",
+        before as f64 / 1_048_576.0,
+        size(&path) as f64 / 1_048_576.0,
+    );
+}
+
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(position) = args.iter().position(|arg| arg == "--size") {
+        let events = args
+            .get(position + 1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1_000_000);
+        bench_size(events);
+        return;
+    }
     let full = std::env::args().any(|arg| arg == "--bench");
     if !full {
         // cargo test: a small run that proves the benchmark still works.

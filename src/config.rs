@@ -243,6 +243,18 @@ impl Config {
         self.notifications
             .validate()
             .map_err(|(field, message)| invalid(&format!("notifications.{field}"), &message))?;
+        self.journal
+            .validate()
+            .map_err(|(field, message)| invalid(&format!("journal.{field}"), &message))?;
+        // Retention must not delete the claims that stop a second send, nor what a restart
+        // may still resume.
+        let retention_secs = u64::from(self.journal.retention_days) * 24 * 3600;
+        if retention_secs > 0 && retention_secs < self.notifications.dedup.window_secs {
+            return Err(invalid(
+                "journal.retention_days",
+                "must cover notifications.dedup.window_secs (or be 0 to keep everything)",
+            ));
+        }
         Ok(())
     }
 

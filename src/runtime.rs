@@ -16,10 +16,9 @@ use crate::config::Config;
 use crate::core::engine::{Effect, Engine, Input, SourceRef};
 use crate::core::event::{self, IncidentEvent};
 use crate::core::offsets::{OffsetTracker, PartitionKey};
-use crate::journal::outbox::{self, JournalOutboxStore};
 use crate::journal::{
-    Completion, DeliveryKey, EscalationRecord, Journal, JournalReader, JournalRecord,
-    JournalWriter, OutboxEntry, ProcessedEvent,
+    Completion, Decision, EscalationRecord, Journal, JournalReader, JournalRecord, JournalWriter,
+    ProcessedEvent, ResumedNotifications,
 };
 use crate::kafka::consumer::{self, ConsumerControl, FetchedMessage};
 use crate::kafka::dead_letter::DeadLetterProducer;
@@ -93,20 +92,22 @@ struct JournalLink {
     writer: JournalWriter<SourceRef>,
     reader: JournalReader,
     highest_before_start: HashMap<(String, i32), i64>,
-    sweep: IntentSweep,
+    sweep: DecidedSweep,
 }
 
-/// When the notifier's outbox overflows, the notifications it refused are still in the
-/// journal as pending intents: they are fed to it again, a batch at a time, until none is
+/// When the notifier's queue overflows, the notifications it refused are still in the journal
+/// as decided and never routed: they are fed to it again, a batch at a time, until none is
 /// left. Deduplication makes a repeat harmless.
-struct IntentSweep {
-    path: std::path::PathBuf,
+struct DecidedSweep {
+    /// Older notifications are never sent (`dedup.resume_horizon_secs`).
+    horizon: Duration,
     overflowed_seen: u64,
     active: bool,
     last_run: Option<Instant>,
 }
 
-/// Intents younger than this may still be on their way through the notifier.
+/// Notifications decided more recently than this may still be on their way through the
+/// notifier.
 const SWEEP_MIN_AGE: Duration = Duration::from_secs(5);
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
@@ -130,13 +131,12 @@ impl JournalLink {
     }
 }
 
-/// What opening the journal yields: the link, its completions, the notifier's store, and
-/// notifications decided before a restart that were never routed.
+/// What opening the journal yields: the link, its completions, and the notification state
+/// to resume.
 struct OpenedJournal {
     link: JournalLink,
     completions: mpsc::UnboundedReceiver<Completion<SourceRef>>,
-    store: JournalOutboxStore,
-    intents: Vec<crate::core::engine::Notification>,
+    resumed: ResumedNotifications,
 }
 
 /// Opens the journal, or explains why not. Restored state goes into `engine`.
@@ -155,7 +155,7 @@ fn open_journal(
         }
         return Ok(None);
     }
-    let journal = Journal::open_configured(&config.journal)?;
+    let mut journal = Journal::open_configured(&config.journal)?;
     let path = journal.path().to_path_buf();
     let escalations = journal.open_escalations()?;
     if !escalations.is_empty() {
@@ -165,35 +165,52 @@ fn open_journal(
         );
     }
     engine.restore_escalations(escalations);
-    let intents = outbox::pending_intents(&path, chrono::Utc::now(), usize::MAX)?;
-    let highest_before_start = outbox::highest_offsets(&path)?
+    let dedup = &config.notifications.dedup;
+    let horizon = Duration::from_secs(dedup.resume_horizon_secs);
+    let resumed = journal.resume_notifications(
+        chrono::Utc::now(),
+        horizon,
+        Duration::from_secs(dedup.window_secs),
+        dedup.max_entries,
+    )?;
+    if resumed.expired_notifications + resumed.expired_deliveries > 0 {
+        tracing::info!(
+            notifications = resumed.expired_notifications,
+            deliveries = resumed.expired_deliveries,
+            horizon_secs = dedup.resume_horizon_secs,
+            "notifications from before the restart older than the resume horizon expired, not sent"
+        );
+    }
+    let highest_before_start = journal
+        .highest_offsets()?
         .into_iter()
         .map(|(topic, partition, offset)| ((topic, partition), offset))
         .collect();
     let reader = journal.reader()?;
-    let store = JournalOutboxStore::open(
-        &path,
-        Duration::from_secs(config.notifications.dedup.window_secs),
-    )?;
     let (writer, completions) = JournalWriter::start(journal)?;
-    let store = store.with_history(writer.clone());
     tracing::info!(path = %path.display(), "journal open");
     Ok(Some(OpenedJournal {
         link: JournalLink {
             writer,
             reader,
             highest_before_start,
-            sweep: IntentSweep {
-                path: path.clone(),
+            sweep: DecidedSweep {
+                horizon,
                 overflowed_seen: 0,
                 active: false,
                 last_run: None,
             },
         },
         completions,
-        store,
-        intents,
+        resumed,
     }))
+}
+
+/// Whether the loop goes on after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
 }
 
 struct Runtime {
@@ -216,18 +233,23 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
         Some(OpenedJournal {
             link,
             completions,
-            store,
-            intents,
+            resumed,
         }) => {
-            let mut notifier = Notifier::start_with_store(&config.notifications, Box::new(store))?;
-            if !intents.is_empty() {
+            let resumed_deliveries = resumed.deliveries.pending.len();
+            let mut notifier = Notifier::start_with_journal(
+                &config.notifications,
+                Arc::new(link.writer.clone()),
+                resumed.deliveries,
+            )?;
+            if !resumed.decided.is_empty() || resumed_deliveries > 0 {
                 tracing::info!(
-                    count = intents.len(),
+                    notifications = resumed.decided.len(),
+                    deliveries = resumed_deliveries,
                     "notifications from before the restart resumed"
                 );
             }
-            for intent in intents {
-                notifier.submit(intent);
+            for notification in resumed.decided {
+                notifier.submit(notification);
             }
             (Some(link), Some(completions), notifier)
         }
@@ -309,14 +331,15 @@ impl Runtime {
             tokio::select! {
                 // Operator commands first: a flood of events must not delay a key press.
                 biased;
-                command = io.commands.recv() => match command {
-                    None | Some(Command::Shutdown) => break,
-                    Some(command) => {
-                        self.handle_command(command).await;
-                        // Published at once so the operator sees the result of a key press.
-                        self.publish(&io);
-                        dirty = false;
+                command = io.commands.recv() => {
+                    // Every face gone is a shutdown too.
+                    let command = command.unwrap_or(Command::Shutdown);
+                    if self.handle_command(command).await == Flow::Stop {
+                        break;
                     }
+                    // Published at once so the operator sees the result of a key press.
+                    self.publish(&io);
+                    dirty = false;
                 },
                 Some(done) = io.dead_letter_done.recv() => {
                     self.dead_lettered(done).await;
@@ -328,10 +351,17 @@ impl Runtime {
                     self.publish(&io);
                     dirty = false;
                 }
-                _ = status_rx.changed() => dirty = true,
+                _ = status_rx.changed() => {
+                    let assigned = status_rx.borrow_and_update().assigned_partitions.clone();
+                    let revoked = self.tracker.retain_assigned(self.control.topic(), &assigned);
+                    if !revoked.is_empty() {
+                        tracing::debug!(count = revoked.len(), "in-flight work of revoked partitions forgotten");
+                    }
+                    dirty = true;
+                }
                 _ = ticker.tick() => {
                     self.apply(Input::Tick, None).await;
-                    self.sweep_intents();
+                    self.sweep_decided();
                     dirty = true;
                 }
                 message = io.messages.recv() => match message {
@@ -407,7 +437,7 @@ impl Runtime {
         io.snapshot_tx.send_replace(Arc::new(snapshot));
     }
 
-    async fn handle_command(&mut self, command: Command) {
+    async fn handle_command(&mut self, command: Command) -> Flow {
         match command {
             Command::Pause | Command::Resume | Command::TogglePause => {
                 let paused = match command {
@@ -423,8 +453,9 @@ impl Runtime {
                 self.apply(Input::Acknowledge { incident_id, by }, None)
                     .await;
             }
-            Command::Shutdown => {}
+            Command::Shutdown => return Flow::Stop,
         }
+        Flow::Continue
     }
 
     async fn handle_message(&mut self, message: FetchedMessage) {
@@ -499,7 +530,7 @@ impl Runtime {
         }
     }
 
-    fn sweep_intents(&mut self) {
+    fn sweep_decided(&mut self) {
         let Some(journal) = &mut self.journal else {
             return;
         };
@@ -514,17 +545,22 @@ impl Runtime {
         }
         sweep.last_run = Some(Instant::now());
         let room = self.notifier.capacity().saturating_sub(status.outbox_depth) / 2;
-        let cutoff =
-            chrono::Utc::now() - chrono::TimeDelta::from_std(SWEEP_MIN_AGE).unwrap_or_default();
-        match outbox::pending_intents(&sweep.path, cutoff, room.max(1)) {
-            Ok(intents) if intents.is_empty() => sweep.active = false,
-            Ok(intents) => {
+        let now = chrono::Utc::now();
+        let age = |age: Duration| now - chrono::TimeDelta::from_std(age).unwrap_or_default();
+        let decided = journal.reader.decided_notifications(
+            age(sweep.horizon),
+            age(SWEEP_MIN_AGE),
+            room.max(1),
+        );
+        match decided {
+            Ok(decided) if decided.is_empty() => sweep.active = false,
+            Ok(decided) => {
                 tracing::info!(
-                    count = intents.len(),
-                    "re-submitting notifications the full outbox refused"
+                    count = decided.len(),
+                    "re-submitting notifications the full queue refused"
                 );
-                for intent in intents {
-                    self.notifier.submit(intent);
+                for notification in decided {
+                    self.notifier.submit(notification);
                 }
             }
             Err(error) => tracing::error!(%error, "cannot read pending notifications"),
@@ -627,7 +663,8 @@ impl Runtime {
     }
 
     /// Runs `input` through the engine, adding what must be journaled to `records`:
-    /// escalation changes with the state after them, and each notification decided.
+    /// escalation changes with the state after them, and each notification decided (in the
+    /// same transaction as its event, so a decision is never lost while its offset is stored).
     async fn apply_recording(
         &mut self,
         input: Input,
@@ -645,15 +682,9 @@ impl Runtime {
                         EscalationRecord::from_book(change.clone(), self.engine.escalations(), now),
                     )),
                     Effect::Notify(notification) => {
-                        records.push(JournalRecord::NotificationQueued(OutboxEntry {
-                            key: DeliveryKey {
-                                dedup_key: notification.dedup_key.clone(),
-                                channel: outbox::INTENT_CHANNEL.into(),
-                                recipient: String::new(),
-                            },
-                            incident_id: Some(notification.incident_id),
-                            payload: serde_json::to_value(notification).unwrap_or_default(),
-                            queued_at: now,
+                        records.push(JournalRecord::Decided(Decision {
+                            notification: notification.clone(),
+                            at: now,
                         }))
                     }
                     _ => {}

@@ -13,9 +13,9 @@ use incident_console::config::Config;
 use incident_console::core::engine::{Audience, Effect, Engine, Input, SourceRef};
 use incident_console::core::event::{self, DecodeError, Timestamp};
 use incident_console::journal::{
-    AttemptOutcome, DeliveryAttempt, DeliveryKey, Journal, JournalConfig, JournalRecord,
-    OutboxEntry, ProcessedEvent, escalation_records,
+    Decision, Journal, JournalConfig, JournalRecord, ProcessedEvent, escalation_records,
 };
+use incident_console::notify::{AttemptOutcome, Channel, Delivery, DeliveryChange, Payload};
 
 /// Plays the runtime: handles inputs with the engine and journals what happened, with a
 /// stand-in notifier that sends every notification on one channel per audience.
@@ -74,43 +74,57 @@ impl Console {
                 continue;
             };
             let (channel, recipient) = match &notification.audience {
-                Audience::Administrators => ("email", "admins@example.com".to_string()),
-                Audience::User { name } => ("email", format!("{name}@example.com")),
-                Audience::EscalationLevel { level } => ("pagerduty", format!("level-{level}")),
+                Audience::Administrators => (Channel::Email, "admins@example.com".to_string()),
+                Audience::User { name } => (Channel::Email, format!("{name}@example.com")),
+                Audience::EscalationLevel { level } => {
+                    (Channel::PagerDuty, format!("level-{level}"))
+                }
             };
-            let key = DeliveryKey {
-                dedup_key: notification.dedup_key.clone(),
-                channel: channel.into(),
+            let delivery = Delivery {
+                key: Delivery::key_for(&notification.dedup_key, channel, &recipient),
+                channel,
                 recipient,
-            };
-            records.push(JournalRecord::NotificationQueued(OutboxEntry {
-                key: key.clone(),
                 incident_id: Some(notification.incident_id),
-                payload: serde_json::to_value(notification).unwrap(),
-                queued_at: at,
+                kind: notification.kind.as_str().into(),
+                payload: Payload::Json {
+                    body: serde_json::to_value(notification).unwrap(),
+                    idempotency_key: None,
+                },
+                accepted_at: at,
+                give_up_at: at + TimeDelta::hours(1),
+            };
+            records.push(JournalRecord::Decided(Decision {
+                notification: notification.clone(),
+                at,
             }));
+            records.push(JournalRecord::Delivery(DeliveryChange::Queued(Box::new(
+                delivery.clone(),
+            ))));
+            records.push(JournalRecord::Delivery(DeliveryChange::Routed {
+                dedup_key: notification.dedup_key.clone(),
+                at,
+            }));
+            let attempted = |seconds: i64, outcome| {
+                JournalRecord::Delivery(DeliveryChange::Attempted {
+                    key: delivery.key.clone(),
+                    at: at + TimeDelta::seconds(seconds),
+                    outcome,
+                })
+            };
             // PagerDuty is unwell the first time; every send succeeds in the end.
             let mut attempt = 1;
-            if channel == "pagerduty"
+            if channel == Channel::PagerDuty
                 && notification.fields.get("level").map(String::as_str) == Some("1")
             {
-                attempts.push(JournalRecord::NotificationAttempt(DeliveryAttempt {
-                    key: key.clone(),
-                    attempt,
-                    at: at + TimeDelta::seconds(2),
-                    outcome: AttemptOutcome::Failed {
+                attempts.push(attempted(
+                    2,
+                    AttemptOutcome::Retrying {
                         error: "503 Service Unavailable".into(),
-                        will_retry: true,
                     },
-                }));
+                ));
                 attempt += 1;
             }
-            attempts.push(JournalRecord::NotificationAttempt(DeliveryAttempt {
-                key,
-                attempt,
-                at: at + TimeDelta::seconds(i64::from(attempt) * 5),
-                outcome: AttemptOutcome::Delivered,
-            }));
+            attempts.push(attempted(attempt * 5, AttemptOutcome::Delivered));
         }
         self.journal.write(&records).unwrap();
         self.journal.write(&attempts).unwrap();

@@ -11,9 +11,9 @@ use incident_console::core::escalation::{
 };
 use incident_console::core::event::{self, Priority};
 use incident_console::journal::{
-    AttemptOutcome, EscalationRecord, EventOutcome, Journal, JournalConfig, JournalRecord,
-    ProcessedEvent,
+    EscalationRecord, EventOutcome, Journal, JournalConfig, JournalRecord, ProcessedEvent,
 };
+use incident_console::notify::AttemptOutcome;
 use journal_common::*;
 
 fn mode(path: &std::path::Path) -> u32 {
@@ -32,7 +32,7 @@ fn open_creates_a_private_directory_and_file_in_wal_mode() {
     // SQLite gives its side files the database's mode.
     assert_eq!(mode(&dir.path().join("a/b/journal.sqlite3-wal")), 0o600);
     assert_eq!(mode(&dir.path().join("a/b/journal.sqlite3.lock")), 0o600);
-    assert_eq!(journal.schema_version().unwrap(), 1);
+    assert_eq!(journal.schema_version().unwrap(), 2);
     let journal_mode: String = inspect(&path)
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
@@ -48,10 +48,11 @@ fn open_creates_a_private_directory_and_file_in_wal_mode() {
         tables,
         [
             "acknowledgements",
+            "deliveries",
+            "delivery_attempts",
             "escalation_changes",
             "escalations",
             "events",
-            "notification_attempts",
             "notifications",
             "schema_version"
         ]
@@ -282,72 +283,95 @@ fn a_reopened_incident_escalates_afresh() {
     assert_eq!(open[0].opened_at, t(2));
 }
 
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+fn states(journal: &Journal, table: &str) -> Vec<(String, i64)> {
+    journal.states(table).unwrap()
+}
+
+fn pairs(list: &[(&str, i64)]) -> Vec<(String, i64)> {
+    list.iter().map(|(s, n)| (s.to_string(), *n)).collect()
+}
+
 #[test]
-fn the_outbox_tracks_each_delivery_to_the_end() {
+fn a_notification_moves_from_decided_to_routed_to_delivered_or_failed() {
     let dir = tempfile::tempdir().unwrap();
     let path = journal_path(dir.path());
     let mut journal = open(dir.path());
-    let sent = key("7/incident_created", "admin@example.com");
-    let retried = key("7/incident_created", "oncall@example.com");
-    let abandoned = key("8/incident_created", "nobody@example.com");
-    let waiting = key("9/incident_created", "admin@example.com");
+    let sent = delivery("7/incident_created", "admin@example.com", 7, t(0));
+    let retried = delivery("7/incident_created", "oncall@example.com", 7, t(0));
+    let abandoned = delivery("8/incident_created", "nobody@example.com", 8, t(1));
+    let waiting = delivery("9/incident_created", "admin@example.com", 9, t(2));
     journal
         .write(&[
-            queued(&sent, 7, t(0)),
-            queued(&retried, 7, t(0)),
-            queued(&abandoned, 8, t(1)),
-            queued(&waiting, 9, t(2)),
+            decided("7/incident_created", 7, t(0)),
+            decided("8/incident_created", 8, t(0)),
+            decided("9/incident_created", 9, t(0)),
+            decided("10/incident_created", 10, t(0)),
         ])
         .unwrap();
-    assert_eq!(journal.undelivered_notifications().unwrap().len(), 4);
-    let failed = |error: &str, will_retry| AttemptOutcome::Failed {
+    assert_eq!(states(&journal, "notifications"), pairs(&[("decided", 4)]));
+    journal
+        .write(&[
+            queued(&sent),
+            queued(&retried),
+            routed("7/incident_created", t(0)),
+            queued(&abandoned),
+            routed("8/incident_created", t(1)),
+            queued(&waiting),
+            routed("9/incident_created", t(2)),
+            // Every delivery a duplicate (or no route): dealt with at once.
+            routed("10/incident_created", t(2)),
+        ])
+        .unwrap();
+    assert_eq!(
+        states(&journal, "notifications"),
+        pairs(&[("delivered", 1), ("routed", 3)])
+    );
+    let retry = |error: &str| AttemptOutcome::Retrying {
         error: error.into(),
-        will_retry,
     };
     journal
         .write(&[
-            attempt(&sent, 1, t(10), AttemptOutcome::Delivered),
-            attempt(&retried, 1, t(10), failed("421 try later", true)),
-            attempt(&abandoned, 1, t(10), failed("550 no such user", false)),
+            attempt(&sent, t(10), AttemptOutcome::Delivered),
+            attempt(&retried, t(10), retry("421 try later")),
+            attempt(
+                &abandoned,
+                t(10),
+                AttemptOutcome::Failed {
+                    error: "550 no such user".into(),
+                },
+            ),
         ])
         .unwrap();
-    let pending = journal.undelivered_notifications().unwrap();
-    let keys: Vec<_> = pending.iter().map(|p| p.entry.key.clone()).collect();
-    assert_eq!(keys, [retried.clone(), waiting.clone()]);
-    assert_eq!(pending[0].attempts, 1);
-    assert_eq!(pending[0].last_error.as_deref(), Some("421 try later"));
-    assert_eq!(pending[0].entry.incident_id, Some(7));
+    // 7 still waits for its retried delivery; 8 failed.
     assert_eq!(
-        pending[0].entry.payload,
-        serde_json::json!({"subject": "incident 7", "to": "oncall@example.com"})
+        states(&journal, "notifications"),
+        pairs(&[("delivered", 1), ("failed", 1), ("routed", 2)])
     );
-    assert_eq!(pending[0].entry.queued_at, t(0));
-    assert_eq!(pending[1].attempts, 0);
-
     journal
-        .write(&[attempt(&retried, 2, t(40), AttemptOutcome::Delivered)])
+        .write(&[attempt(&retried, t(40), AttemptOutcome::Delivered)])
         .unwrap();
     assert_eq!(
-        journal.delivered_since(t(0)).unwrap(),
-        [sent.clone(), retried.clone()]
+        states(&journal, "notifications"),
+        pairs(&[("delivered", 2), ("failed", 1), ("routed", 1)])
     );
     assert_eq!(
-        journal.delivered_since(t(11)).unwrap(),
-        [retried.clone()].as_slice()
+        states(&journal, "deliveries"),
+        pairs(&[("delivered", 2), ("failed", 1), ("pending", 1)])
     );
+    // Decided again (the event was delivered again): nothing is reset.
+    journal
+        .write(&[decided("7/incident_created", 7, t(50))])
+        .unwrap();
     assert_eq!(
-        journal.delivered_keys_since(t(0)).unwrap(),
-        ["7/incident_created"]
+        states(&journal, "notifications"),
+        pairs(&[("delivered", 2), ("failed", 1), ("routed", 1)])
     );
-    assert!(journal.delivered_keys_since(t(41)).unwrap().is_empty());
-
-    // Queued again (the event was delivered again): nothing is reset.
-    journal.write(&[queued(&sent, 7, t(50))]).unwrap();
-    assert_eq!(journal.delivered_since(t(0)).unwrap().len(), 2);
-    assert_eq!(journal.undelivered_notifications().unwrap().len(), 1);
 
     let attempts: Vec<(String, i64, String, Option<String>)> = inspect(&path)
-        .prepare("SELECT recipient, attempt, outcome, error FROM notification_attempts ORDER BY id")
+        .prepare("SELECT recipient, attempt, outcome, error FROM delivery_attempts ORDER BY id")
         .unwrap()
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .unwrap()
@@ -372,37 +396,90 @@ fn the_outbox_tracks_each_delivery_to_the_end() {
             ("oncall@example.com".into(), 2, "delivered".into(), None),
         ]
     );
-    let states: Vec<(String, String, i64)> = inspect(&path)
-        .prepare("SELECT recipient, state, attempts FROM notifications ORDER BY id")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
+}
+
+#[test]
+fn a_restart_resumes_what_is_owed_and_expires_what_is_too_old() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut journal = open(dir.path());
+    let old = delivery("1/incident_created", "a@example.com", 1, t(0));
+    let recent = delivery("2/incident_created", "a@example.com", 2, t(day(3)));
+    let sent = delivery("3/incident_created", "a@example.com", 3, t(day(3)));
+    journal
+        .write(&[
+            // Day 0: decided and queued, never delivered; decided, never routed.
+            decided("1/incident_created", 1, t(0)),
+            queued(&old),
+            routed("1/incident_created", t(0)),
+            decided("4/incident_created", 4, t(0)),
+            // Day 3: one owed, one sent, one decided and not yet routed.
+            decided("2/incident_created", 2, t(day(3))),
+            queued(&recent),
+            routed("2/incident_created", t(day(3))),
+            decided("3/incident_created", 3, t(day(3))),
+            queued(&sent),
+            routed("3/incident_created", t(day(3))),
+            attempt(&sent, t(day(3) + 1), AttemptOutcome::Delivered),
+            decided("5/incident_created", 5, t(day(3))),
+        ])
         .unwrap();
+    let resumed = journal
+        .resume_notifications(t(day(3) + 60), HOUR, DAY, 1000)
+        .unwrap();
+    assert_eq!(resumed.expired_notifications, 1, "4, never routed");
+    assert_eq!(resumed.expired_deliveries, 1, "1's delivery");
+    let decided: Vec<_> = resumed
+        .decided
+        .iter()
+        .map(|n| n.dedup_key.as_str())
+        .collect();
+    assert_eq!(decided, ["5/incident_created"]);
+    assert_eq!(resumed.deliveries.pending, std::slice::from_ref(&recent));
+    let claims: Vec<_> = resumed
+        .deliveries
+        .claims
+        .iter()
+        .map(|(key, _)| key.as_str())
+        .collect();
+    assert_eq!(claims, [recent.key.as_str(), sent.key.as_str()]);
     assert_eq!(
-        states,
-        [
-            ("admin@example.com".into(), "delivered".into(), 1),
-            ("oncall@example.com".into(), "delivered".into(), 2),
-            ("nobody@example.com".into(), "failed".into(), 1),
-            ("admin@example.com".into(), "pending".into(), 0),
-        ]
+        states(&journal, "notifications"),
+        pairs(&[
+            ("decided", 1),
+            ("delivered", 1),
+            ("expired", 2),
+            ("routed", 1)
+        ])
     );
+    // A second start changes nothing and sends nothing new.
+    let again = journal
+        .resume_notifications(t(day(3) + 120), HOUR, DAY, 1000)
+        .unwrap();
+    assert_eq!(again.expired_notifications + again.expired_deliveries, 0);
+    assert_eq!(again.deliveries.pending, [recent]);
 }
 
 #[test]
 fn what_was_written_survives_closing_and_reopening() {
     let dir = tempfile::tempdir().unwrap();
-    let waiting = key("1/incident_created", "a@example.com");
+    let waiting = delivery("1/incident_created", "a@example.com", 1, t(0));
     {
         let mut journal = open(dir.path());
         journal
-            .write(&[handled(3, 42, t(0)), queued(&waiting, 1, t(0))])
+            .write(&[
+                handled(3, 42, t(0)),
+                decided("1/incident_created", 1, t(0)),
+                queued(&waiting),
+            ])
             .unwrap();
     }
-    let journal = open(dir.path());
+    let mut journal = open(dir.path());
     assert!(journal.contains_event(TOPIC, 3, 42).unwrap());
-    assert_eq!(journal.undelivered_notifications().unwrap().len(), 1);
+    let resumed = journal
+        .resume_notifications(t(10), HOUR, DAY, 1000)
+        .unwrap();
+    assert_eq!(resumed.deliveries.pending, [waiting]);
+    assert_eq!(resumed.decided.len(), 1);
 }
 
 #[test]
@@ -414,8 +491,40 @@ fn a_reader_sees_what_was_committed_while_the_journal_is_open() {
     journal.write(&[handled(0, 1, t(0))]).unwrap();
     assert!(reader.contains_event(TOPIC, 0, 1).unwrap());
     assert!(reader.open_escalations().unwrap().is_empty());
-    assert!(reader.undelivered_notifications().unwrap().is_empty());
-    assert!(reader.delivered_keys_since(t(0)).unwrap().is_empty());
+    assert!(
+        reader
+            .decided_notifications(t(0), t(10), 10)
+            .unwrap()
+            .is_empty()
+    );
+    journal
+        .write(&[
+            decided("1/incident_created", 1, t(1)),
+            decided("2/incident_created", 2, t(5)),
+        ])
+        .unwrap();
+    let keys = |not_before, before| -> Vec<String> {
+        reader
+            .decided_notifications(not_before, before, 10)
+            .unwrap()
+            .into_iter()
+            .map(|n| n.dedup_key)
+            .collect()
+    };
+    assert_eq!(
+        keys(t(0), t(10)),
+        ["1/incident_created", "2/incident_created"]
+    );
+    assert_eq!(
+        keys(t(2), t(10)),
+        ["2/incident_created"],
+        "older ones are past the horizon"
+    );
+    assert_eq!(
+        keys(t(0), t(5)),
+        ["1/incident_created"],
+        "newer ones may be in flight"
+    );
 }
 
 fn day(days: i64) -> i64 {
@@ -423,7 +532,7 @@ fn day(days: i64) -> i64 {
 }
 
 #[test]
-fn prune_deletes_old_records_but_keeps_open_escalations_and_undelivered_notifications() {
+fn prune_deletes_old_records_but_keeps_open_escalations() {
     let dir = tempfile::tempdir().unwrap();
     let path = journal_path(dir.path());
     let config = JournalConfig {
@@ -449,19 +558,19 @@ fn prune_deletes_old_records_but_keeps_open_escalations_and_undelivered_notifica
     old.extend(records(&book, vec![change], 10));
     let change = book.close(1).unwrap();
     old.extend(records(&book, vec![change], 20));
-    let delivered = key("1/incident_created", "a@example.com");
-    let stuck = key("2/incident_created", "b@example.com");
+    let delivered = delivery("1/incident_created", "a@example.com", 1, t(0));
+    let stuck = delivery("2/incident_created", "b@example.com", 2, t(0));
     old.extend([
-        queued(&delivered, 1, t(0)),
-        queued(&stuck, 2, t(0)),
-        attempt(&delivered, 1, t(1), AttemptOutcome::Delivered),
+        decided("1/incident_created", 1, t(0)),
+        decided("2/incident_created", 2, t(0)),
+        queued(&delivered),
+        queued(&stuck),
+        attempt(&delivered, t(1), AttemptOutcome::Delivered),
         attempt(
             &stuck,
-            1,
             t(1),
-            AttemptOutcome::Failed {
+            AttemptOutcome::Retrying {
                 error: "timeout".into(),
-                will_retry: true,
             },
         ),
     ]);
@@ -480,11 +589,11 @@ fn prune_deletes_old_records_but_keeps_open_escalations_and_undelivered_notifica
         "opened, acknowledged, closed of incident 1"
     );
     assert_eq!(report.acknowledgements, 1);
-    assert_eq!(report.notifications, 1, "the delivered one");
-    assert_eq!(
-        report.notification_attempts, 1,
-        "the delivered one's attempt"
-    );
+    // Notification state older than retention is older than any resume horizon: it can
+    // neither be sent nor stop a send any more, whatever its state.
+    assert_eq!(report.notifications, 2);
+    assert_eq!(report.deliveries, 2);
+    assert_eq!(report.delivery_attempts, 2);
     assert!(!report.more);
 
     assert!(journal.contains_event(TOPIC, 0, 3).unwrap());
@@ -497,14 +606,9 @@ fn prune_deletes_old_records_but_keeps_open_escalations_and_undelivered_notifica
         1,
         "incident 2's history stays"
     );
-    let pending = journal.undelivered_notifications().unwrap();
-    assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].entry.key, stuck);
-    assert_eq!(
-        count(&path, "notification_attempts"),
-        1,
-        "the stuck one's attempt stays"
-    );
+    assert_eq!(count(&path, "notifications"), 0);
+    assert_eq!(count(&path, "deliveries"), 0);
+    assert_eq!(count(&path, "delivery_attempts"), 0);
 }
 
 #[test]

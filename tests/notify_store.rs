@@ -1,51 +1,66 @@
-//! The outbox/dedup state behind `OutboxStore` outlives a notifier when the store does: what a
-//! persistent store (the journal) will give. Here one store is shared by two notifiers in
-//! turn, like one console stopping during an outage and starting again.
+//! Notification state kept by the journal outlives a notifier: deliveries owed when one run
+//! stops are sent by the next, and what was sent is not sent again. Each run opens the
+//! journal, resumes from it, records through its writer and closes it, as the runtime does.
 
 #[path = "support/notify_fixtures.rs"]
 mod fixtures;
 #[path = "support/notify_servers.rs"]
 mod servers;
 
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use incident_console::core::engine::SourceRef;
 use incident_console::core::engine::{Audience, NotificationKind};
 use incident_console::core::event::Priority;
-use incident_console::notify::{Delivery, InMemoryOutboxStore, Notifier, OutboxStore};
+use incident_console::journal::{Journal, JournalConfig, JournalWriter};
+use incident_console::notify::{Notifier, NotifyConfig};
 
 use fixtures::{fast_config, notification};
 use servers::{HttpReceiver, WAIT, eventually, free_port};
 
-/// A store that survives the notifier using it, as a journal-backed one would.
-#[derive(Clone)]
-struct Kept(Arc<Mutex<InMemoryOutboxStore>>);
+struct Run {
+    notifier: Notifier,
+    writer: JournalWriter<SourceRef>,
+}
 
-impl OutboxStore for Kept {
-    fn claim(&mut self, key: &str, now: DateTime<Utc>) -> bool {
-        self.0.lock().unwrap().claim(key, now)
+/// Opens the journal at `path` and starts a notifier on it, as the runtime does at start.
+fn start(path: &Path, config: &NotifyConfig) -> Run {
+    let mut journal = Journal::open(path, &JournalConfig::default()).unwrap();
+    let resumed = journal
+        .resume_notifications(
+            chrono::Utc::now(),
+            Duration::from_secs(config.dedup.resume_horizon_secs),
+            Duration::from_secs(config.dedup.window_secs),
+            config.dedup.max_entries,
+        )
+        .unwrap();
+    let (writer, _completions) = JournalWriter::start(journal).unwrap();
+    let notifier =
+        Notifier::start_with_journal(config, Arc::new(writer.clone()), resumed.deliveries).unwrap();
+    Run { notifier, writer }
+}
+
+impl Run {
+    async fn stop(mut self, timeout: Duration) {
+        self.notifier.shutdown(timeout).await;
+        drop(self.notifier);
+        self.writer.shutdown().await.unwrap();
     }
-    fn enqueue(&mut self, delivery: &Delivery) {
-        self.0.lock().unwrap().enqueue(delivery)
-    }
-    fn delivered(&mut self, key: &str, now: DateTime<Utc>) {
-        self.0.lock().unwrap().delivered(key, now)
-    }
-    fn abandoned(&mut self, key: &str) {
-        self.0.lock().unwrap().abandoned(key)
-    }
-    fn pending(&self) -> Vec<Delivery> {
-        self.0.lock().unwrap().pending()
-    }
+}
+
+fn deliveries(path: &Path) -> Vec<(String, i64)> {
+    Journal::open(path, &JournalConfig::default())
+        .unwrap()
+        .states("deliveries")
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_deliveries_resume_and_dedup_holds_across_a_restart() {
-    let store = Kept(Arc::new(Mutex::new(InMemoryOutboxStore::new(
-        Duration::from_secs(3600),
-        1000,
-    ))));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.sqlite3");
     let port = free_port();
     let mut config = fast_config();
     config.webhook.url = Some(format!("http://127.0.0.1:{port}/webhook"));
@@ -59,32 +74,44 @@ async fn pending_deliveries_resume_and_dedup_holds_across_a_restart() {
     );
 
     // First run: the webhook is down; the console stops before it comes back.
-    let mut first = Notifier::start_with_store(&config, Box::new(store.clone())).unwrap();
-    first.submit(created.clone());
+    let mut first = start(&path, &config);
+    first.notifier.submit(created.clone());
     eventually(WAIT, "the delivery to be retrying", || {
-        (first.status().channels[0].retrying > 0).then_some(())
+        (first.notifier.status().channels[0].retrying > 0).then_some(())
     })
     .await;
-    first.shutdown(Duration::from_millis(100)).await;
-    let pending = store.pending();
-    assert_eq!(pending.len(), 1, "still owed after the first run");
-    assert_eq!(pending[0].key, "77/incident_created/0|webhook|webhook");
+    first.stop(Duration::from_millis(100)).await;
+    assert_eq!(
+        deliveries(&path),
+        [("pending".to_string(), 1)],
+        "still owed after the first run"
+    );
 
     // Second run: the webhook is back. The owed delivery is resumed, and the same
     // notification arriving again (a re-read Kafka message) is recognised as sent.
     let mut receiver = HttpReceiver::start_on(port).await;
-    let mut second = Notifier::start_with_store(&config, Box::new(store.clone())).unwrap();
+    let mut second = start(&path, &config);
     let ok = receiver.wait_ok("/webhook", 1).await;
     assert_eq!(ok[0].body["incident_id"], 77);
     assert_eq!(ok[0].headers["idempotency-key"], "77/incident_created/0");
-    second.submit(created);
+    second.notifier.submit(created.clone());
     eventually(WAIT, "the repeat to be dropped", || {
-        let status = second.status();
+        let status = second.notifier.status();
         (status.deduplicated == 1 && status.delivered == 1).then_some(())
     })
     .await;
-    second.shutdown(Duration::from_secs(5)).await;
-    assert!(store.pending().is_empty());
+    second.stop(Duration::from_secs(5)).await;
+    assert_eq!(deliveries(&path), [("delivered".to_string(), 1)]);
+
+    // Third run: the same notification again is still a duplicate (the claim came back
+    // from the journal, not from memory).
+    let mut third = start(&path, &config);
+    third.notifier.submit(created);
+    eventually(WAIT, "the repeat to be dropped", || {
+        (third.notifier.status().deduplicated == 1).then_some(())
+    })
+    .await;
+    third.stop(Duration::from_secs(5)).await;
     assert_eq!(
         receiver.on("/webhook").len(),
         1,
@@ -94,14 +121,12 @@ async fn pending_deliveries_resume_and_dedup_holds_across_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resumed_delivery_for_a_channel_now_off_is_counted_not_lost_silently() {
-    let store = Kept(Arc::new(Mutex::new(InMemoryOutboxStore::new(
-        Duration::from_secs(3600),
-        1000,
-    ))));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.sqlite3");
     let mut config = fast_config();
     config.webhook.url = Some(format!("http://127.0.0.1:{}/webhook", free_port()));
-    let mut first = Notifier::start_with_store(&config, Box::new(store.clone())).unwrap();
-    first.submit(notification(
+    let mut first = start(&path, &config);
+    first.notifier.submit(notification(
         NotificationKind::Resolved,
         Audience::Administrators,
         78,
@@ -109,15 +134,15 @@ async fn a_resumed_delivery_for_a_channel_now_off_is_counted_not_lost_silently()
         Priority::Low,
         &[],
     ));
-    eventually(WAIT, "the delivery to be held", || {
-        (!store.pending().is_empty()).then_some(())
+    eventually(WAIT, "the delivery to be retrying", || {
+        (first.notifier.status().channels[0].retrying > 0).then_some(())
     })
     .await;
-    first.shutdown(Duration::from_millis(50)).await;
+    first.stop(Duration::from_millis(50)).await;
     config.webhook.url = None;
-    let mut second = Notifier::start_with_store(&config, Box::new(store.clone())).unwrap();
-    let status = second.status();
+    let second = start(&path, &config);
+    let status = second.notifier.status();
     assert_eq!(status.failed, 1);
-    assert!(store.pending().is_empty());
-    second.shutdown(Duration::from_secs(1)).await;
+    second.stop(Duration::from_secs(1)).await;
+    assert_eq!(deliveries(&path), [("failed".to_string(), 1)]);
 }

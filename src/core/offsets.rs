@@ -60,6 +60,22 @@ impl OffsetTracker {
         self.partitions.remove(key);
     }
 
+    /// Forgets every partition of `topic` not in `assigned` (after a rebalance took them
+    /// away), so that work finishing late never stores an offset for a partition another
+    /// consumer now owns. Returns what was forgotten.
+    pub fn retain_assigned(&mut self, topic: &str, assigned: &[i32]) -> Vec<PartitionKey> {
+        let revoked: Vec<PartitionKey> = self
+            .partitions
+            .keys()
+            .filter(|key| key.topic == topic && !assigned.contains(&key.partition))
+            .cloned()
+            .collect();
+        for key in &revoked {
+            self.forget(key);
+        }
+        revoked
+    }
+
     pub fn in_flight(&self) -> usize {
         self.partitions.values().map(|p| p.in_flight.len()).sum()
     }
@@ -74,6 +90,25 @@ mod tests {
             topic: "t".into(),
             partition,
         }
+    }
+
+    #[test]
+    fn a_revoked_partition_stores_nothing_when_its_work_finishes_late() {
+        let mut tracker = OffsetTracker::default();
+        tracker.begin(&key(0), 10);
+        tracker.begin(&key(1), 20);
+        assert_eq!(tracker.retain_assigned("t", &[1]), [key(0)]);
+        assert_eq!(
+            tracker.finish(&key(0), 10),
+            None,
+            "partition 0 is someone else's now"
+        );
+        assert_eq!(tracker.finish(&key(1), 20), Some(21));
+        assert_eq!(tracker.in_flight(), 0);
+        assert!(
+            tracker.retain_assigned("other", &[]).is_empty(),
+            "another topic's partitions"
+        );
     }
 
     #[test]

@@ -3,11 +3,14 @@
 //!
 //! It records every processed Kafka message (handled or dead-lettered, unique by topic,
 //! partition and offset), every escalation change with the current state of each open
-//! escalation, every acknowledgement, and the notification outbox with each delivery attempt.
+//! escalation, every acknowledgement, and all notification state: each notification the engine
+//! decided (`decided` → `routed` → `delivered` / `failed` / `expired`), each delivery (which is
+//! also the deduplication claim) and each attempt. It is the one owner of that state; the
+//! notifier sends it [`DeliveryChange`]s through the writer and never opens the file.
 //!
 //! - [`Journal`] is the synchronous store: open it at start-up, ask it what happened before
-//!   (`contains_event`, `open_escalations`, `undelivered_notifications`,
-//!   `delivered_keys_since`), then hand it to a [`JournalWriter`].
+//!   (`open_escalations`, `resume_notifications`, `highest_offsets`), then hand it to a
+//!   [`JournalWriter`].
 //! - [`JournalWriter`] owns the connection on a thread of its own behind a bounded queue,
 //!   commits whatever is queued in one transaction, and reports each submission back, with
 //!   the caller's token, once its transaction has committed.
@@ -16,7 +19,6 @@
 
 mod error;
 mod lock;
-pub mod outbox;
 mod query;
 mod record;
 mod schema;
@@ -26,12 +28,15 @@ mod writer;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+
+use crate::notify::{DeliveryChange, DeliveryRecorder};
 
 pub use error::JournalError;
 pub use record::{
-    AttemptOutcome, DeliveryAttempt, DeliveryKey, EscalationRecord, EventOutcome, JournalRecord,
-    OutboxEntry, PendingNotification, ProcessedEvent, change_incident, escalation_records,
+    Decision, EscalationRecord, EventOutcome, JournalRecord, ProcessedEvent, ResumedNotifications,
+    change_incident, escalation_records,
 };
 pub use store::{Journal, JournalReader, PruneReport};
 pub use writer::{Completion, JournalStats, JournalWriter};
@@ -107,7 +112,20 @@ impl JournalConfig {
     }
 
     pub(crate) fn batch_delay(&self) -> Duration {
-        Duration::from_millis(self.max_batch_delay_ms.min(1000))
+        Duration::from_millis(self.max_batch_delay_ms)
+    }
+}
+
+/// The notifier records delivery changes through the writer: one writer for all notification
+/// state. Recording waits while the writer's queue is full.
+impl<T: Send + 'static> DeliveryRecorder for JournalWriter<T> {
+    fn record(&self, changes: Vec<DeliveryChange>) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let records = changes.into_iter().map(JournalRecord::Delivery).collect();
+            if let Err(error) = JournalWriter::record(self, records).await {
+                tracing::error!(%error, "cannot journal notification deliveries");
+            }
+        })
     }
 }
 

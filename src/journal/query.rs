@@ -8,12 +8,13 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::JournalError;
 use super::record::{
-    AttemptOutcome, DeliveryAttempt, DeliveryKey, EscalationRecord, EventOutcome, JournalRecord,
-    OutboxEntry, PendingNotification, ProcessedEvent,
+    Decision, EscalationRecord, EventOutcome, JournalRecord, ProcessedEvent, ResumedNotifications,
 };
 use super::store::PruneReport;
+use crate::core::engine::Notification;
 use crate::core::escalation::{Acknowledgement, Escalation, EscalationChange};
 use crate::core::event::{Priority, Timestamp};
+use crate::notify::{AttemptOutcome, Delivery, DeliveryChange};
 
 pub fn time_text(at: &Timestamp) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -45,8 +46,8 @@ pub fn write_records(
         match record {
             JournalRecord::Event(event) => write_event(transaction, event)?,
             JournalRecord::Escalation(escalation) => write_escalation(transaction, escalation)?,
-            JournalRecord::NotificationQueued(entry) => write_outbox_entry(transaction, entry)?,
-            JournalRecord::NotificationAttempt(attempt) => write_attempt(transaction, attempt)?,
+            JournalRecord::Decided(decision) => write_decision(transaction, decision)?,
+            JournalRecord::Delivery(change) => write_delivery_change(transaction, change)?,
         }
     }
     Ok(())
@@ -180,90 +181,139 @@ fn write_escalation(
     Ok(())
 }
 
-fn write_outbox_entry(transaction: &Transaction<'_>, entry: &OutboxEntry) -> rusqlite::Result<()> {
-    // Queuing a key again (a re-delivered event) must not reset what happened to it.
+fn to_json<T: serde::Serialize>(value: &T) -> rusqlite::Result<String> {
+    serde_json::to_string(value)
+        .map_err(|error| rusqlite::Error::ToSqlConversionFailure(Box::new(error)))
+}
+
+fn write_decision(transaction: &Transaction<'_>, decision: &Decision) -> rusqlite::Result<()> {
+    let notification = &decision.notification;
+    let at = time_text(&decision.at);
+    // Deciding a key again (a re-delivered event) must not reset what happened to it.
     transaction
         .prepare_cached(
-            "INSERT INTO notifications (dedup_key, channel, recipient, incident_id, payload,
-                 queued_at, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending')
-             ON CONFLICT (dedup_key, channel, recipient) DO NOTHING",
+            "INSERT INTO notifications (dedup_key, incident_id, kind, payload, decided_at, state,
+                 updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'decided', ?5)
+             ON CONFLICT (dedup_key) DO NOTHING",
         )?
         .execute(params![
-            entry.key.dedup_key,
-            entry.key.channel,
-            entry.key.recipient,
-            entry.incident_id,
-            entry.payload.to_string(),
-            time_text(&entry.queued_at),
+            notification.dedup_key,
+            notification.incident_id,
+            notification.kind.as_str(),
+            to_json(notification)?,
+            at,
         ])?;
     Ok(())
 }
 
-fn write_attempt(transaction: &Transaction<'_>, attempt: &DeliveryAttempt) -> rusqlite::Result<()> {
-    let at = time_text(&attempt.at);
-    let key = &attempt.key;
-    let error = match &attempt.outcome {
-        AttemptOutcome::Delivered => None,
-        AttemptOutcome::Failed { error, .. } => Some(error.as_str()),
-    };
+/// The state a routed notification reaches once none of its deliveries is pending: failed if
+/// one failed, expired if one expired, delivered otherwise (duplicates and digests included).
+/// `?1` is the time; `WHERE` follows.
+const SETTLE_NOTIFICATIONS: &str = "
+    UPDATE notifications SET updated_at = ?1, state = CASE
+        WHEN EXISTS (SELECT 1 FROM deliveries d
+                     WHERE d.dedup_key = notifications.dedup_key AND d.state = 'failed')
+            THEN 'failed'
+        WHEN EXISTS (SELECT 1 FROM deliveries d
+                     WHERE d.dedup_key = notifications.dedup_key AND d.state = 'expired')
+            THEN 'expired'
+        ELSE 'delivered' END
+    WHERE state = 'routed' AND NOT EXISTS (
+        SELECT 1 FROM deliveries d
+        WHERE d.dedup_key = notifications.dedup_key AND d.state = 'pending')";
+
+fn settle_notification(
+    transaction: &Transaction<'_>,
+    dedup_key: &str,
+    at: &str,
+) -> rusqlite::Result<()> {
+    transaction
+        .prepare_cached(&format!("{SETTLE_NOTIFICATIONS} AND dedup_key = ?2"))?
+        .execute(params![at, dedup_key])?;
+    Ok(())
+}
+
+/// The notification a delivery key belongs to: `<dedup_key>|<channel>|<recipient>`.
+fn dedup_key_of(key: &str) -> &str {
+    key.split('|').next().unwrap_or(key)
+}
+
+fn write_delivery_change(
+    transaction: &Transaction<'_>,
+    change: &DeliveryChange,
+) -> rusqlite::Result<()> {
+    match change {
+        DeliveryChange::Routed { dedup_key, at } => {
+            let at = time_text(at);
+            transaction
+                .prepare_cached(
+                    "UPDATE notifications SET state = 'routed', updated_at = ?2
+                     WHERE dedup_key = ?1 AND state = 'decided'",
+                )?
+                .execute(params![dedup_key, at])?;
+            settle_notification(transaction, dedup_key, &at)?;
+        }
+        DeliveryChange::Queued(delivery) => write_queued(transaction, delivery)?,
+        DeliveryChange::Attempted { key, at, outcome } => {
+            let at = time_text(at);
+            let error = outcome.error();
+            transaction
+                .prepare_cached(
+                    "INSERT INTO delivery_attempts (dedup_key, channel, recipient, attempt, at,
+                         outcome, error)
+                     SELECT dedup_key, channel, recipient, attempts + 1, ?2, ?3, ?4
+                     FROM deliveries WHERE key = ?1",
+                )?
+                .execute(params![key, at, outcome.as_str(), error])?;
+            let state = match outcome {
+                // A late success counts even after the notifier had given up.
+                AttemptOutcome::Delivered => "'delivered'",
+                AttemptOutcome::Retrying { .. } => "state",
+                AttemptOutcome::Failed { .. } => {
+                    "CASE state WHEN 'delivered' THEN 'delivered' ELSE 'failed' END"
+                }
+            };
+            let finished = match outcome {
+                AttemptOutcome::Retrying { .. } => "finished_at",
+                _ => "?2",
+            };
+            transaction
+                .prepare_cached(&format!(
+                    "UPDATE deliveries SET attempts = attempts + 1,
+                         last_error = coalesce(?3, last_error), state = {state},
+                         finished_at = {finished}
+                     WHERE key = ?1"
+                ))?
+                .execute(params![key, at, error])?;
+            if !matches!(outcome, AttemptOutcome::Retrying { .. }) {
+                settle_notification(transaction, dedup_key_of(key), &at)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_queued(transaction: &Transaction<'_>, delivery: &Delivery) -> rusqlite::Result<()> {
+    // Queued again (after its window passed, or after it failed): a new delivery.
     transaction
         .prepare_cached(
-            "INSERT INTO notification_attempts (dedup_key, channel, recipient, attempt, at,
-                 outcome, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO deliveries (key, dedup_key, channel, recipient, incident_id, payload,
+                 queued_at, state)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending')
+             ON CONFLICT (key) DO UPDATE SET payload = excluded.payload,
+                 queued_at = excluded.queued_at, state = 'pending', attempts = 0,
+                 last_error = NULL, finished_at = NULL",
         )?
         .execute(params![
-            key.dedup_key,
-            key.channel,
-            key.recipient,
-            attempt.attempt,
-            at,
-            attempt.outcome.as_str(),
-            error,
+            delivery.key,
+            dedup_key_of(&delivery.key),
+            delivery.channel.as_str(),
+            delivery.recipient,
+            delivery.incident_id,
+            to_json(delivery)?,
+            time_text(&delivery.accepted_at),
         ])?;
-    let (dedup_key, channel, recipient) = (&key.dedup_key, &key.channel, &key.recipient);
-    match &attempt.outcome {
-        // A late success counts even after the notifier had given up.
-        AttemptOutcome::Delivered => transaction
-            .prepare_cached(
-                "UPDATE notifications SET state = 'delivered', attempts = max(attempts, ?4),
-                     finished_at = ?5
-                 WHERE dedup_key = ?1 AND channel = ?2 AND recipient = ?3
-                     AND state != 'delivered'",
-            )?
-            .execute(params![dedup_key, channel, recipient, attempt.attempt, at])?,
-        AttemptOutcome::Failed {
-            will_retry: true, ..
-        } => transaction
-            .prepare_cached(
-                "UPDATE notifications SET attempts = max(attempts, ?4), last_error = ?5
-                 WHERE dedup_key = ?1 AND channel = ?2 AND recipient = ?3 AND state = 'pending'",
-            )?
-            .execute(params![
-                dedup_key,
-                channel,
-                recipient,
-                attempt.attempt,
-                error
-            ])?,
-        AttemptOutcome::Failed {
-            will_retry: false, ..
-        } => transaction
-            .prepare_cached(
-                "UPDATE notifications SET state = 'failed', attempts = max(attempts, ?4),
-                     last_error = ?5, finished_at = ?6
-                 WHERE dedup_key = ?1 AND channel = ?2 AND recipient = ?3 AND state = 'pending'",
-            )?
-            .execute(params![
-                dedup_key,
-                channel,
-                recipient,
-                attempt.attempt,
-                error,
-                at
-            ])?,
-    };
     Ok(())
 }
 
@@ -355,112 +405,176 @@ pub fn open_escalations(
     Ok(escalations)
 }
 
-/// Outbox entries still to deliver, in the order they were queued.
-pub fn undelivered_notifications(
-    connection: &Connection,
+/// Expires what is older than `horizon` and not finished, settles routed notifications whose
+/// deliveries are all finished, and reads back what a start needs: decided notifications
+/// never routed, pending deliveries, and the claims made since `window` (at most
+/// `max_claims`, the newest).
+pub fn resume_notifications(
+    transaction: &Transaction<'_>,
     path: &Path,
-) -> Result<Vec<PendingNotification>, JournalError> {
-    type Row = (
-        String,
-        String,
-        String,
-        Option<i64>,
-        String,
-        String,
-        i64,
-        Option<String>,
-    );
+    now: &Timestamp,
+    horizon: &Timestamp,
+    window: &Timestamp,
+    max_claims: usize,
+) -> Result<ResumedNotifications, JournalError> {
     let sqlite = |error| JournalError::from_sqlite(path, error);
-    let mut statement = connection
-        .prepare_cached(
-            "SELECT dedup_key, channel, recipient, incident_id, payload, queued_at, attempts,
-                 last_error
-             FROM notifications WHERE state = 'pending' ORDER BY id",
+    let (now, horizon, window) = (time_text(now), time_text(horizon), time_text(window));
+    let expired_notifications = transaction
+        .execute(
+            "UPDATE notifications SET state = 'expired', updated_at = ?1
+             WHERE state = 'decided' AND decided_at < ?2",
+            params![now, horizon],
         )
         .map_err(sqlite)?;
-    let rows = statement
-        .query_map([], |row| {
-            Ok::<Row, _>((
-                row.get(0)?,
-                row.get(1)?,
-                row.get(2)?,
-                row.get(3)?,
-                row.get(4)?,
-                row.get(5)?,
-                row.get(6)?,
-                row.get(7)?,
-            ))
-        })
+    let expired_deliveries = transaction
+        .execute(
+            "UPDATE deliveries SET state = 'expired', finished_at = ?1,
+                 last_error = 'older than the resume horizon at a restart'
+             WHERE state = 'pending' AND queued_at < ?2",
+            params![now, horizon],
+        )
         .map_err(sqlite)?;
-    let mut pending = Vec::new();
-    for row in rows {
-        let (dedup_key, channel, recipient, incident_id, payload, queued_at, attempts, error) =
-            row.map_err(sqlite)?;
-        pending.push(PendingNotification {
-            entry: OutboxEntry {
-                key: DeliveryKey {
-                    dedup_key,
-                    channel,
-                    recipient,
-                },
-                incident_id,
-                payload: serde_json::from_str(&payload)
-                    .map_err(|_| JournalError::bad_value(path, "payload", &payload))?,
-                queued_at: parse_time(path, &queued_at)?,
-            },
-            attempts: non_negative_u32(path, "attempt count", attempts)?,
-            last_error: error,
-        });
+    transaction
+        .execute(SETTLE_NOTIFICATIONS, params![now])
+        .map_err(sqlite)?;
+    let decided: Vec<(i64, String)> = read_rows(
+        transaction,
+        "SELECT id, payload FROM notifications WHERE state = 'decided' ORDER BY id",
+        params![],
+    )
+    .map_err(sqlite)?;
+    let pending: Vec<(i64, String)> = read_rows(
+        transaction,
+        "SELECT id, payload FROM deliveries WHERE state = 'pending' ORDER BY queued_at, id",
+        params![],
+    )
+    .map_err(sqlite)?;
+    let claims: Vec<(String, String)> = read_rows(
+        transaction,
+        "SELECT key, queued_at FROM (
+             SELECT id, key, queued_at FROM deliveries
+             WHERE state != 'failed' AND queued_at >= ?1
+             ORDER BY queued_at DESC, id DESC LIMIT ?2)
+         ORDER BY queued_at, id",
+        params![window, i64::try_from(max_claims).unwrap_or(i64::MAX)],
+    )
+    .map_err(sqlite)?;
+    let mut resumed = ResumedNotifications {
+        decided: parse_payloads(path, "notifications", decided),
+        expired_notifications,
+        expired_deliveries,
+        ..ResumedNotifications::default()
+    };
+    resumed.deliveries.pending = parse_payloads(path, "deliveries", pending);
+    for (key, at) in claims {
+        resumed
+            .deliveries
+            .claims
+            .push((key, parse_time(path, &at)?));
     }
-    Ok(pending)
+    Ok(resumed)
 }
 
-/// Deliveries that succeeded at or after `since`.
-pub fn delivered_since(
+/// Decided notifications never routed, decided in `[not_before, before)`, oldest first, at
+/// most `limit`: those the notifier's full queue refused.
+pub fn decided_notifications(
     connection: &Connection,
     path: &Path,
-    since: &Timestamp,
-) -> Result<Vec<DeliveryKey>, JournalError> {
-    let sqlite = |error| JournalError::from_sqlite(path, error);
-    let mut statement = connection
-        .prepare_cached(
-            "SELECT dedup_key, channel, recipient FROM notifications
-             WHERE state = 'delivered' AND finished_at >= ?1 ORDER BY finished_at, id",
-        )
-        .map_err(sqlite)?;
-    let rows = statement
-        .query_map([time_text(since)], |row| {
-            Ok(DeliveryKey {
-                dedup_key: row.get(0)?,
-                channel: row.get(1)?,
-                recipient: row.get(2)?,
-            })
+    not_before: &Timestamp,
+    before: &Timestamp,
+    limit: usize,
+) -> Result<Vec<Notification>, JournalError> {
+    let rows = read_rows(
+        connection,
+        "SELECT id, payload FROM notifications
+         WHERE state = 'decided' AND decided_at >= ?1 AND decided_at < ?2
+         ORDER BY id LIMIT ?3",
+        params![
+            time_text(not_before),
+            time_text(before),
+            i64::try_from(limit).unwrap_or(i64::MAX)
+        ],
+    )
+    .map_err(|error| JournalError::from_sqlite(path, error))?;
+    Ok(parse_payloads(path, "notifications", rows))
+}
+
+fn read_rows<A, B>(
+    connection: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<Vec<(A, B)>>
+where
+    A: rusqlite::types::FromSql,
+    B: rusqlite::types::FromSql,
+{
+    let mut statement = connection.prepare_cached(sql)?;
+    let rows = statement.query_map(params, |row| Ok((row.get(0)?, row.get(1)?)))?;
+    rows.collect()
+}
+
+/// Payloads that no longer parse (written by a newer release, or edited by hand) are skipped
+/// with a warning that names the row: one bad row must not stop a start.
+fn parse_payloads<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    table: &str,
+    rows: Vec<(i64, String)>,
+) -> Vec<T> {
+    rows.into_iter()
+        .filter_map(|(id, payload)| match serde_json::from_str(&payload) {
+            Ok(value) => Some(value),
+            Err(error) => {
+                tracing::warn!(
+                    journal = %path.display(),
+                    table,
+                    id,
+                    %error,
+                    "unreadable notification state skipped"
+                );
+                None
+            }
         })
-        .map_err(sqlite)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sqlite)
+        .collect()
 }
 
-/// Dedup keys with at least one delivery at or after `since`, each once, sorted.
-pub fn delivered_keys_since(
+/// The number of rows in each state of `table` (`notifications` or `deliveries`).
+pub fn states(
     connection: &Connection,
     path: &Path,
-    since: &Timestamp,
-) -> Result<Vec<String>, JournalError> {
+    table: &str,
+) -> Result<Vec<(String, i64)>, JournalError> {
+    let table = match table {
+        "notifications" => "notifications",
+        _ => "deliveries",
+    };
+    read_rows(
+        connection,
+        &format!("SELECT state, count(*) FROM {table} GROUP BY state ORDER BY state"),
+        params![],
+    )
+    .map_err(|error| JournalError::from_sqlite(path, error))
+}
+
+/// The highest journaled offset of each partition.
+pub fn highest_offsets(
+    connection: &Connection,
+    path: &Path,
+) -> Result<Vec<(String, i32, i64)>, JournalError> {
     let sqlite = |error| JournalError::from_sqlite(path, error);
     let mut statement = connection
         .prepare_cached(
-            "SELECT DISTINCT dedup_key FROM notifications
-             WHERE state = 'delivered' AND finished_at >= ?1 ORDER BY dedup_key",
+            "SELECT kafka_topic, kafka_partition, max(kafka_offset) FROM events
+             GROUP BY kafka_topic, kafka_partition",
         )
         .map_err(sqlite)?;
     let rows = statement
-        .query_map([time_text(since)], |row| row.get(0))
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
         .map_err(sqlite)?;
     rows.collect::<rusqlite::Result<_>>().map_err(sqlite)
 }
 
 /// Deletes at most `limit` rows per table older than `cutoff`, never touching open
-/// escalations (nor their history) or notifications still to deliver (nor their attempts).
+/// escalations (nor their history).
 pub fn prune(
     transaction: &Transaction<'_>,
     cutoff: &Timestamp,
@@ -493,18 +607,19 @@ pub fn prune(
                  SELECT incident_id FROM escalations
                  WHERE closed_at IS NOT NULL AND closed_at < ?1 LIMIT ?2)",
         )?,
-        notification_attempts: delete(
-            "DELETE FROM notification_attempts WHERE id IN (
-                 SELECT a.id FROM notification_attempts a WHERE a.at < ?1 AND NOT EXISTS (
-                     SELECT 1 FROM notifications n
-                     WHERE n.dedup_key = a.dedup_key AND n.channel = a.channel
-                         AND n.recipient = a.recipient AND n.state = 'pending')
-                 ORDER BY a.at LIMIT ?2)",
+        // Notification state older than retention (longer than the dedup window and the
+        // resume horizon, see `Config::validate`) can never be sent or stop a send again.
+        delivery_attempts: delete(
+            "DELETE FROM delivery_attempts WHERE id IN (
+                 SELECT id FROM delivery_attempts WHERE at < ?1 ORDER BY at LIMIT ?2)",
+        )?,
+        deliveries: delete(
+            "DELETE FROM deliveries WHERE id IN (
+                 SELECT id FROM deliveries WHERE queued_at < ?1 ORDER BY queued_at LIMIT ?2)",
         )?,
         notifications: delete(
             "DELETE FROM notifications WHERE id IN (
-                 SELECT id FROM notifications
-                 WHERE state != 'pending' AND finished_at < ?1 LIMIT ?2)",
+                 SELECT id FROM notifications WHERE decided_at < ?1 ORDER BY decided_at LIMIT ?2)",
         )?,
         more: false,
     };

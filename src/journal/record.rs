@@ -1,8 +1,9 @@
 //! What goes into the journal, and what comes back out of it after a restart.
 
-use crate::core::engine::{Effect, SourceRef};
+use crate::core::engine::{Effect, Notification, SourceRef};
 use crate::core::escalation::{Escalation, EscalationBook, EscalationChange};
 use crate::core::event::{DecodeError, IncidentEvent, IncidentId, Timestamp};
+use crate::notify::{DeliveryChange, ResumedDeliveries};
 
 /// One thing to write. A batch of these is written in one transaction.
 #[derive(Debug, Clone, PartialEq)]
@@ -11,10 +12,18 @@ pub enum JournalRecord {
     Event(ProcessedEvent),
     /// An escalation changed (acknowledgements are recorded from `Acknowledged` changes).
     Escalation(EscalationRecord),
-    /// A notification entered the outbox for one channel and recipient.
-    NotificationQueued(OutboxEntry),
-    /// A delivery attempt finished.
-    NotificationAttempt(DeliveryAttempt),
+    /// The engine decided on a notification (written with the event that caused it).
+    /// Deciding the same dedup key again changes nothing.
+    Decided(Decision),
+    /// The notifier queued, attempted or finished a delivery, or routed a notification.
+    Delivery(DeliveryChange),
+}
+
+/// A notification the engine decided on, and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub notification: Notification,
+    pub at: Timestamp,
 }
 
 /// A Kafka message and what became of it.
@@ -148,65 +157,15 @@ pub fn change_incident(change: &EscalationChange) -> IncidentId {
     }
 }
 
-/// Which delivery: one notification (by its dedup key) to one recipient on one channel.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct DeliveryKey {
-    pub dedup_key: String,
-    /// `email`, `slack`, `pagerduty`, `webhook` ...
-    pub channel: String,
-    pub recipient: String,
-}
-
-/// A notification waiting in the outbox. Queuing the same key again changes nothing, so a
-/// re-delivered event does not reset a notification that was already sent.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OutboxEntry {
-    pub key: DeliveryKey,
-    pub incident_id: Option<IncidentId>,
-    /// Whatever the notifier needs to send it again after a restart.
-    pub payload: serde_json::Value,
-    pub queued_at: Timestamp,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeliveryAttempt {
-    pub key: DeliveryKey,
-    /// 1 for the first attempt.
-    pub attempt: u32,
-    pub at: Timestamp,
-    pub outcome: AttemptOutcome,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum AttemptOutcome {
-    Delivered,
-    /// `will_retry: false` means the notifier gave up: the notification is marked failed and
-    /// is no longer returned by `undelivered_notifications`.
-    Failed {
-        error: String,
-        will_retry: bool,
-    },
-}
-
-impl AttemptOutcome {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Delivered => "delivered",
-            Self::Failed {
-                will_retry: true, ..
-            } => "failed",
-            Self::Failed {
-                will_retry: false, ..
-            } => "gave_up",
-        }
-    }
-}
-
-/// An outbox entry not yet delivered nor given up, as read back after a restart.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PendingNotification {
-    pub entry: OutboxEntry,
-    /// Attempts made so far.
-    pub attempts: u32,
-    pub last_error: Option<String>,
+/// Notification state read back at start (`Journal::resume_notifications`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResumedNotifications {
+    /// Decided within the resume horizon and never routed: to be routed now.
+    pub decided: Vec<Notification>,
+    /// Pending deliveries and recent claims, for the notifier.
+    pub deliveries: ResumedDeliveries,
+    /// Decided notifications older than the horizon, never routed: marked expired, not sent.
+    pub expired_notifications: usize,
+    /// Pending deliveries older than the horizon: marked expired, not sent.
+    pub expired_deliveries: usize,
 }

@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension};
 pub const APPLICATION_ID: i64 = 0x4943_4A31;
 
 /// Index `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
 
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
 
@@ -104,6 +104,79 @@ CREATE TABLE notification_attempts (
 CREATE INDEX notification_attempts_by_key ON notification_attempts (dedup_key, channel, recipient);
 CREATE INDEX notification_attempts_by_time ON notification_attempts (at);
 ";
+
+/// Version 2: notification state has one owner, this file. `notifications` holds each decision
+/// of the engine (one row per dedup key) and moves through explicit states; `deliveries` holds
+/// each message to one recipient on one channel, the notifier's dedup claims included;
+/// `delivery_attempts` each attempt. Version 1 kept intents in `notifications` (`channel =
+/// 'intent'`) next to copies of deliveries, and the real delivery state in a second file.
+///
+/// Migrated intents start as `decided`, so one decided within the resume horizon and never
+/// routed is still sent; the rest expire at the first start. Migrated delivery copies that
+/// were still pending start as `expired` (the second file, imported at open, has the truth).
+const SCHEMA_V2: &str = "
+CREATE TABLE deliveries (
+    id          INTEGER PRIMARY KEY,
+    key         TEXT    NOT NULL UNIQUE,
+    dedup_key   TEXT    NOT NULL,
+    channel     TEXT    NOT NULL,
+    recipient   TEXT    NOT NULL,
+    incident_id INTEGER,
+    payload     TEXT    NOT NULL,
+    queued_at   TEXT    NOT NULL,
+    state       TEXT    NOT NULL
+                CHECK (state IN ('pending', 'delivered', 'failed', 'expired')),
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    finished_at TEXT
+);
+INSERT INTO deliveries (key, dedup_key, channel, recipient, incident_id, payload, queued_at,
+                        state, attempts, last_error, finished_at)
+    SELECT dedup_key || '|' || channel || '|' || lower(recipient), dedup_key, channel,
+           recipient, incident_id, payload, queued_at,
+           CASE state WHEN 'pending' THEN 'expired' ELSE state END, attempts, last_error,
+           coalesce(finished_at, queued_at)
+    FROM notifications WHERE channel != 'intent';
+CREATE INDEX deliveries_by_state ON deliveries (state, queued_at);
+CREATE INDEX deliveries_by_notification ON deliveries (dedup_key);
+CREATE INDEX deliveries_by_incident ON deliveries (incident_id);
+CREATE INDEX deliveries_by_time ON deliveries (queued_at);
+
+CREATE TABLE notifications_v2 (
+    id          INTEGER PRIMARY KEY,
+    dedup_key   TEXT    NOT NULL UNIQUE,
+    incident_id INTEGER,
+    kind        TEXT    NOT NULL,
+    payload     TEXT    NOT NULL,
+    decided_at  TEXT    NOT NULL,
+    state       TEXT    NOT NULL
+                CHECK (state IN ('decided', 'routed', 'delivered', 'failed', 'expired')),
+    updated_at  TEXT    NOT NULL
+);
+INSERT OR IGNORE INTO notifications_v2 (dedup_key, incident_id, kind, payload, decided_at,
+                                        state, updated_at)
+    SELECT dedup_key, incident_id, coalesce(json_extract(payload, '$.notification'), ''), payload,
+           queued_at, 'decided', queued_at
+    FROM notifications WHERE channel = 'intent' ORDER BY id;
+DROP TABLE notifications;
+ALTER TABLE notifications_v2 RENAME TO notifications;
+CREATE INDEX notifications_by_state ON notifications (state, decided_at);
+CREATE INDEX notifications_by_incident ON notifications (incident_id);
+CREATE INDEX notifications_by_time ON notifications (decided_at);
+
+ALTER TABLE notification_attempts RENAME TO delivery_attempts;
+";
+
+/// Creates a version 1 journal, as an earlier release left it, for migration tests.
+#[cfg(test)]
+pub fn create_v1(connection: &Connection) -> rusqlite::Result<()> {
+    connection.execute_batch(&format!(
+        "PRAGMA application_id = {APPLICATION_ID};
+         CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);
+         {SCHEMA_V1}
+         INSERT INTO schema_version (version, applied_at) VALUES (1, 'then');"
+    ))
+}
 
 /// What the file held before `ensure` ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,9 +10,10 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use serde::Serialize;
 
 use super::lock::JournalLock;
-use super::record::{DeliveryKey, JournalRecord, PendingNotification};
+use super::record::{JournalRecord, ResumedNotifications};
 use super::schema::{self, SchemaProblem};
 use super::{JournalConfig, JournalError, query};
+use crate::core::engine::Notification;
 use crate::core::escalation::Escalation;
 use crate::core::event::Timestamp;
 
@@ -31,20 +32,22 @@ pub struct PruneReport {
     pub escalation_changes: usize,
     pub acknowledgements: usize,
     pub escalations: usize,
-    pub notification_attempts: usize,
+    pub delivery_attempts: usize,
+    pub deliveries: usize,
     pub notifications: usize,
     /// Some table hit the per-call limit: call again.
     pub more: bool,
 }
 
 impl PruneReport {
-    pub fn counts(&self) -> [usize; 6] {
+    pub fn counts(&self) -> [usize; 7] {
         [
             self.events,
             self.escalation_changes,
             self.acknowledgements,
             self.escalations,
-            self.notification_attempts,
+            self.delivery_attempts,
+            self.deliveries,
             self.notifications,
         ]
     }
@@ -144,6 +147,7 @@ impl Journal {
             }
             Err(SchemaProblem::Sqlite(error)) => return Err(sqlite(error)),
         }
+        import_legacy_outbox(&mut connection, path)?;
         Ok(Self {
             connection,
             path: path.to_path_buf(),
@@ -204,19 +208,52 @@ impl Journal {
         query::open_escalations(&self.connection, &self.path)
     }
 
-    /// Outbox entries neither delivered nor given up, oldest first.
-    pub fn undelivered_notifications(&self) -> Result<Vec<PendingNotification>, JournalError> {
-        query::undelivered_notifications(&self.connection, &self.path)
+    /// Notification state for a start, at `now`: what was decided or queued before
+    /// `now - horizon` and never finished is marked expired (and counted), never sent; what is
+    /// younger comes back to be routed or delivered, with the delivery keys claimed within
+    /// `window` (at most `max_claims`, the newest) so that nothing is sent twice. One
+    /// transaction: a crash leaves it undone or done.
+    pub fn resume_notifications(
+        &mut self,
+        now: Timestamp,
+        horizon: Duration,
+        window: Duration,
+        max_claims: usize,
+    ) -> Result<ResumedNotifications, JournalError> {
+        let before = |age: Duration| {
+            chrono::TimeDelta::from_std(age)
+                .ok()
+                .and_then(|age| now.checked_sub_signed(age))
+                .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
+        };
+        let path = &self.path;
+        let sqlite = |error| JournalError::from_sqlite(path, error);
+        let transaction = self
+            .connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite)?;
+        let resumed = query::resume_notifications(
+            &transaction,
+            path,
+            &now,
+            &before(horizon),
+            &before(window),
+            max_claims,
+        )?;
+        transaction.commit().map_err(sqlite)?;
+        Ok(resumed)
     }
 
-    /// Each delivery that succeeded at or after `since`.
-    pub fn delivered_since(&self, since: Timestamp) -> Result<Vec<DeliveryKey>, JournalError> {
-        query::delivered_since(&self.connection, &self.path, &since)
+    /// The highest journaled offset of each partition: a message at or below it may be a
+    /// re-delivery, and is looked up; above it, it cannot be.
+    pub fn highest_offsets(&self) -> Result<Vec<(String, i32, i64)>, JournalError> {
+        query::highest_offsets(&self.connection, &self.path)
     }
 
-    /// Dedup keys with a delivery at or after `since`, each once.
-    pub fn delivered_keys_since(&self, since: Timestamp) -> Result<Vec<String>, JournalError> {
-        query::delivered_keys_since(&self.connection, &self.path, &since)
+    /// How many notifications (`table = "notifications"`) or deliveries (`"deliveries"`) are
+    /// in each state, for tests and tools.
+    pub fn states(&self, table: &str) -> Result<Vec<(String, i64)>, JournalError> {
+        query::states(&self.connection, &self.path, table)
     }
 
     pub fn schema_version(&self) -> Result<i64, JournalError> {
@@ -263,6 +300,70 @@ impl Journal {
     pub fn reader(&self) -> Result<JournalReader, JournalError> {
         JournalReader::open(&self.path)
     }
+}
+
+/// Earlier releases kept the notifier's state in a second file, `<journal>.outbox`. Its
+/// deliveries (with their states) and routed marks move into the journal, which now owns them,
+/// and the file is removed. Done under the journal's lock, in one transaction.
+fn import_legacy_outbox(connection: &mut Connection, path: &Path) -> Result<(), JournalError> {
+    let mut legacy = path.as_os_str().to_owned();
+    legacy.push(".outbox");
+    let legacy = PathBuf::from(legacy);
+    if !legacy.is_file() {
+        return Ok(());
+    }
+    let sqlite = |error| JournalError::from_sqlite(&legacy, error);
+    connection
+        .execute(
+            "ATTACH DATABASE ?1 AS legacy",
+            [legacy.to_string_lossy().as_ref()],
+        )
+        .map_err(sqlite)?;
+    let imported = (|| -> rusqlite::Result<usize> {
+        let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tables: i64 = transaction.query_row(
+            "SELECT count(*) FROM legacy.sqlite_master
+             WHERE type = 'table' AND name IN ('deliveries', 'routed')",
+            [],
+            |row| row.get(0),
+        )?;
+        let mut count = 0;
+        if tables == 2 {
+            count = transaction.execute(
+                "INSERT INTO deliveries (key, dedup_key, channel, recipient, incident_id, payload,
+                     queued_at, state, attempts, finished_at)
+                 SELECT key, substr(key, 1, instr(key, '|') - 1), channel, recipient,
+                     incident_id, payload, queued_at, state, attempts, finished_at
+                 FROM legacy.deliveries WHERE instr(key, '|') > 0
+                 ON CONFLICT (key) DO UPDATE SET payload = excluded.payload,
+                     state = excluded.state, attempts = excluded.attempts,
+                     finished_at = excluded.finished_at",
+                [],
+            )?;
+            transaction.execute(
+                "UPDATE notifications SET state = 'routed'
+                 WHERE state = 'decided'
+                     AND dedup_key IN (SELECT dedup_key FROM legacy.routed)",
+                [],
+            )?;
+        }
+        transaction.commit()?;
+        Ok(count)
+    })();
+    let detached = connection.execute("DETACH DATABASE legacy", []);
+    let imported = imported.map_err(sqlite)?;
+    detached.map_err(sqlite)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = legacy.as_os_str().to_owned();
+        file.push(suffix);
+        let _ = std::fs::remove_file(PathBuf::from(file));
+    }
+    tracing::info!(
+        path = %legacy.display(),
+        deliveries = imported,
+        "notification state of an earlier release moved into the journal"
+    );
+    Ok(())
 }
 
 /// Creates the file readable and writable by its owner only, and narrows an existing file
@@ -351,15 +452,137 @@ impl JournalReader {
         query::open_escalations(&self.connection, &self.path)
     }
 
-    pub fn undelivered_notifications(&self) -> Result<Vec<PendingNotification>, JournalError> {
-        query::undelivered_notifications(&self.connection, &self.path)
+    /// Decided notifications never routed, decided in `[not_before, before)`, oldest first,
+    /// at most `limit`.
+    pub fn decided_notifications(
+        &self,
+        not_before: Timestamp,
+        before: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Notification>, JournalError> {
+        query::decided_notifications(&self.connection, &self.path, &not_before, &before, limit)
     }
 
-    pub fn delivered_since(&self, since: Timestamp) -> Result<Vec<DeliveryKey>, JournalError> {
-        query::delivered_since(&self.connection, &self.path, &since)
+    pub fn states(&self, table: &str) -> Result<Vec<(String, i64)>, JournalError> {
+        query::states(&self.connection, &self.path, table)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::engine::{Audience, NotificationKind};
+    use crate::notify::{Channel, Delivery, Payload};
+
+    fn notification(dedup_key: &str) -> Notification {
+        Notification {
+            kind: NotificationKind::IncidentCreated,
+            audience: Audience::Administrators,
+            incident_id: 1,
+            title: "t".into(),
+            priority: None,
+            dedup_key: dedup_key.into(),
+            fields: Default::default(),
+        }
     }
 
-    pub fn delivered_keys_since(&self, since: Timestamp) -> Result<Vec<String>, JournalError> {
-        query::delivered_keys_since(&self.connection, &self.path, &since)
+    /// A journal of the release before notification state moved into it: intents in
+    /// `notifications`, the notifier's own state in `<journal>.outbox`.
+    #[test]
+    fn a_version_1_journal_and_its_outbox_file_are_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.sqlite3");
+        let now = chrono::Utc::now();
+        let minutes_ago = |m| query::time_text(&(now - chrono::TimeDelta::minutes(m)));
+        {
+            let connection = Connection::open(&path).unwrap();
+            schema::create_v1(&connection).unwrap();
+            let intent = |key: &str, minutes: i64| {
+                connection
+                    .execute(
+                        "INSERT INTO notifications (dedup_key, channel, recipient, incident_id,
+                             payload, queued_at, state)
+                         VALUES (?1, 'intent', '', 1, ?2, ?3, 'pending')",
+                        rusqlite::params![
+                            key,
+                            serde_json::to_string(&notification(key)).unwrap(),
+                            minutes_ago(minutes)
+                        ],
+                    )
+                    .unwrap();
+            };
+            intent("1/never_routed", 10);
+            intent("2/routed_and_owed", 10);
+            intent("3/long_ago", 600);
+        }
+        let owed = Delivery {
+            key: Delivery::key_for("2/routed_and_owed", Channel::Email, "a@example.com"),
+            channel: Channel::Email,
+            recipient: "a@example.com".into(),
+            incident_id: Some(1),
+            kind: "incident_created".into(),
+            payload: Payload::Email {
+                to: "a@example.com".into(),
+                subject: "s".into(),
+                body: "b".into(),
+            },
+            accepted_at: now - chrono::TimeDelta::minutes(10),
+            give_up_at: now + chrono::TimeDelta::minutes(50),
+        };
+        {
+            let outbox = Connection::open(dir.path().join("journal.sqlite3.outbox")).unwrap();
+            outbox
+                .execute_batch(
+                    "CREATE TABLE claims (key TEXT PRIMARY KEY, claimed_at TEXT NOT NULL);
+                     CREATE TABLE deliveries (key TEXT PRIMARY KEY, channel TEXT NOT NULL,
+                         recipient TEXT NOT NULL, incident_id INTEGER, payload TEXT NOT NULL,
+                         queued_at TEXT NOT NULL, state TEXT NOT NULL,
+                         attempts INTEGER NOT NULL DEFAULT 0, finished_at TEXT);
+                     CREATE TABLE routed (dedup_key TEXT PRIMARY KEY, at TEXT NOT NULL);",
+                )
+                .unwrap();
+            outbox
+                .execute(
+                    "INSERT INTO deliveries (key, channel, recipient, incident_id, payload,
+                         queued_at, state)
+                     VALUES (?1, 'email', 'a@example.com', 1, ?2, ?3, 'pending')",
+                    rusqlite::params![
+                        owed.key,
+                        serde_json::to_string(&owed).unwrap(),
+                        minutes_ago(10)
+                    ],
+                )
+                .unwrap();
+            outbox
+                .execute(
+                    "INSERT INTO routed (dedup_key, at) VALUES ('2/routed_and_owed', ?1)",
+                    [minutes_ago(10)],
+                )
+                .unwrap();
+        }
+        let mut journal = Journal::open(&path, &JournalConfig::default()).unwrap();
+        assert_eq!(journal.schema_version().unwrap(), 2);
+        assert!(
+            !dir.path().join("journal.sqlite3.outbox").exists(),
+            "the second file is gone"
+        );
+        let resumed = journal
+            .resume_notifications(
+                now,
+                Duration::from_secs(3600),
+                Duration::from_secs(86_400),
+                100,
+            )
+            .unwrap();
+        let decided: Vec<_> = resumed
+            .decided
+            .iter()
+            .map(|n| n.dedup_key.as_str())
+            .collect();
+        assert_eq!(decided, ["1/never_routed"]);
+        assert_eq!(resumed.deliveries.pending, std::slice::from_ref(&owed));
+        assert_eq!(resumed.expired_notifications, 1, "3/long_ago");
+        let claims: Vec<_> = resumed.deliveries.claims.iter().map(|(k, _)| k).collect();
+        assert_eq!(claims, [&owed.key]);
     }
 }

@@ -149,6 +149,10 @@ const CONSUMER_ONLY_PREFIXES: [&str; 9] = [
     "fetch.",
 ];
 
+/// The shipped group session: see `start`.
+pub const SESSION_TIMEOUT_MS: u32 = 6000;
+pub const HEARTBEAT_INTERVAL_MS: u32 = 2000;
+
 /// The base client properties (brokers, security, passthrough) for any client of ours.
 pub fn client_config(config: &Config, for_consumer: bool) -> ClientConfig {
     let mut client = ClientConfig::new();
@@ -276,7 +280,16 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> KafkaResult<KafkaS
             "statistics.interval.ms",
             config.kafka.statistics_interval_ms.to_string(),
         )
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // A member that dies without leaving (kill -9, a crash, a lost VM) keeps its partitions
+        // until its session times out: nobody reads them meanwhile, a console restarted by
+        // systemd included. librdkafka's 45 s would be a 45 s blind spell; 6 s (heartbeats
+        // every 2 s) brings a restarted console back within about 10 s. The price: a broker
+        // unreachable for more than 6 s costs a rebalance. Only the background heartbeat
+        // thread keeps a session alive, so a slow handler never loses it (that is
+        // `max.poll.interval.ms`, 5 min). `-X session.timeout.ms=...` overrides it.
+        .set("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
+        .set("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS.to_string());
     apply_passthrough(&mut client, config, true);
     if config
         .kafka

@@ -276,6 +276,11 @@ pub struct DedupConfig {
     pub window_secs: u64,
     /// Keys remembered at most; the oldest are forgotten first.
     pub max_entries: usize,
+    /// After a restart, a notification decided (or a delivery queued) longer ago than this and
+    /// never sent is not sent: it is marked expired. A page hours late for an incident that
+    /// may be long resolved does more harm than good; open escalations come back from the
+    /// journal and page again at their next step. At most `window_secs`.
+    pub resume_horizon_secs: u64,
 }
 
 impl Default for DedupConfig {
@@ -283,6 +288,7 @@ impl Default for DedupConfig {
         Self {
             window_secs: 24 * 3600,
             max_entries: 100_000,
+            resume_horizon_secs: 3600,
         }
     }
 }
@@ -527,6 +533,14 @@ impl NotifyConfig {
         )?;
         within("dedup.window_secs", self.dedup.window_secs, 365 * DAY_SECS)?;
         positive("dedup.max_entries", self.dedup.max_entries as u64)?;
+        // Claims are kept for the window: a horizon longer than it could resend a delivery
+        // whose claim was already forgotten.
+        within(
+            "dedup.resume_horizon_secs",
+            self.dedup.resume_horizon_secs,
+            self.dedup.window_secs,
+        )
+        .map_err(|(field, message)| (field, format!("{message} (dedup.window_secs)")))?;
         Ok(())
     }
 

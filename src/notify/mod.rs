@@ -1,13 +1,14 @@
 //! Notification delivery. Effects arrive through `submit`, which never blocks or waits: it puts
 //! the notification in a bounded outbox (or, when that is full, counts and logs it). Behind
 //! the outbox a dispatcher task routes each notification to deliveries (channel + recipient),
-//! drops duplicates (`OutboxStore`), applies each channel's rate limit (held-back ones are
+//! drops duplicates (`Claims`), applies each channel's rate limit (held-back ones are
 //! summarised in a digest) and hands the rest to one worker per channel, which retries with
 //! backoff until a deadline. Channels: email (SMTP), Slack, PagerDuty Events v2, a webhook.
 //!
 //! - `config`: the `notifications:` settings; `template`: message templates;
 //! - `routing`: audience and routes -> deliveries; `policy`: backoff, Retry-After, rate limit;
-//! - `store`: dedup and outbox state behind `OutboxStore`; `send`: one attempt on the wire;
+//! - `store`: the dedup claims in memory, and the delivery changes the journal records;
+//! - `send`: one attempt on the wire;
 //! - `worker`: the dispatcher and channel tasks.
 
 pub mod config;
@@ -27,7 +28,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use config::{Channel, NotifyConfig};
-pub use store::{Delivery, InMemoryOutboxStore, OutboxStore, Payload};
+pub use store::{
+    AttemptOutcome, Claims, Delivery, DeliveryChange, DeliveryRecorder, Payload, ResumedDeliveries,
+};
 
 use crate::core::engine::Notification;
 use crate::status::NotifierStatus;
@@ -43,22 +46,28 @@ pub struct Notifier {
 }
 
 impl Notifier {
-    /// Starts the delivery tasks on the current tokio runtime with an in-memory store. Fails on
-    /// a template that does not parse or names an unknown variable, or a client that cannot
-    /// be built.
+    /// Starts the delivery tasks on the current tokio runtime, keeping nothing across a
+    /// restart. Fails on a template that does not parse or names an unknown variable, or a
+    /// client that cannot be built.
     pub fn start(config: &NotifyConfig) -> anyhow::Result<Self> {
-        let store = InMemoryOutboxStore::new(
-            Duration::from_secs(config.dedup.window_secs),
-            config.dedup.max_entries,
-        );
-        Self::start_with_store(config, Box::new(store))
+        Self::start_inner(config, None, ResumedDeliveries::default())
     }
 
-    /// As `start`, with the dedup/outbox state in `store` (e.g. the journal's). Deliveries the
-    /// store still holds as pending are resumed first.
-    pub fn start_with_store(
+    /// As `start`, recording every delivery change through `recorder` (the journal), with the
+    /// claims and pending deliveries the journal held at start: pending ones are sent first,
+    /// claimed keys are not sent again.
+    pub fn start_with_journal(
         config: &NotifyConfig,
-        store: Box<dyn OutboxStore>,
+        recorder: Arc<dyn DeliveryRecorder>,
+        resumed: ResumedDeliveries,
+    ) -> anyhow::Result<Self> {
+        Self::start_inner(config, Some(recorder), resumed)
+    }
+
+    fn start_inner(
+        config: &NotifyConfig,
+        recorder: Option<Arc<dyn DeliveryRecorder>>,
+        resumed: ResumedDeliveries,
     ) -> anyhow::Result<Self> {
         config
             .validate()
@@ -70,7 +79,14 @@ impl Notifier {
             .into_iter()
             .filter(|channel| config.enabled(*channel))
             .collect();
-        let shared = Arc::new(Shared::new(store, &enabled));
+        let mut claims = Claims::new(
+            Duration::from_secs(config.dedup.window_secs),
+            config.dedup.max_entries,
+        );
+        for (key, at) in &resumed.claims {
+            claims.restore(key, *at);
+        }
+        let shared = Arc::new(Shared::new(claims, recorder, &enabled));
         let mut tasks = Vec::new();
         let mut queues = HashMap::new();
         let mut limiters = HashMap::new();
@@ -89,8 +105,8 @@ impl Notifier {
             };
             tasks.push(tokio::spawn(worker.run(receiver)));
         }
-        let resumed = shared.store().pending();
-        for delivery in resumed {
+        let mut not_resumed = Vec::new();
+        for delivery in resumed.pending {
             let accepted = queues
                 .get(&delivery.channel)
                 .is_some_and(|queue| queue.try_send(delivery.clone()).is_ok());
@@ -102,11 +118,19 @@ impl Notifier {
                     recipient = delivery.recipient,
                     "pending delivery from the store not resumed (channel off or queue full)"
                 );
-                shared.store().abandoned(&delivery.key);
                 shared
                     .board()
                     .fail(delivery.channel, "not_resumed", "channel off or queue full");
+                not_resumed.push(
+                    shared.failed_change(&delivery.key, "not resumed: channel off or queue full"),
+                );
             }
+        }
+        if !not_resumed.is_empty() {
+            let shared = shared.clone();
+            tasks.push(tokio::spawn(
+                async move { shared.record(not_resumed).await },
+            ));
         }
         let (outbox, receiver) = mpsc::channel(config.outbox_capacity);
         let dispatcher = Dispatcher {
@@ -210,7 +234,7 @@ impl Notifier {
         }
         self.tasks.clear();
         let status = self.shared.status();
-        let pending = self.shared.store().pending().len();
+        let pending = status.outbox_depth;
         if unfinished || pending > 0 {
             tracing::warn!(
                 pending,

@@ -1,11 +1,13 @@
-//! The outbox's memory: which deliveries were accepted and not yet finished, and which were
-//! sent recently (deduplication). Behind a trait so a persistent store (the journal) can keep
-//! both across restarts; `InMemoryOutboxStore` is the default, bounded and forgetful.
+//! What the notifier remembers and what it reports: the delivery keys claimed recently
+//! ([`Claims`], for deduplication, in memory) and each change in a delivery's life
+//! ([`DeliveryChange`]), which the journal records through a [`DeliveryRecorder`]. The journal
+//! is the one owner of notification state; the notifier never opens it.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::core::event::IncidentId;
@@ -54,51 +56,96 @@ impl Delivery {
     }
 }
 
-/// State behind deduplication and the outbox. Called from the notifier's dispatcher and
-/// channel tasks (never from `Notifier::submit`), under one mutex, so implementations may do
-/// quick blocking I/O such as an SQLite write.
-///
-/// Life of a key: `claim` (new, or refused as a duplicate) -> `enqueue` -> `delivered` or
-/// `abandoned`. A claimed key that the rate limiter held back is never enqueued; it stays
-/// claimed (it was summarised in a digest).
-pub trait OutboxStore: Send {
-    /// Claims `key` at `now`: `false` if it was claimed within the deduplication window and
-    /// not abandoned since (the delivery is a duplicate and must not be sent).
-    fn claim(&mut self, key: &str, now: DateTime<Utc>) -> bool;
-    /// A claimed delivery is about to be attempted; keep it until `delivered` or `abandoned`.
-    fn enqueue(&mut self, delivery: &Delivery);
-    /// The channel accepted the delivery: forget the delivery, keep its key for the window.
-    fn delivered(&mut self, key: &str, now: DateTime<Utc>);
-    /// The delivery failed for good: forget it and its key, so an identical notification
-    /// later is tried again.
-    fn abandoned(&mut self, key: &str);
-    /// Deliveries enqueued and not finished, oldest first: what to resume after a restart.
-    fn pending(&self) -> Vec<Delivery>;
-    /// Every delivery of the notification with this dedup key has been claimed (and queued,
-    /// held back or found duplicate): the notification itself is dealt with.
-    fn routed(&mut self, _dedup_key: &str) {}
+/// What became of a delivery, for whoever keeps notification state durably (the journal,
+/// through its writer thread). The notifier never reads these back while it runs: its
+/// deduplication works from [`Claims`] in memory, seeded from the journal at start.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeliveryChange {
+    /// The notification `dedup_key` was dealt with: each of its deliveries was queued (and
+    /// recorded before this), held back for a digest, or found to be a duplicate.
+    Routed {
+        dedup_key: String,
+        at: DateTime<Utc>,
+    },
+    /// A claimed delivery is about to be attempted. Recorded before it is handed to its
+    /// channel, so its outcome can never be recorded before it.
+    Queued(Box<Delivery>),
+    /// One attempt of the delivery `key` finished.
+    Attempted {
+        key: String,
+        at: DateTime<Utc>,
+        outcome: AttemptOutcome,
+    },
 }
 
-/// Keys for `window`, at most `max_entries` (oldest forgotten first), and pending deliveries,
-/// all in memory: deduplication does not survive a restart, nor does the outbox.
+/// How one attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptOutcome {
+    Delivered,
+    /// Will be tried again after a backoff.
+    Retrying {
+        error: String,
+    },
+    /// Given up: the delivery is failed, and its key released.
+    Failed {
+        error: String,
+    },
+}
+
+impl AttemptOutcome {
+    /// The name the journal stores.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Retrying { .. } => "failed",
+            Self::Failed { .. } => "gave_up",
+        }
+    }
+
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Self::Delivered => None,
+            Self::Retrying { error } | Self::Failed { error } => Some(error),
+        }
+    }
+}
+
+/// Where the notifier sends [`DeliveryChange`]s: the journal's writer. Recording waits while
+/// the writer's queue is full, so a slow disk slows delivery down rather than losing a mark
+/// (a lost "delivered" mark would mean a second send after a restart).
+pub trait DeliveryRecorder: Send + Sync {
+    fn record(&self, changes: Vec<DeliveryChange>) -> BoxFuture<'_, ()>;
+}
+
+/// Notification state read back from the journal at start.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResumedDeliveries {
+    /// Deliveries queued before the restart and not finished, within the resume horizon:
+    /// they are sent now.
+    pub pending: Vec<Delivery>,
+    /// Delivery keys queued within the deduplication window (delivered, pending or expired,
+    /// not failed), with when: they are not sent again.
+    pub claims: Vec<(String, DateTime<Utc>)>,
+}
+
+/// Delivery keys claimed within `window`, at most `max_entries` (oldest forgotten first), in
+/// memory. The journal keeps them across restarts (`ResumedDeliveries::claims`).
 #[derive(Debug)]
-pub struct InMemoryOutboxStore {
+pub struct Claims {
     window: Duration,
     max_entries: usize,
     claimed: HashMap<String, DateTime<Utc>>,
     /// Claims in time order; an entry whose time differs from `claimed` is stale.
     order: VecDeque<(DateTime<Utc>, String)>,
-    pending: BTreeMap<String, Delivery>,
 }
 
-impl InMemoryOutboxStore {
+impl Claims {
     pub fn new(window: Duration, max_entries: usize) -> Self {
         Self {
             window,
             max_entries: max_entries.max(1),
             claimed: HashMap::new(),
             order: VecDeque::new(),
-            pending: BTreeMap::new(),
         }
     }
 
@@ -126,45 +173,40 @@ impl InMemoryOutboxStore {
             self.forget_front();
         }
     }
-}
 
-impl OutboxStore for InMemoryOutboxStore {
-    fn claim(&mut self, key: &str, now: DateTime<Utc>) -> bool {
+    /// Claims `key` at `now`: `false` if it was claimed within the window and not released
+    /// since (the delivery is a duplicate and must not be sent).
+    pub fn claim(&mut self, key: &str, now: DateTime<Utc>) -> bool {
         self.prune(now);
         if let Some(at) = self.claimed.get(key)
             && !self.expired(*at, now)
         {
             return false;
         }
+        self.insert(key, now);
+        true
+    }
+
+    /// Remembers a claim made before a restart. Claims must be given oldest first.
+    pub fn restore(&mut self, key: &str, at: DateTime<Utc>) {
+        self.insert(key, at);
+    }
+
+    fn insert(&mut self, key: &str, at: DateTime<Utc>) {
         while self.claimed.len() >= self.max_entries {
             self.forget_front();
         }
-        self.claimed.insert(key.to_string(), now);
-        self.order.push_back((now, key.to_string()));
+        self.claimed.insert(key.to_string(), at);
+        self.order.push_back((at, key.to_string()));
         // Stale entries (re-claimed keys) must not keep the queue growing.
         while self.order.len() > self.max_entries.saturating_mul(2) {
             self.forget_front();
         }
-        true
     }
 
-    fn enqueue(&mut self, delivery: &Delivery) {
-        self.pending.insert(delivery.key.clone(), delivery.clone());
-    }
-
-    fn delivered(&mut self, key: &str, _now: DateTime<Utc>) {
-        self.pending.remove(key);
-    }
-
-    fn abandoned(&mut self, key: &str) {
-        self.pending.remove(key);
+    /// The delivery failed for good: an identical notification later is tried again.
+    pub fn release(&mut self, key: &str) {
         self.claimed.remove(key);
-    }
-
-    fn pending(&self) -> Vec<Delivery> {
-        let mut pending: Vec<Delivery> = self.pending.values().cloned().collect();
-        pending.sort_by_key(|d| d.accepted_at);
-        pending
     }
 }
 
@@ -178,7 +220,7 @@ mod tests {
 
     #[test]
     fn a_key_is_claimed_once_per_window() {
-        let mut store = InMemoryOutboxStore::new(Duration::from_secs(60), 100);
+        let mut store = Claims::new(Duration::from_secs(60), 100);
         let cases = [
             (0, "a", true),
             (1, "a", false),
@@ -195,17 +237,16 @@ mod tests {
 
     #[test]
     fn an_abandoned_key_can_be_tried_again() {
-        let mut store = InMemoryOutboxStore::new(Duration::from_secs(60), 100);
+        let mut store = Claims::new(Duration::from_secs(60), 100);
         assert!(store.claim("k", at(0)));
-        store.abandoned("k");
+        store.release("k");
         assert!(store.claim("k", at(1)));
-        store.delivered("k", at(2));
         assert!(!store.claim("k", at(3)));
     }
 
     #[test]
     fn memory_is_bounded_oldest_first() {
-        let mut store = InMemoryOutboxStore::new(Duration::from_secs(3600), 3);
+        let mut store = Claims::new(Duration::from_secs(3600), 3);
         for (i, key) in ["a", "b", "c", "d"].iter().enumerate() {
             assert!(store.claim(key, at(i as i64)));
         }
@@ -214,7 +255,7 @@ mod tests {
         assert!(store.claim("a", at(10)));
         assert!(!store.claim("d", at(10)));
         for i in 0..100 {
-            store.abandoned("x");
+            store.release("x");
             store.claim("x", at(20 + i));
         }
         assert!(store.order.len() <= 6);
@@ -222,10 +263,21 @@ mod tests {
     }
 
     #[test]
-    fn pending_deliveries_are_kept_until_finished() {
-        let mut store = InMemoryOutboxStore::new(Duration::from_secs(60), 10);
-        let delivery = |key: &str, second: i64| Delivery {
-            key: key.into(),
+    fn restored_claims_count_within_the_window() {
+        let mut store = Claims::new(Duration::from_secs(60), 10);
+        store.restore("old", at(0));
+        store.restore("recent", at(50));
+        assert!(!store.claim("recent", at(100)), "claimed 50 s before");
+        assert!(
+            store.claim("old", at(100)),
+            "claimed 100 s before: window passed"
+        );
+    }
+
+    #[test]
+    fn a_delivery_is_plain_json() {
+        let delivery = Delivery {
+            key: "a".into(),
             channel: Channel::Webhook,
             recipient: "webhook".into(),
             incident_id: Some(1),
@@ -234,19 +286,11 @@ mod tests {
                 body: serde_json::json!({}),
                 idempotency_key: None,
             },
-            accepted_at: at(second),
-            give_up_at: at(second + 60),
+            accepted_at: at(1),
+            give_up_at: at(61),
         };
-        store.enqueue(&delivery("b", 2));
-        store.enqueue(&delivery("a", 1));
-        store.enqueue(&delivery("c", 3));
-        store.delivered("b", at(4));
-        store.abandoned("c");
-        let keys: Vec<String> = store.pending().into_iter().map(|d| d.key).collect();
-        assert_eq!(keys, ["a"]);
-        // What a persistent store would write is plain JSON.
-        let json = serde_json::to_string(&delivery("a", 1)).unwrap();
+        let json = serde_json::to_string(&delivery).unwrap();
         let back: Delivery = serde_json::from_str(&json).unwrap();
-        assert_eq!(back, delivery("a", 1));
+        assert_eq!(back, delivery);
     }
 }

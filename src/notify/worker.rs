@@ -22,7 +22,7 @@ use super::config::{Channel, KINDS};
 use super::policy::{Backoff, RateLimiter};
 use super::routing::{Router, digest_sample};
 use super::send::{Outcome, Senders};
-use super::store::{Delivery, OutboxStore};
+use super::store::{AttemptOutcome, Claims, Delivery, DeliveryChange, DeliveryRecorder};
 
 /// Counters behind `Notifier::status`.
 #[derive(Debug, Default)]
@@ -58,7 +58,10 @@ impl Board {
 /// State shared by `Notifier` and its tasks.
 pub struct Shared {
     pub board: Mutex<Board>,
-    pub store: Mutex<Box<dyn OutboxStore>>,
+    /// Held only for in-memory look-ups, never across I/O or an await.
+    pub claims: Mutex<Claims>,
+    /// The journal, when there is one: every delivery change is recorded there.
+    pub recorder: Option<Arc<dyn DeliveryRecorder>>,
     /// Notifications refused because the outbox was full, by kind (index in `KINDS`).
     pub overflowed: [AtomicU64; 6],
     /// Set by `submit` on the first overflow since the dispatcher last reported them.
@@ -70,14 +73,19 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(store: Box<dyn OutboxStore>, channels: &[Channel]) -> Self {
+    pub fn new(
+        claims: Claims,
+        recorder: Option<Arc<dyn DeliveryRecorder>>,
+        channels: &[Channel],
+    ) -> Self {
         let mut board = Board::default();
         for channel in channels {
             board.channel(*channel);
         }
         Self {
             board: Mutex::new(board),
-            store: Mutex::new(store),
+            claims: Mutex::new(claims),
+            recorder,
             overflowed: Default::default(),
             overflow_pending_report: AtomicBool::new(false),
             accepted: AtomicU64::new(0),
@@ -92,10 +100,31 @@ impl Shared {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn store(&self) -> MutexGuard<'_, Box<dyn OutboxStore>> {
-        self.store
+    pub fn claims(&self) -> MutexGuard<'_, Claims> {
+        self.claims
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Hands `changes` to the journal (waiting while its queue is full).
+    pub async fn record(&self, changes: Vec<DeliveryChange>) {
+        if let Some(recorder) = &self.recorder
+            && !changes.is_empty()
+        {
+            recorder.record(changes).await;
+        }
+    }
+
+    /// A delivery failed for good: its key is released and the failure recorded.
+    pub fn failed_change(&self, key: &str, error: &str) -> DeliveryChange {
+        self.claims().release(key);
+        DeliveryChange::Attempted {
+            key: key.to_string(),
+            at: chrono::Utc::now(),
+            outcome: AttemptOutcome::Failed {
+                error: error.to_string(),
+            },
+        }
     }
 
     pub fn overflowed_total(&self) -> u64 {
@@ -143,13 +172,13 @@ impl Dispatcher {
             tokio::select! {
                 notification = outbox.recv() => match notification {
                     Some(notification) => {
-                        self.dispatch(notification);
+                        self.dispatch(notification).await;
                         self.shared.routed.fetch_add(1, Ordering::SeqCst);
                     }
                     None => break,
                 },
                 _ = sleep_until(next_digest), if next_digest.is_some() => {
-                    self.send_digests(false);
+                    self.send_digests(false).await;
                 }
                 _ = overflow_report.tick() => {
                     reported_overflow = self.report_overflow(reported_overflow);
@@ -157,7 +186,7 @@ impl Dispatcher {
             }
         }
         // Shutting down: what the limiter held back is summarised now rather than lost.
-        self.send_digests(true);
+        self.send_digests(true).await;
         self.report_overflow(reported_overflow);
     }
 
@@ -184,12 +213,25 @@ impl Dispatcher {
         total
     }
 
-    fn dispatch(&mut self, notification: Notification) {
-        self.route(&notification);
-        self.shared.store().routed(&notification.dedup_key);
+    /// Routes one notification: its deliveries are recorded as queued, with the notification
+    /// as routed, before any of them reaches a channel.
+    async fn dispatch(&mut self, notification: Notification) {
+        let deliveries = self.route(&notification);
+        let mut changes: Vec<DeliveryChange> = deliveries
+            .iter()
+            .map(|delivery| DeliveryChange::Queued(Box::new(delivery.clone())))
+            .collect();
+        changes.push(DeliveryChange::Routed {
+            dedup_key: notification.dedup_key.clone(),
+            at: chrono::Utc::now(),
+        });
+        self.shared.record(changes).await;
+        self.forward_all(deliveries).await;
     }
 
-    fn route(&mut self, notification: &Notification) {
+    /// The deliveries of `notification` to send now: claimed (not duplicates) and admitted by
+    /// the rate limiter.
+    fn route(&mut self, notification: &Notification) -> Vec<Delivery> {
         let now = chrono::Utc::now();
         let routed = self.router.route(notification, now);
         if routed.deliveries.is_empty() && routed.unroutable.is_empty() {
@@ -199,7 +241,7 @@ impl Dispatcher {
                 audience = super::template::audience_label(&notification.audience),
                 "notification (no channels configured for it)"
             );
-            return;
+            return Vec::new();
         }
         for problem in routed.unroutable {
             tracing::warn!(
@@ -214,8 +256,9 @@ impl Dispatcher {
                 .board()
                 .fail(problem.channel, problem.reason, &problem.recipient);
         }
+        let mut admitted = Vec::new();
         for delivery in routed.deliveries {
-            if !self.shared.store().claim(&delivery.key, now) {
+            if !self.shared.claims().claim(&delivery.key, now) {
                 tracing::debug!(key = delivery.key, "duplicate notification not sent again");
                 let mut board = self.shared.board();
                 board.deduplicated += 1;
@@ -243,11 +286,12 @@ impl Dispatcher {
                 board.channel(delivery.channel).rate_limited += 1;
                 continue;
             }
-            self.forward(delivery);
+            admitted.push(delivery);
         }
+        admitted
     }
 
-    fn send_digests(&mut self, flush_all: bool) {
+    async fn send_digests(&mut self, flush_all: bool) {
         let now = Instant::now();
         let mut digests = Vec::new();
         for (channel, limiter) in &mut self.limiters {
@@ -268,24 +312,37 @@ impl Dispatcher {
                 limiter.unreported = 0;
             }
         }
-        for digest in digests {
-            if self.shared.store().claim(&digest.key, chrono::Utc::now()) {
-                self.forward(digest);
-            }
-        }
+        digests.retain(|digest| self.shared.claims().claim(&digest.key, chrono::Utc::now()));
+        let queued = digests
+            .iter()
+            .map(|digest| DeliveryChange::Queued(Box::new(digest.clone())))
+            .collect();
+        self.shared.record(queued).await;
+        self.forward_all(digests).await;
     }
 
-    fn forward(&mut self, delivery: Delivery) {
+    /// Hands recorded deliveries to their channels; those that cannot be taken are failed.
+    async fn forward_all(&mut self, deliveries: Vec<Delivery>) {
+        let failed: Vec<DeliveryChange> = deliveries
+            .into_iter()
+            .filter_map(|delivery| self.forward(delivery))
+            .collect();
+        self.shared.record(failed).await;
+    }
+
+    /// Hands one delivery to its channel, or returns its failure.
+    fn forward(&mut self, delivery: Delivery) -> Option<DeliveryChange> {
         let Some(queue) = self.channels.get(&delivery.channel) else {
-            self.shared.store().abandoned(&delivery.key);
             self.shared.board().fail(
                 delivery.channel,
                 "channel_disabled",
                 "channel not configured",
             );
-            return;
+            return Some(
+                self.shared
+                    .failed_change(&delivery.key, "channel not configured"),
+            );
         };
-        self.shared.store().enqueue(&delivery);
         self.shared.board().in_channels += 1;
         if let Err(error) = queue.try_send(delivery) {
             let delivery = match error {
@@ -297,11 +354,16 @@ impl Dispatcher {
                 incident_id = delivery.incident_id,
                 "channel queue full: delivery given up (the channel is down or too slow)"
             );
-            self.shared.store().abandoned(&delivery.key);
             let mut board = self.shared.board();
             board.in_channels -= 1;
             board.fail(delivery.channel, "queue_full", "channel queue full");
+            drop(board);
+            return Some(
+                self.shared
+                    .failed_change(&delivery.key, "channel queue full"),
+            );
         }
+        None
     }
 }
 
@@ -408,7 +470,8 @@ impl ChannelWorker {
                 Some(joined) = in_flight.join_next(), if !in_flight.is_empty() => match joined {
                     Ok((attempt, outcome)) => {
                         let incident = self.ordering_key(&attempt);
-                        let again = self.settle(attempt, outcome);
+                        let (again, change) = self.settle(attempt, outcome);
+                        self.shared.record(vec![change]).await;
                         if again.is_none()
                             && let Some(incident) = incident
                             && let Some(count) = busy.get_mut(&incident)
@@ -462,15 +525,23 @@ impl ChannelWorker {
         }
     }
 
-    /// Records an attempt's outcome; returns when to try again, if it should be.
-    fn settle(&self, mut attempt: Attempt, outcome: Outcome) -> Option<(Instant, Attempt)> {
+    /// Counts an attempt's outcome; returns when to try again, if it should be, and the
+    /// change to record.
+    fn settle(
+        &self,
+        mut attempt: Attempt,
+        outcome: Outcome,
+    ) -> (Option<(Instant, Attempt)>, DeliveryChange) {
         attempt.attempts += 1;
         let delivery = &attempt.delivery;
+        let attempted = |outcome| DeliveryChange::Attempted {
+            key: delivery.key.clone(),
+            at: chrono::Utc::now(),
+            outcome,
+        };
         match outcome {
             Outcome::Delivered => {
-                self.shared
-                    .store()
-                    .delivered(&delivery.key, chrono::Utc::now());
+                let change = attempted(AttemptOutcome::Delivered);
                 let mut board = self.shared.board();
                 board.delivered += 1;
                 board.in_channels = board.in_channels.saturating_sub(1);
@@ -483,7 +554,7 @@ impl ChannelWorker {
                     attempts = attempt.attempts,
                     "notification delivered"
                 );
-                None
+                (None, change)
             }
             Outcome::Retry {
                 reason,
@@ -494,9 +565,13 @@ impl ChannelWorker {
                 let delay = after
                     .unwrap_or_else(|| self.backoff.delay(attempt.attempts, rand::random::<f64>()));
                 if now + delay > attempt.give_up_at {
-                    self.give_up(&attempt, &reason, &format!("gave up retrying: {detail}"));
-                    return None;
+                    let change =
+                        self.give_up(&attempt, &reason, &format!("gave up retrying: {detail}"));
+                    return (None, change);
                 }
+                let change = attempted(AttemptOutcome::Retrying {
+                    error: format!("{reason}: {detail}"),
+                });
                 tracing::info!(
                     channel = %self.channel,
                     recipient = delivery.recipient,
@@ -508,16 +583,16 @@ impl ChannelWorker {
                 );
                 self.shared.board().channel(self.channel).last_error =
                     Some(format!("{reason}: {detail}"));
-                Some((now + delay, attempt))
+                (Some((now + delay, attempt)), change)
             }
             Outcome::Failed { reason, detail } => {
-                self.give_up(&attempt, &reason, &detail);
-                None
+                let change = self.give_up(&attempt, &reason, &detail);
+                (None, change)
             }
         }
     }
 
-    fn give_up(&self, attempt: &Attempt, reason: &str, detail: &str) {
+    fn give_up(&self, attempt: &Attempt, reason: &str, detail: &str) -> DeliveryChange {
         let delivery = &attempt.delivery;
         tracing::warn!(
             channel = %self.channel,
@@ -528,9 +603,11 @@ impl ChannelWorker {
             reason,
             "notification not delivered: {detail}"
         );
-        self.shared.store().abandoned(&delivery.key);
         let mut board = self.shared.board();
         board.in_channels = board.in_channels.saturating_sub(1);
         board.fail(self.channel, reason, detail);
+        drop(board);
+        self.shared
+            .failed_change(&delivery.key, &format!("{reason}: {detail}"))
     }
 }

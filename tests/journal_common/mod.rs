@@ -4,12 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use chrono::TimeZone;
-use incident_console::core::engine::SourceRef;
+use incident_console::core::engine::{Audience, Notification, NotificationKind, SourceRef};
 use incident_console::core::event::{self, IncidentEvent, Timestamp};
-use incident_console::journal::{
-    AttemptOutcome, DeliveryAttempt, DeliveryKey, Journal, JournalConfig, JournalRecord,
-    OutboxEntry, ProcessedEvent,
-};
+use incident_console::journal::{Decision, Journal, JournalConfig, JournalRecord, ProcessedEvent};
+use incident_console::notify::{AttemptOutcome, Channel, Delivery, DeliveryChange, Payload};
 
 /// A fixed instant plus `seconds`, so that times compare exactly after a round trip.
 pub fn t(seconds: i64) -> Timestamp {
@@ -44,32 +42,58 @@ pub fn handled(partition: i32, offset: i64, at: Timestamp) -> JournalRecord {
     ))
 }
 
-pub fn key(dedup_key: &str, recipient: &str) -> DeliveryKey {
-    DeliveryKey {
+pub fn notification(dedup_key: &str, incident_id: i64) -> Notification {
+    Notification {
+        kind: NotificationKind::IncidentCreated,
+        audience: Audience::Administrators,
+        incident_id,
+        title: format!("incident {incident_id}"),
+        priority: None,
         dedup_key: dedup_key.into(),
-        channel: "email".into(),
-        recipient: recipient.into(),
+        fields: Default::default(),
     }
 }
 
-pub fn queued(key: &DeliveryKey, incident_id: i64, at: Timestamp) -> JournalRecord {
-    JournalRecord::NotificationQueued(OutboxEntry {
-        key: key.clone(),
-        incident_id: Some(incident_id),
-        payload: serde_json::json!({"subject": format!("incident {incident_id}"), "to": key.recipient}),
-        queued_at: at,
+/// The engine decided on notification `dedup_key` at `at`.
+pub fn decided(dedup_key: &str, incident_id: i64, at: Timestamp) -> JournalRecord {
+    JournalRecord::Decided(Decision {
+        notification: notification(dedup_key, incident_id),
+        at,
     })
 }
 
-pub fn attempt(
-    key: &DeliveryKey,
-    attempt: u32,
-    at: Timestamp,
-    outcome: AttemptOutcome,
-) -> JournalRecord {
-    JournalRecord::NotificationAttempt(DeliveryAttempt {
-        key: key.clone(),
-        attempt,
+/// An email delivery of `dedup_key` to `recipient`, accepted at `at`.
+pub fn delivery(dedup_key: &str, recipient: &str, incident_id: i64, at: Timestamp) -> Delivery {
+    Delivery {
+        key: Delivery::key_for(dedup_key, Channel::Email, recipient),
+        channel: Channel::Email,
+        recipient: recipient.into(),
+        incident_id: Some(incident_id),
+        kind: "incident_created".into(),
+        payload: Payload::Email {
+            to: recipient.into(),
+            subject: format!("incident {incident_id}"),
+            body: "b".into(),
+        },
+        accepted_at: at,
+        give_up_at: at + chrono::TimeDelta::hours(1),
+    }
+}
+
+pub fn queued(delivery: &Delivery) -> JournalRecord {
+    JournalRecord::Delivery(DeliveryChange::Queued(Box::new(delivery.clone())))
+}
+
+pub fn routed(dedup_key: &str, at: Timestamp) -> JournalRecord {
+    JournalRecord::Delivery(DeliveryChange::Routed {
+        dedup_key: dedup_key.into(),
+        at,
+    })
+}
+
+pub fn attempt(delivery: &Delivery, at: Timestamp, outcome: AttemptOutcome) -> JournalRecord {
+    JournalRecord::Delivery(DeliveryChange::Attempted {
+        key: delivery.key.clone(),
         at,
         outcome,
     })
