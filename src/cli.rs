@@ -103,6 +103,18 @@ pub enum Subcommands {
         #[arg(long)]
         force: bool,
     },
+    /// Replay recorded events (producer JSON or this tool's headless lines, one per line)
+    /// through the engine on the history's own clock; prints JSON lines and a summary.
+    Replay {
+        /// The file to replay.
+        file: PathBuf,
+        /// Send nothing: the notifications that would have gone out are printed.
+        #[arg(long)]
+        dry_run: bool,
+        /// JSON lines on stdout (the default when stdout is not a terminal).
+        #[arg(long = "no-tui")]
+        no_tui: bool,
+    },
     /// Send the simulated incident stream to a broker.
     Simulate {
         #[arg(short = 'b', long, value_name = "HOST:PORT")]
