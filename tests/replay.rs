@@ -460,3 +460,176 @@ fn a_missing_file_is_an_error_naming_it() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("/nonexistent/history.jsonl"), "{stderr}");
 }
+
+/// Ten comments per partition, stamped a second apart from `base` (milliseconds).
+async fn produce_stamped(config: &Config, partitions: i32, base: i64) {
+    use rdkafka::producer::FutureRecord;
+    let producer = producer(config);
+    for partition in 0..partitions {
+        for i in 0..10i64 {
+            let at = chrono::DateTime::from_timestamp_millis(base + i * 1000).unwrap();
+            let payload = format!(
+                r#"{{"incident_id":{},"title":"Incident","author":"bob","comment":"note {i}","created_at":"{}","event_type":"comment_added"}}"#,
+                100 + i64::from(partition),
+                at.to_rfc3339()
+            );
+            let record = FutureRecord::to(&config.kafka.topic)
+                .partition(partition)
+                .key("k")
+                .timestamp(base + i * 1000)
+                .payload(payload.as_bytes());
+            let (p, offset) = producer
+                .send(record, std::time::Duration::from_secs(10))
+                .await
+                .map(|d| (d.partition, d.offset))
+                .expect("delivered");
+            assert_eq!((p, offset), (partition, i));
+        }
+    }
+}
+
+/// Runs the binary headless against the embedded broker; returns (partition, offset) of each
+/// handled event and stderr. The run must end by itself, with status 0.
+fn run_range(config: &Config, home: &std::path::Path, args: &[&str]) -> (Vec<(i64, i64)>, String) {
+    let mut child = Process::new(BIN)
+        .args([
+            "--no-tui",
+            "-b",
+            &config.kafka.brokers,
+            "-t",
+            &config.kafka.topic,
+            "-g",
+            &config.kafka.group_id,
+        ])
+        .args(args)
+        .env_remove("INCIDENT_CONSOLE_CONFIG")
+        .env("HOME", home)
+        .env("XDG_CONFIG_HOME", home)
+        .env("XDG_DATA_HOME", home)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!(
+                "the replay did not stop by itself: {:?}",
+                child.wait_with_output()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(status.success(), "{status:?}: {stderr}");
+    let places = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["kind"] == "event")
+        .map(|l| {
+            (
+                l["partition"].as_i64().unwrap(),
+                l["offset"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    (places, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_from_kafka_starts_at_the_time_stops_at_the_end_and_commits_nothing() {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let Setup {
+        broker: _broker,
+        config,
+        journal_dir,
+    } = setup(2);
+    let base = 1_700_000_000_000i64;
+    produce_stamped(&config, 2, base).await;
+    let time = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(base + ms)
+            .unwrap()
+            .to_rfc3339()
+    };
+    let home = journal_dir.path().to_path_buf();
+    let (from_time, until_time) = (time(5_500), time(7_500));
+    let config_for_thread = config.clone();
+    let (places, stderr) = tokio::task::spawn_blocking(move || {
+        run_range(
+            &config_for_thread,
+            &home,
+            &["--from-time", &from_time, "--until-time", &until_time],
+        )
+    })
+    .await
+    .unwrap();
+    let mut sorted = places.clone();
+    sorted.sort_unstable();
+    // Stamped +6 s and +7 s: offsets 6 and 7 in each partition, nothing before or after.
+    assert_eq!(sorted, [(0, 6), (0, 7), (1, 6), (1, 7)], "{stderr}");
+
+    // Offsets: until the end of partition 0, and from an offset in partition 1 only.
+    let home = journal_dir.path().to_path_buf();
+    let config_for_thread = config.clone();
+    let (places, _) = tokio::task::spawn_blocking(move || {
+        run_range(
+            &config_for_thread,
+            &home,
+            &["--from-offset", "1:8", "--until-offset", "1:10"],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(places, [(1, 8), (1, 9)]);
+
+    // Neither the real group nor the replay's own group has a committed offset.
+    for group in [
+        config.kafka.group_id.clone(),
+        format!("{}-replay", config.kafka.group_id),
+    ] {
+        let consumer: BaseConsumer =
+            incident_console::kafka::consumer::client_config(&config, true)
+                .set("group.id", &group)
+                .create()
+                .unwrap();
+        let mut list = rdkafka::TopicPartitionList::new();
+        list.add_partition(&config.kafka.topic, 0);
+        list.add_partition(&config.kafka.topic, 1);
+        let committed = consumer
+            .committed_offsets(list, std::time::Duration::from_secs(10))
+            .unwrap();
+        for element in committed.elements() {
+            assert_eq!(element.offset(), rdkafka::Offset::Invalid, "{group}");
+        }
+    }
+}
+
+#[test]
+fn bad_range_flags_name_the_flag() {
+    for (args, needle) in [
+        (vec!["--from-offset", "zero:1"], "--from-offset \"zero:1\""),
+        (
+            vec!["--from-time", "yesterday"],
+            "--from-time \"yesterday\"",
+        ),
+        (
+            vec!["--until-offset", "0:5", "--until-offset", "0:6"],
+            "partition 0 given twice",
+        ),
+    ] {
+        let output = Process::new(BIN)
+            .arg("--no-tui")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
