@@ -142,12 +142,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
             println!("{}", path.display());
             return Ok(RunSummary::default());
         }
-        Some(Subcommands::Replay { file, dry_run, .. }) => {
+        Some(Subcommands::Replay {
+            file,
+            dry_run,
+            event_time,
+            ..
+        }) => {
             init_headless_logging(cli.log_level.as_filter());
             let (config, _) = effective_config(&cli)?;
             let options = crate::replay::ReplayOptions {
                 file: file.clone(),
                 dry_run: *dry_run,
+                event_time: *event_time,
             };
             let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
             crate::replay::run(&config, &options, &mut stdout).await?;

@@ -129,6 +129,10 @@ pub enum Subcommands {
         /// Send nothing: the notifications that would have gone out are printed.
         #[arg(long)]
         dry_run: bool,
+        /// Use the producer's timestamps for headless lines too, instead of `received_at`
+        /// (for output recorded from a replay from Kafka).
+        #[arg(long)]
+        event_time: bool,
         /// JSON lines on stdout (the default when stdout is not a terminal).
         #[arg(long = "no-tui")]
         no_tui: bool,

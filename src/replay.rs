@@ -483,6 +483,9 @@ fn read_bounded_line(
 pub struct ReplayOptions {
     pub file: PathBuf,
     pub dry_run: bool,
+    /// Headless lines too happen at the time the producer gave the event, not `received_at`:
+    /// for output recorded from a replay (whose `received_at` is when it was replayed).
+    pub event_time: bool,
 }
 
 /// Replays `options.file` with `config`, writing JSON lines to `out`. Returns the summary.
@@ -529,6 +532,14 @@ pub async fn run(
             }
         };
         let line = match parsed {
+            Ok(Line::Event {
+                event, source, raw, ..
+            }) if options.event_time => Line::Event {
+                at: event.occurred_at(),
+                event,
+                source,
+                raw,
+            },
             Ok(line) => line,
             Err(error) => {
                 tracing::warn!("{origin}:{number}: {error}");

@@ -195,6 +195,7 @@ async fn replay_file(
         &ReplayOptions {
             file: path.to_path_buf(),
             dry_run: true,
+            event_time: false,
         },
         &mut out,
     )
@@ -632,4 +633,66 @@ fn bad_range_flags_name_the_flag() {
         let stderr = String::from_utf8(output.stderr).unwrap();
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
+}
+
+/// The README's worked postmortem: these figures are printed there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_postmortem_figures_hold() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let history =
+        std::path::PathBuf::from(format!("{root}/assets/examples/night-2024-03-01.jsonl"));
+    let load = |name: &str| {
+        let path = format!("{root}/assets/examples/{name}");
+        Config::load(Some(std::path::Path::new(&path))).unwrap().0
+    };
+    let (_, summary) = replay_file(&load("postmortem.ron"), &history).await;
+    assert_eq!(summary.pages_per_level, BTreeMap::from([(1, 4), (2, 3)]));
+    assert_eq!(summary.acknowledged, 4);
+    assert_eq!(summary.time_to_acknowledge.p50_secs, Some(360.0));
+    assert_eq!(summary.time_to_resolve.max_secs, Some(3300.0));
+    assert_eq!(summary.notifications_per_channel.get("email"), Some(&35));
+    assert_eq!(summary.bad_lines, 0);
+    let (_, what_if) = replay_file(&load("what-if.ron"), &history).await;
+    assert_eq!(what_if.pages_per_level, BTreeMap::from([(1, 4), (2, 1)]));
+
+    // The same history's events as a replay of Kafka would print them: received when
+    // replayed, all at once, and no operator acknowledging. With --event-time the producer's
+    // clock drives it again.
+    let dir = tempfile::tempdir().unwrap();
+    let recorded = dir.path().join("recorded.jsonl");
+    let now = chrono::Utc::now().to_rfc3339();
+    let events = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .filter(|value| value.get("kind").is_none())
+            .map(|value| {
+                serde_json::json!({"kind": "event", "topic": "t", "partition": 0, "offset": 0,
+                    "received_at": now, "data": value})
+                .to_string()
+            })
+            .collect()
+    };
+    let lines = events(&std::fs::read_to_string(&history).unwrap());
+    write(&recorded, &lines);
+    let config = load("postmortem.ron");
+    let (_, squashed) = replay_file(&config, &recorded).await;
+    assert_eq!(squashed.pages_per_level.get(&2), None, "no time passed");
+    assert_eq!(squashed.pages_per_level.get(&1), Some(&4));
+    let mut out = Vec::new();
+    let by_event_time = replay::run(
+        &config,
+        &ReplayOptions {
+            file: recorded,
+            dry_run: true,
+            event_time: true,
+        },
+        &mut out,
+    )
+    .await
+    .unwrap();
+    // Nobody acknowledges in this history: every escalation climbs until its resolution.
+    assert_eq!(
+        by_event_time.pages_per_level,
+        BTreeMap::from([(1, 4), (2, 4), (3, 8)])
+    );
 }
