@@ -431,3 +431,45 @@ async fn a_flood_sends_the_burst_then_one_digest_text() {
     notifier.shutdown(Duration::from_secs(5)).await;
     assert_eq!(twilio.drain().len(), 3, "2 notifications and 1 digest");
 }
+
+/// The credentials may come from files (`*_FILE`), like the other secrets, and
+/// `--print-config` never shows them.
+#[test]
+fn credentials_come_from_files_and_are_never_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let sid = dir.path().join("sid");
+    std::fs::write(&sid, SID).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_incident-console"))
+        .arg("--print-config")
+        .env_remove("INCIDENT_CONSOLE_CONFIG")
+        .env("HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .env("TWILIO_ACCOUNT_SID_FILE", &sid)
+        .env("TWILIO_AUTH_TOKEN_FILE", &token)
+        .env("TWILIO_FROM_NUMBER", FROM)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let printed = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        !printed.contains(TOKEN) && !printed.contains(SID),
+        "{printed}"
+    );
+    assert!(printed.contains(FROM), "the sender is not a secret");
+    let sms = printed.split("sms:").nth(1).expect("an sms section");
+    assert_eq!(sms.matches("<redacted>").count(), 2, "{sms}");
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_incident-console"))
+        .arg("--print-config")
+        .env_remove("INCIDENT_CONSOLE_CONFIG")
+        .env("HOME", dir.path())
+        .env("XDG_CONFIG_HOME", dir.path())
+        .env("TWILIO_AUTH_TOKEN_FILE", dir.path().join("missing"))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("TWILIO_AUTH_TOKEN_FILE="), "{stderr}");
+}

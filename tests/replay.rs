@@ -4,6 +4,8 @@
 //! through the real binary, with a bad line reported as file:line and counted.
 
 mod common;
+#[path = "support/notify_servers.rs"]
+mod servers;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -695,4 +697,54 @@ async fn the_readme_postmortem_figures_hold() {
         by_event_time.pages_per_level,
         BTreeMap::from([(1, 4), (2, 4), (3, 8)])
     );
+}
+
+/// Without --dry-run the notifications go out through the configured channels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_dry_run_the_notifications_are_sent() {
+    let mut receiver = servers::HttpReceiver::start().await;
+    let mut config = Config::built_in();
+    config.notifications.webhook.url = Some(receiver.url("/hook"));
+    let dir = tempfile::tempdir().unwrap();
+    let history = dir.path().join("h.jsonl");
+    write(
+        &history,
+        &[
+            producer_line(1, "high", "2024-03-01T02:00:00Z"),
+            resolve_line(1, "2024-03-01T02:07:00Z"),
+        ],
+    );
+    let mut out = Vec::new();
+    let summary = replay::run(
+        &config,
+        &ReplayOptions {
+            file: history,
+            dry_run: false,
+            event_time: false,
+        },
+        &mut out,
+    )
+    .await
+    .unwrap();
+    // The shipped routes and levels put everything on the webhook: created, the level 1 and
+    // level 2 pages, the status change to the assignee, and the resolution to administrators
+    // and to the paged level, which the webhook gets once (one dedup key per channel).
+    assert_eq!(
+        summary.notifications.values().sum::<u64>(),
+        6,
+        "{summary:?}"
+    );
+    let received = receiver.wait_ok("/hook", 5).await;
+    let kinds: Vec<&str> = received
+        .iter()
+        .map(|r| r.body["notification"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "escalation").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(summary.notifications_per_channel.get("webhook"), Some(&5));
+    assert_eq!(receiver.drain().len(), 5, "nothing sent twice");
+    assert!(summary.failed_per_channel.is_empty());
 }
