@@ -6,6 +6,7 @@
 mod common;
 #[path = "support/notify_servers.rs"]
 mod servers;
+mod tui_support;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -747,4 +748,34 @@ async fn without_dry_run_the_notifications_are_sent() {
     assert_eq!(summary.notifications_per_channel.get("webhook"), Some(&5));
     assert_eq!(receiver.drain().len(), 5, "nothing sent twice");
     assert!(summary.failed_per_channel.is_empty());
+}
+
+/// In the console a replay from Kafka is marked in the header and cannot acknowledge.
+#[test]
+fn the_console_marks_a_replay_and_refuses_to_acknowledge() {
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    use incident_console::tui::{Overlay, Pane};
+    let press = |app: &mut incident_console::tui::App, code| {
+        app.handle_key(KeyEvent::new(code, KeyModifiers::NONE))
+    };
+    for replay in [false, true] {
+        let mut app = tui_support::story_app().with_replay(replay);
+        while app.focus() != Pane::Escalations {
+            press(&mut app, KeyCode::Tab);
+        }
+        let command = press(&mut app, KeyCode::Char('a'));
+        assert!(command.is_none());
+        let asked = matches!(app.overlay(), Some(Overlay::ConfirmAcknowledge { .. }));
+        assert_eq!(asked, !replay, "replay {replay}");
+        let screen = tui_support::text(
+            tui_support::render_screen(&mut app, 120, 34)
+                .backend()
+                .buffer(),
+        );
+        assert_eq!(screen.contains("REPLAY · read-only"), replay);
+        if replay {
+            let message = app.message().map(|m| m.text.clone()).unwrap_or_default();
+            assert!(message.contains("disabled in a replay"), "{message}");
+        }
+    }
 }
