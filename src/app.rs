@@ -41,6 +41,21 @@ pub fn effective_config(cli: &Cli) -> anyhow::Result<(Config, ConfigSource)> {
     if cli.from_beginning {
         config.kafka.auto_offset_reset = "earliest".into();
     }
+    config.kafka.range = read_range(cli)?;
+    if config.kafka.range.is_active() {
+        // A replay must not disturb the live console: its own group (never committed to), no
+        // journal (it would take the history for re-deliveries), and nobody paged again.
+        if cli.group.is_none() {
+            config.kafka.group_id = format!("{}-replay", config.kafka.group_id);
+        }
+        if cli.journal.is_none() {
+            config.journal.enabled = false;
+        }
+        config.notifications = crate::notify::NotifyConfig {
+            templates_dir: config.notifications.templates_dir.clone(),
+            ..crate::notify::NotifyConfig::default()
+        };
+    }
     if let Some(operator) = &cli.operator {
         config.console.operator = Some(operator.clone());
     }
@@ -53,6 +68,49 @@ pub fn effective_config(cli: &Cli) -> anyhow::Result<(Config, ConfigSource)> {
     }
     config.apply_properties(&cli.properties)?;
     Ok((config, source))
+}
+
+/// `--from-offset`, `--from-time`, `--until-time`, `--until-offset`; errors name the flag.
+fn read_range(cli: &Cli) -> anyhow::Result<crate::kafka::consumer::ReadRange> {
+    use crate::kafka::consumer::parse_partition_offset;
+    let time = |flag: &str, text: &Option<String>| -> anyhow::Result<_> {
+        text.as_deref()
+            .map(|text| {
+                chrono::DateTime::parse_from_rfc3339(text)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .map_err(|error| {
+                        anyhow::anyhow!("{flag} {text:?}: not an RFC 3339 time ({error})")
+                    })
+            })
+            .transpose()
+    };
+    let offsets = |flag: &str, list: &[String]| -> anyhow::Result<Vec<(i32, i64)>> {
+        let mut parsed: Vec<(i32, i64)> = Vec::new();
+        for text in list {
+            let (partition, offset) =
+                parse_partition_offset(flag, text).map_err(anyhow::Error::msg)?;
+            if parsed.iter().any(|(p, _)| *p == partition) {
+                anyhow::bail!("{flag}: partition {partition} given twice");
+            }
+            parsed.push((partition, offset));
+        }
+        Ok(parsed)
+    };
+    let range = crate::kafka::consumer::ReadRange {
+        from_offsets: offsets("--from-offset", &cli.from_offset)?,
+        from_time: time("--from-time", &cli.from_time)?,
+        until_time: time("--until-time", &cli.until_time)?,
+        until_offsets: offsets("--until-offset", &cli.until_offset)?,
+    };
+    if !range.from_offsets.is_empty() && range.from_time.is_some() {
+        anyhow::bail!("--from-offset and --from-time: give one or the other");
+    }
+    if let (Some(from), Some(until)) = (range.from_time, range.until_time)
+        && until < from
+    {
+        anyhow::bail!("--until-time is before --from-time");
+    }
+    Ok(range)
 }
 
 pub fn init_headless_logging(level: tracing::level_filters::LevelFilter) {
@@ -82,6 +140,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
                 .ok_or_else(|| anyhow::anyhow!("no user config directory; pass --path"))?;
             crate::config::write_initial_config(&path, *force)?;
             println!("{}", path.display());
+            return Ok(RunSummary::default());
+        }
+        Some(Subcommands::Replay {
+            file,
+            dry_run,
+            event_time,
+            ..
+        }) => {
+            init_headless_logging(cli.log_level.as_filter());
+            let (config, _) = effective_config(&cli)?;
+            let options = crate::replay::ReplayOptions {
+                file: file.clone(),
+                dry_run: *dry_run,
+                event_time: *event_time,
+            };
+            let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+            crate::replay::run(&config, &options, &mut stdout).await?;
             return Ok(RunSummary::default());
         }
         Some(Subcommands::Simulate {

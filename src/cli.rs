@@ -53,6 +53,24 @@ pub struct Cli {
     #[arg(long)]
     pub from_beginning: bool,
 
+    /// Replay from PARTITION:OFFSET (repeatable; only the partitions named). A replay reads in
+    /// its own consumer group and never commits offsets.
+    #[arg(long, value_name = "PARTITION:OFFSET")]
+    pub from_offset: Vec<String>,
+
+    /// Replay every partition from its first message at or after this time (RFC 3339).
+    #[arg(long, value_name = "RFC3339")]
+    pub from_time: Option<String>,
+
+    /// Stop each partition at its first message after this time (RFC 3339); headless then
+    /// exits 0.
+    #[arg(long, value_name = "RFC3339")]
+    pub until_time: Option<String>,
+
+    /// Stop the partition before OFFSET (repeatable); headless exits 0 once all are done.
+    #[arg(long, value_name = "PARTITION:OFFSET")]
+    pub until_offset: Vec<String>,
+
     /// Name recorded with acknowledgements (default: config, then $USER).
     #[arg(long)]
     pub operator: Option<String>,
@@ -102,6 +120,22 @@ pub enum Subcommands {
         /// Overwrite an existing file.
         #[arg(long)]
         force: bool,
+    },
+    /// Replay recorded events (producer JSON or this tool's headless lines, one per line)
+    /// through the engine on the history's own clock; prints JSON lines and a summary.
+    Replay {
+        /// The file to replay.
+        file: PathBuf,
+        /// Send nothing: the notifications that would have gone out are printed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Use the producer's timestamps for headless lines too, instead of `received_at`
+        /// (for output recorded from a replay from Kafka).
+        #[arg(long)]
+        event_time: bool,
+        /// JSON lines on stdout (the default when stdout is not a terminal).
+        #[arg(long = "no-tui")]
+        no_tui: bool,
     },
     /// Send the simulated incident stream to a broker.
     Simulate {

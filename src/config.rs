@@ -49,6 +49,9 @@ pub struct KafkaConfig {
     /// Passed to librdkafka as is (security.protocol, sasl.*, ssl.*, fetch tuning ...).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// A positioned read (`--from-offset`, `--from-time`, `--until-*`); command line only.
+    #[serde(skip)]
+    pub range: crate::kafka::consumer::ReadRange,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

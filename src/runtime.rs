@@ -369,6 +369,7 @@ impl Runtime {
                         self.handle_message(message).await;
                         dirty = true;
                     }
+                    None if self.control.range_finished() => break,
                     None => {
                         tracing::error!("the Kafka fetch task ended unexpectedly");
                         break;

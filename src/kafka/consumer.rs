@@ -1,6 +1,11 @@
 //! The Kafka consumer: a task that fetches messages and hands them to the runtime through a
 //! bounded channel, plus a control handle for pausing, storing offsets and committing.
+//!
+//! A positioned read (`ReadRange`: `--from-offset`, `--from-time`, `--until-*`) assigns the
+//! partitions itself instead of joining the group, and never commits: a replay cannot move
+//! the real group's offsets. With an end it stops by itself once every partition reached it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -18,6 +23,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::core::engine::SourceRef;
+use crate::core::event::Timestamp;
 use crate::core::offsets::PartitionKey;
 use crate::status::{ConnectionState, ConsumerStatus};
 
@@ -172,6 +178,167 @@ fn apply_passthrough(client: &mut ClientConfig, config: &Config, for_consumer: b
     }
 }
 
+/// Where a positioned read (a replay from Kafka) starts and stops. Empty: the group decides.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadRange {
+    /// `--from-offset PARTITION:OFFSET`: only these partitions, from these offsets.
+    pub from_offsets: Vec<(i32, i64)>,
+    /// `--from-time`: every partition from its first message at or after this time.
+    pub from_time: Option<Timestamp>,
+    /// `--until-time`: each partition stops before its first message after this time (and
+    /// at its end as it was at the start).
+    pub until_time: Option<Timestamp>,
+    /// `--until-offset PARTITION:OFFSET`: the partition stops before this offset.
+    pub until_offsets: Vec<(i32, i64)>,
+}
+
+impl ReadRange {
+    /// Whether the consumer positions itself instead of following the group.
+    pub fn is_active(&self) -> bool {
+        *self != Self::default()
+    }
+}
+
+/// `PARTITION:OFFSET`, e.g. `0:1500`; the error names `flag`.
+pub fn parse_partition_offset(flag: &str, text: &str) -> Result<(i32, i64), String> {
+    let bad = || format!("{flag} {text:?}: expected PARTITION:OFFSET, e.g. 0:1500");
+    let (partition, offset) = text.split_once(':').ok_or_else(bad)?;
+    let partition: i32 = partition.trim().parse().map_err(|_| bad())?;
+    let offset: i64 = offset.trim().parse().map_err(|_| bad())?;
+    if partition < 0 || offset < 0 {
+        return Err(format!(
+            "{flag} {text:?}: partition and offset must not be negative"
+        ));
+    }
+    Ok((partition, offset))
+}
+
+/// How one partition of a positioned read goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PartitionPlan {
+    partition: i32,
+    start: i64,
+    /// Messages at or past this offset are not handed on.
+    end: Option<i64>,
+    /// Messages stamped before this (ms) are skipped until the first one that is not: the
+    /// broker could not look the time up (the embedded broker cannot), so we scan.
+    skip_before_ms: Option<i64>,
+    /// A message stamped after this (ms) ends the partition.
+    stop_after_ms: Option<i64>,
+}
+
+impl PartitionPlan {
+    fn done_at_start(&self) -> bool {
+        self.end.is_some_and(|end| self.start >= end)
+    }
+
+    fn bounded(&self) -> bool {
+        self.end.is_some() || self.stop_after_ms.is_some()
+    }
+}
+
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Asks the broker where `range` starts and ends in each partition of `topic`. Blocking.
+fn plan_range(
+    consumer: &impl Consumer<ConsoleContext>,
+    topic: &str,
+    range: &ReadRange,
+) -> anyhow::Result<Vec<PartitionPlan>> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), LOOKUP_TIMEOUT)
+        .map_err(|error| anyhow::anyhow!("topic {topic}: cannot read its partitions: {error}"))?;
+    let mut partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    partitions.sort_unstable();
+    if partitions.is_empty() {
+        anyhow::bail!("topic {topic}: no such topic, or it has no partitions");
+    }
+    for (flag, list) in [
+        ("--from-offset", &range.from_offsets),
+        ("--until-offset", &range.until_offsets),
+    ] {
+        if let Some((partition, _)) = list.iter().find(|(p, _)| !partitions.contains(p)) {
+            anyhow::bail!(
+                "{flag}: topic {topic} has no partition {partition} (it has {partitions:?})"
+            );
+        }
+    }
+    let selected: Vec<i32> = if range.from_offsets.is_empty() {
+        partitions
+    } else {
+        range.from_offsets.iter().map(|(p, _)| *p).collect()
+    };
+    // offsets-for-times: the first offset whose timestamp is at or after `ms`, per partition.
+    let lookup = |ms: i64| -> anyhow::Result<HashMap<i32, Option<i64>>> {
+        let mut list = TopicPartitionList::new();
+        for partition in &selected {
+            list.add_partition_offset(topic, *partition, Offset::Offset(ms))?;
+        }
+        let found = consumer
+            .offsets_for_times(list, LOOKUP_TIMEOUT)
+            .map_err(|error| anyhow::anyhow!("topic {topic}: offsets for times: {error}"))?;
+        Ok(found
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(offset) if offset >= 0 => (e.partition(), Some(offset)),
+                _ => (e.partition(), None),
+            })
+            .collect())
+    };
+    let from_ms = range.from_time.map(|t| t.timestamp_millis());
+    let until_ms = range.until_time.map(|t| t.timestamp_millis());
+    let starts = from_ms.map(lookup).transpose()?;
+    let ends = until_ms
+        .map(|ms| lookup(ms.saturating_add(1)))
+        .transpose()?;
+    let mut plans = Vec::new();
+    for partition in selected {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, LOOKUP_TIMEOUT)
+            .map_err(|error| {
+                anyhow::anyhow!("topic {topic} partition {partition}: watermarks: {error}")
+            })?;
+        let mut plan = PartitionPlan {
+            partition,
+            start: low,
+            end: None,
+            skip_before_ms: None,
+            stop_after_ms: None,
+        };
+        if let Some((_, offset)) = range.from_offsets.iter().find(|(p, _)| *p == partition) {
+            plan.start = (*offset).max(low);
+        } else if let Some(starts) = &starts {
+            match starts.get(&partition).copied().flatten() {
+                Some(offset) => plan.start = offset.max(low),
+                // "No message at or after that time", or a broker that cannot look times up:
+                // read from the start and skip by timestamp, which is right in both cases.
+                None if high > low => plan.skip_before_ms = from_ms,
+                None => plan.start = high,
+            }
+        }
+        if let Some(ends) = &ends {
+            match ends.get(&partition).copied().flatten() {
+                Some(offset) => plan.end = Some(offset),
+                None => {
+                    plan.end = Some(high);
+                    plan.stop_after_ms = until_ms;
+                }
+            }
+        }
+        if let Some((_, offset)) = range.until_offsets.iter().find(|(p, _)| *p == partition) {
+            plan.end = Some(plan.end.map_or(*offset, |end| end.min(*offset)));
+        }
+        plans.push(plan);
+    }
+    Ok(plans)
+}
+
 /// Control side of the consumer, shared by the runtime.
 #[derive(Clone)]
 pub struct ConsumerControl {
@@ -179,6 +346,10 @@ pub struct ConsumerControl {
     paused: Arc<AtomicBool>,
     status: watch::Sender<ConsumerStatus>,
     topic: String,
+    /// False for a positioned read: it must never move a group's offsets.
+    commits: bool,
+    /// Set when a positioned read has reached its end in every partition.
+    finished: Arc<AtomicBool>,
 }
 
 impl ConsumerControl {
@@ -231,7 +402,12 @@ impl ConsumerControl {
     /// the async threads, and is bounded so an unreachable broker cannot hang shutdown.
     pub async fn commit_and_close(self, timeout: Duration) {
         let consumer = self.consumer;
+        let commits = self.commits;
         let work = tokio::task::spawn_blocking(move || {
+            if !commits {
+                drop(consumer);
+                return;
+            }
             match consumer.commit_consumer_state(CommitMode::Sync) {
                 Ok(()) => tracing::info!("final offsets committed"),
                 Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {
@@ -249,6 +425,11 @@ impl ConsumerControl {
     pub fn topic(&self) -> &str {
         &self.topic
     }
+
+    /// A positioned read reached `--until-*` everywhere: fetching ended on purpose.
+    pub fn range_finished(&self) -> bool {
+        self.finished.load(Ordering::SeqCst)
+    }
 }
 
 pub struct KafkaSource {
@@ -257,8 +438,10 @@ pub struct KafkaSource {
     pub task: JoinHandle<()>,
 }
 
-/// Creates the consumer, subscribes, and starts the fetch task. `stop` ends fetching.
-pub fn start(config: &Config, stop: watch::Receiver<bool>) -> KafkaResult<KafkaSource> {
+/// Creates the consumer, subscribes (or, for a positioned read, assigns), and starts the fetch
+/// task. `stop` ends fetching.
+pub fn start(config: &Config, stop: watch::Receiver<bool>) -> anyhow::Result<KafkaSource> {
+    let range = &config.kafka.range;
     let status = watch::Sender::new(ConsumerStatus {
         brokers: config.kafka.brokers.clone(),
         topic: config.kafka.topic.clone(),
@@ -304,9 +487,40 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> KafkaResult<KafkaS
     }
     // At-least-once: an offset is stored only once its event has been handled.
     client.set("enable.auto.offset.store", "false");
+    if range.is_active() {
+        client.set("enable.auto.commit", "false");
+    }
     let consumer: ConsoleConsumer = client.create_with_context(context)?;
-    consumer.subscribe(&[&config.kafka.topic])?;
+    let mut limits = HashMap::new();
+    if range.is_active() {
+        let plans = plan_range(&consumer, &config.kafka.topic, range)?;
+        let mut assignment = TopicPartitionList::new();
+        for plan in &plans {
+            tracing::info!(
+                partition = plan.partition,
+                start = plan.start,
+                end = ?plan.end,
+                scan_from_time = plan.skip_before_ms.is_some(),
+                "replay: partition range"
+            );
+            if !plan.done_at_start() {
+                assignment.add_partition_offset(
+                    &config.kafka.topic,
+                    plan.partition,
+                    Offset::Offset(plan.start),
+                )?;
+            }
+        }
+        consumer.assign(&assignment)?;
+        let mut assigned: Vec<i32> = plans.iter().map(|p| p.partition).collect();
+        assigned.sort_unstable();
+        status.send_modify(|s| s.assigned_partitions = assigned);
+        limits = plans.into_iter().map(|p| (p.partition, p)).collect();
+    } else {
+        consumer.subscribe(&[&config.kafka.topic])?;
+    }
     let consumer = Arc::new(consumer);
+    let finished = Arc::new(AtomicBool::new(false));
     let (sender, messages) = mpsc::channel(config.kafka.channel_capacity);
     let poll_timeout = Duration::from_millis(config.kafka.poll_timeout_ms);
     let task = tokio::spawn(fetch_loop(
@@ -315,6 +529,7 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> KafkaResult<KafkaS
         stop,
         poll_timeout,
         status.clone(),
+        RangeState::new(limits, finished.clone()),
     ));
     Ok(KafkaSource {
         control: ConsumerControl {
@@ -322,10 +537,100 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> KafkaResult<KafkaS
             paused,
             status,
             topic: config.kafka.topic.clone(),
+            commits: !range.is_active(),
+            finished,
         },
         messages,
         task,
     })
+}
+
+/// What a positioned read still has to fetch, partition by partition.
+struct RangeState {
+    plans: HashMap<i32, PartitionPlan>,
+    /// Partitions not yet at their end; the read is over when none is left (if all have one).
+    open: std::collections::BTreeSet<i32>,
+    bounded: bool,
+    finished: Arc<AtomicBool>,
+}
+
+/// What to do with one fetched message.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Forward,
+    Skip,
+    /// Past the end of its partition: not handed on; the partition is done.
+    PastEnd,
+}
+
+impl RangeState {
+    fn new(plans: HashMap<i32, PartitionPlan>, finished: Arc<AtomicBool>) -> Self {
+        let bounded = !plans.is_empty() && plans.values().all(PartitionPlan::bounded);
+        let open = plans
+            .values()
+            .filter(|p| !p.done_at_start())
+            .map(|p| p.partition)
+            .collect();
+        Self {
+            plans,
+            open,
+            bounded,
+            finished,
+        }
+    }
+
+    fn judge(&mut self, partition: i32, offset: i64, timestamp_ms: Option<i64>) -> Verdict {
+        let Some(plan) = self.plans.get_mut(&partition) else {
+            return Verdict::Forward;
+        };
+        if plan.end.is_some_and(|end| offset >= end)
+            || plan
+                .stop_after_ms
+                .zip(timestamp_ms)
+                .is_some_and(|(stop, ts)| ts > stop)
+        {
+            return Verdict::PastEnd;
+        }
+        if let Some(from) = plan.skip_before_ms {
+            if timestamp_ms.is_some_and(|ts| ts < from) {
+                return Verdict::Skip;
+            }
+            plan.skip_before_ms = None;
+        }
+        Verdict::Forward
+    }
+
+    /// Marks the partition done if `offset` was its last; true when the whole read is over.
+    fn close(&mut self, partition: i32, offset: Option<i64>) -> bool {
+        let last = match offset {
+            None => true,
+            Some(offset) => self
+                .plans
+                .get(&partition)
+                .and_then(|p| p.end)
+                .is_some_and(|end| offset + 1 >= end),
+        };
+        if last {
+            self.open.remove(&partition);
+        }
+        self.over()
+    }
+
+    fn over(&self) -> bool {
+        let over = self.bounded && self.open.is_empty();
+        if over {
+            self.finished.store(true, Ordering::SeqCst);
+        }
+        over
+    }
+}
+
+fn pause_partition(consumer: &ConsoleConsumer, topic: &str, partition: i32) {
+    let mut list = TopicPartitionList::new();
+    list.add_partition(topic, partition);
+    if let Err(error) = consumer.pause(&list) {
+        tracing::debug!(%error, partition, "could not pause a finished partition");
+    }
 }
 
 async fn fetch_loop(
@@ -334,8 +639,13 @@ async fn fetch_loop(
     mut stop: watch::Receiver<bool>,
     poll_timeout: Duration,
     status: watch::Sender<ConsumerStatus>,
+    mut range: RangeState,
 ) {
     let mut consecutive_errors = 0u32;
+    if range.over() {
+        tracing::info!("replay: nothing to read in the requested range");
+        return;
+    }
     loop {
         if *stop.borrow() {
             break;
@@ -359,6 +669,19 @@ async fn fetch_loop(
             }
             Ok(Ok(message)) => {
                 consecutive_errors = 0;
+                let (partition, offset) = (message.partition(), message.offset());
+                match range.judge(partition, offset, message.timestamp().to_millis()) {
+                    Verdict::Forward => {}
+                    Verdict::Skip => continue,
+                    Verdict::PastEnd => {
+                        pause_partition(&consumer, message.topic(), partition);
+                        if range.close(partition, None) {
+                            tracing::info!("replay: every partition reached its end");
+                            break;
+                        }
+                        continue;
+                    }
+                }
                 FetchedMessage {
                     source: SourceRef {
                         topic: message.topic().to_string(),
@@ -371,11 +694,91 @@ async fn fetch_loop(
                 }
             }
         };
+        let (topic, partition, offset) = (
+            message.source.topic.clone(),
+            message.source.partition,
+            message.source.offset,
+        );
         // Waiting here when the runtime is behind is the backpressure.
         tokio::select! {
             _ = stop.changed() => break,
             sent = sender.send(message) => if sent.is_err() { break },
         }
+        if range.plans.contains_key(&partition) && range.open.contains(&partition) {
+            let before = range.open.len();
+            let over = range.close(partition, Some(offset));
+            if range.open.len() < before {
+                pause_partition(&consumer, &topic, partition);
+            }
+            if over {
+                tracing::info!("replay: every partition reached its end");
+                break;
+            }
+        }
     }
     tracing::debug!("fetch loop stopped");
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::*;
+
+    fn plan(partition: i32, start: i64, end: Option<i64>) -> PartitionPlan {
+        PartitionPlan {
+            partition,
+            start,
+            end,
+            skip_before_ms: None,
+            stop_after_ms: None,
+        }
+    }
+
+    #[test]
+    fn partition_offsets_parse_or_name_the_flag() {
+        assert_eq!(
+            parse_partition_offset("--from-offset", "2:150"),
+            Ok((2, 150))
+        );
+        for bad in ["2", "x:1", "1:y", "-1:5", "1:-5", ""] {
+            let error = parse_partition_offset("--from-offset", bad).unwrap_err();
+            assert!(error.starts_with("--from-offset"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_bounded_read_ends_when_every_partition_reached_its_end() {
+        let finished = Arc::new(AtomicBool::new(false));
+        let plans = HashMap::from([(0, plan(0, 5, Some(7))), (1, plan(1, 3, Some(3)))]);
+        let mut state = RangeState::new(plans, finished.clone());
+        assert!(!state.over(), "partition 1 is empty, 0 is not");
+        assert_eq!(state.judge(0, 5, None), Verdict::Forward);
+        assert!(!state.close(0, Some(5)));
+        assert_eq!(state.judge(0, 6, None), Verdict::Forward);
+        assert!(state.close(0, Some(6)));
+        assert!(finished.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn times_skip_before_the_start_and_end_after_the_stop() {
+        let finished = Arc::new(AtomicBool::new(false));
+        let mut timed = plan(0, 0, Some(100));
+        timed.skip_before_ms = Some(1_000);
+        timed.stop_after_ms = Some(2_000);
+        let mut state = RangeState::new(HashMap::from([(0, timed)]), finished);
+        assert_eq!(state.judge(0, 0, Some(500)), Verdict::Skip);
+        assert_eq!(state.judge(0, 1, Some(1_000)), Verdict::Forward);
+        // Once started, an older timestamp (producer clocks differ) is not skipped.
+        assert_eq!(state.judge(0, 2, Some(900)), Verdict::Forward);
+        assert_eq!(state.judge(0, 3, Some(2_001)), Verdict::PastEnd);
+        assert!(state.close(0, None));
+    }
+
+    #[test]
+    fn an_unbounded_partition_keeps_the_read_going() {
+        let finished = Arc::new(AtomicBool::new(false));
+        let plans = HashMap::from([(0, plan(0, 0, Some(1))), (1, plan(1, 0, None))]);
+        let mut state = RangeState::new(plans, finished);
+        assert!(!state.close(0, Some(0)));
+        assert!(!state.over());
+    }
 }

@@ -20,10 +20,17 @@ pub enum Channel {
     #[serde(rename = "pagerduty")]
     PagerDuty,
     Webhook,
+    Sms,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 4] = [Self::Email, Self::Slack, Self::PagerDuty, Self::Webhook];
+    pub const ALL: [Channel; 5] = [
+        Self::Email,
+        Self::Slack,
+        Self::PagerDuty,
+        Self::Webhook,
+        Self::Sms,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -31,6 +38,7 @@ impl Channel {
             Self::Slack => "slack",
             Self::PagerDuty => "pagerduty",
             Self::Webhook => "webhook",
+            Self::Sms => "sms",
         }
     }
 
@@ -40,6 +48,7 @@ impl Channel {
             Self::Slack => 1,
             Self::PagerDuty => 2,
             Self::Webhook => 3,
+            Self::Sms => 4,
         }
     }
 }
@@ -191,6 +200,50 @@ impl Default for WebhookConfig {
     }
 }
 
+/// Twilio's Messages API, unless `api_url` points elsewhere (a test server, a proxy).
+pub const TWILIO_API_URL: &str = "https://api.twilio.com";
+
+/// SMS through Twilio's Messages API: a form POST to
+/// `<api_url>/2010-04-01/Accounts/<account_sid>/Messages.json` with basic authentication.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmsConfig {
+    /// `TWILIO_ACCOUNT_SID`; SMS is on when the SID, token and sender are all set.
+    pub account_sid: Option<String>,
+    /// `TWILIO_AUTH_TOKEN`; a secret, better left out of the file.
+    pub auth_token: Option<String>,
+    /// Sender number in E.164 form, e.g. "+15005550006" (`TWILIO_FROM_NUMBER`).
+    pub from: Option<String>,
+    pub api_url: String,
+    /// Numbers texted for what a route with the `sms` channel matches (administrator audience).
+    pub numbers: Vec<String>,
+    /// User name -> number: escalation-level users and users a notification is for.
+    pub users: BTreeMap<String, String>,
+    pub timeout_ms: u64,
+}
+
+impl Default for SmsConfig {
+    fn default() -> Self {
+        Self {
+            account_sid: None,
+            auth_token: None,
+            from: None,
+            api_url: TWILIO_API_URL.into(),
+            numbers: Vec::new(),
+            users: BTreeMap::new(),
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// E.164: a plus sign and 8 to 15 digits. Anything else would be refused by the API anyway,
+/// and checking here names the setting.
+pub fn is_phone_number(number: &str) -> bool {
+    number.strip_prefix('+').is_some_and(|digits| {
+        (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
+    })
+}
+
 /// Which channels (and extra email recipients) notifications to administrators and users use.
 /// Every matching route applies; empty filter lists match everything.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -313,6 +366,7 @@ pub struct NotifyConfig {
     pub slack: SlackConfig,
     pub pagerduty: PagerDutyConfig,
     pub webhook: WebhookConfig,
+    pub sms: SmsConfig,
     pub delivery: DeliveryConfig,
     pub rate_limit: RateLimitConfig,
     pub dedup: DedupConfig,
@@ -335,6 +389,7 @@ impl Default for NotifyConfig {
             slack: SlackConfig::default(),
             pagerduty: PagerDutyConfig::default(),
             webhook: WebhookConfig::default(),
+            sms: SmsConfig::default(),
             delivery: DeliveryConfig::default(),
             rate_limit: RateLimitConfig::default(),
             dedup: DedupConfig::default(),
@@ -497,6 +552,7 @@ impl NotifyConfig {
             self.webhook.timeout_ms,
             TEN_MINUTES_MS,
         )?;
+        self.validate_sms()?;
         let delivery = &self.delivery;
         positive("delivery.initial_backoff_ms", delivery.initial_backoff_ms)?;
         if !(delivery.backoff_factor.is_finite() && delivery.backoff_factor >= 1.0) {
@@ -544,6 +600,62 @@ impl NotifyConfig {
         Ok(())
     }
 
+    fn validate_sms(&self) -> Result<(), Invalid> {
+        let sms = &self.sms;
+        check_url("sms.api_url", &sms.api_url)?;
+        within("sms.timeout_ms", sms.timeout_ms, TEN_MINUTES_MS)?;
+        if let Some(sid) = &sms.account_sid
+            && (sid.is_empty() || !sid.bytes().all(|b| b.is_ascii_alphanumeric()))
+        {
+            // It goes into the URL path: letters and digits only (Twilio's are `AC` + 32 hex).
+            return Err(invalid(
+                "sms.account_sid",
+                "must be letters and digits only",
+            ));
+        }
+        if sms
+            .auth_token
+            .as_deref()
+            .is_some_and(|token| token.trim().is_empty())
+        {
+            return Err(invalid("sms.auth_token", "must not be empty"));
+        }
+        if let Some(from) = &sms.from
+            && !is_phone_number(from)
+        {
+            return Err(invalid(
+                "sms.from",
+                format!("`{from}` is not an E.164 number (+ and 8 to 15 digits)"),
+            ));
+        }
+        for (field, number) in sms
+            .numbers
+            .iter()
+            .map(|n| ("sms.numbers", n))
+            .chain(sms.users.values().map(|n| ("sms.users", n)))
+        {
+            if !is_phone_number(number) {
+                return Err(invalid(
+                    field,
+                    format!("`{number}` is not an E.164 number (+ and 8 to 15 digits)"),
+                ));
+            }
+        }
+        let parts = [
+            sms.account_sid.is_some(),
+            sms.auth_token.is_some(),
+            sms.from.is_some(),
+        ];
+        if parts.contains(&true) && parts.contains(&false) {
+            return Err(invalid(
+                "sms.account_sid",
+                "account_sid, auth_token and from go together \
+                 (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_FROM_NUMBER)",
+            ));
+        }
+        Ok(())
+    }
+
     /// Secrets (and endpoints that embed them) from the environment override the file.
     pub fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) {
         let get = |name: &str| env(name).filter(|value| !value.is_empty());
@@ -565,6 +677,15 @@ impl NotifyConfig {
         if let Some(value) = get("WEBHOOK_BEARER_TOKEN") {
             self.webhook.bearer_token = Some(value);
         }
+        if let Some(value) = get("TWILIO_ACCOUNT_SID") {
+            self.sms.account_sid = Some(value);
+        }
+        if let Some(value) = get("TWILIO_AUTH_TOKEN") {
+            self.sms.auth_token = Some(value);
+        }
+        if let Some(value) = get("TWILIO_FROM_NUMBER") {
+            self.sms.from = Some(value);
+        }
     }
 
     /// Replaces every secret with `crate::config::REDACTED`, for `--print-config`.
@@ -576,6 +697,8 @@ impl NotifyConfig {
             &mut self.slack.webhook_url,
             &mut self.pagerduty.routing_key,
             &mut self.webhook.bearer_token,
+            &mut self.sms.account_sid,
+            &mut self.sms.auth_token,
         ] {
             if secret.is_some() {
                 *secret = redacted();
@@ -589,6 +712,11 @@ impl NotifyConfig {
             Channel::Slack => self.slack.webhook_url.is_some(),
             Channel::PagerDuty => self.pagerduty.routing_key.is_some(),
             Channel::Webhook => self.webhook.url.is_some(),
+            Channel::Sms => {
+                self.sms.account_sid.is_some()
+                    && self.sms.auth_token.is_some()
+                    && self.sms.from.is_some()
+            }
         }
     }
 
@@ -598,6 +726,7 @@ impl NotifyConfig {
             Channel::Slack => self.slack.timeout_ms,
             Channel::PagerDuty => self.pagerduty.timeout_ms,
             Channel::Webhook => self.webhook.timeout_ms,
+            Channel::Sms => self.sms.timeout_ms,
         })
     }
 }
@@ -671,6 +800,19 @@ mod tests {
                 "templates_dir",
             ),
             (
+                Box::new(|c| c.sms.numbers = vec!["555-1234".into()]),
+                "sms.numbers",
+            ),
+            (
+                Box::new(|c| c.sms.from = Some("+15005550006".into())),
+                "sms.account_sid",
+            ),
+            (
+                Box::new(|c| c.sms.account_sid = Some("AC/../x".into())),
+                "sms.account_sid",
+            ),
+            (Box::new(|c| c.sms.api_url = "twilio".into()), "sms.api_url"),
+            (
                 Box::new(|c| {
                     c.escalation_levels = vec![
                         LevelRecipients {
@@ -702,13 +844,26 @@ mod tests {
             "SLACK_WEBHOOK_URL" => Some("http://127.0.0.1:9/hooks/T0/B0/secret".into()),
             "PAGERDUTY_ROUTING_KEY" => Some("R0UTING".into()),
             "WEBHOOK_BEARER_TOKEN" => Some("tok".into()),
+            "TWILIO_ACCOUNT_SID" => Some("AC0123456789abcdef".into()),
+            "TWILIO_AUTH_TOKEN" => Some("twilio-token".into()),
+            "TWILIO_FROM_NUMBER" => Some("+15005550006".into()),
             _ => None,
         });
+        assert!(config.enabled(Channel::Sms));
+        config.validate().unwrap();
         assert_eq!(config.email.password.as_deref(), Some("hunter2"));
         assert!(config.enabled(Channel::Slack) && config.enabled(Channel::PagerDuty));
         config.redact();
         let printed = format!("{config:?}");
-        for secret in ["mailer", "hunter2", "secret", "R0UTING", "\"tok\""] {
+        for secret in [
+            "mailer",
+            "hunter2",
+            "secret",
+            "R0UTING",
+            "\"tok\"",
+            "AC0123456789abcdef",
+            "twilio-token",
+        ] {
             assert!(!printed.contains(secret), "{secret} in {printed}");
         }
     }

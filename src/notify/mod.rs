@@ -3,7 +3,8 @@
 //! the outbox a dispatcher task routes each notification to deliveries (channel + recipient),
 //! drops duplicates (`Claims`), applies each channel's rate limit (held-back ones are
 //! summarised in a digest) and hands the rest to one worker per channel, which retries with
-//! backoff until a deadline. Channels: email (SMTP), Slack, PagerDuty Events v2, a webhook.
+//! backoff until a deadline. Channels: email (SMTP), Slack, PagerDuty Events v2, a webhook,
+//! SMS (Twilio).
 //!
 //! - `config`: the `notifications:` settings; `template`: message templates;
 //! - `routing`: audience and routes -> deliveries; `policy`: backoff, Retry-After, rate limit;

@@ -9,6 +9,8 @@
 //!   listed level below it): its channels, users and emails.
 //! - PagerDuty reacts to three kinds only: `escalation` triggers, `escalation_acknowledged`
 //!   acknowledges, `resolved` resolves, all keyed `<dedup_key_prefix><incident id>`.
+//! - SMS goes to `sms.numbers` for the administrators, and to the numbers of the users in
+//!   `sms.users` (the level's users, or the user a notification is for).
 //! - Channels that are not configured are skipped.
 
 use std::collections::BTreeSet;
@@ -238,6 +240,43 @@ impl Router {
                         },
                     ));
                 }
+                Channel::Sms => {
+                    let mut numbers = Vec::new();
+                    if notification.audience == Audience::Administrators {
+                        numbers.extend(self.config.sms.numbers.iter().cloned());
+                    }
+                    for user in &users {
+                        match self.config.sms.users.get(user) {
+                            Some(number) => numbers.push(number.clone()),
+                            None => routed.unroutable.push(Unroutable {
+                                channel,
+                                recipient: single_line(user, 64),
+                                reason: "no_number",
+                            }),
+                        }
+                    }
+                    let mut seen = BTreeSet::new();
+                    for number in numbers {
+                        if !seen.insert(number.clone()) {
+                            continue;
+                        }
+                        let values = values_of(notification, &number);
+                        let Some(body) =
+                            self.templates
+                                .text(TemplateSlot::Sms, notification.kind, &values)
+                        else {
+                            continue;
+                        };
+                        routed.deliveries.push(delivery(
+                            channel,
+                            &number,
+                            Payload::Sms {
+                                to: number.clone(),
+                                body,
+                            },
+                        ));
+                    }
+                }
                 Channel::PagerDuty => {
                     if let Some(body) = self.pagerduty_event(notification) {
                         routed.deliveries.push(delivery(
@@ -320,6 +359,10 @@ impl Router {
                 body: format!(
                     "{headline}.\n\nHeld back in the last {window} s:\n{listing}\n\nThe console shows them all.\n"
                 ),
+            },
+            Channel::Sms => Payload::Sms {
+                to: recipient.to_string(),
+                body: single_line(&headline, super::template::SMS_MAX_CHARS),
             },
             Channel::Slack => Payload::Json {
                 body: json!({ "text": format!(":warning: {headline}:\n{listing}") }),
@@ -614,7 +657,7 @@ mod tests {
                     Payload::Json { body, .. } => {
                         body["event_action"].as_str().unwrap().to_string()
                     }
-                    Payload::Email { .. } => unreachable!(),
+                    Payload::Email { .. } | Payload::Sms { .. } => unreachable!(),
                 });
             assert_eq!(event.as_deref(), action, "{kind:?}");
         }

@@ -1,4 +1,4 @@
-//! One attempt to deliver: SMTP through lettre, HTTP through reqwest. Every error is sorted into
+//! One attempt to deliver: SMTP through lettre, HTTP (and Twilio's form API) through reqwest. Every error is sorted into
 //! "try again" (network, timeouts, 5xx, 429, SMTP 4xx) or "final" (other 4xx, SMTP 5xx, bad
 //! address), with a short reason for the counters and a detail for the log.
 
@@ -48,6 +48,17 @@ fn failed(reason: impl Into<String>, detail: impl Into<String>) -> Outcome {
 pub struct Senders {
     smtp: Option<(AsyncSmtpTransport<Tokio1Executor>, Mailbox, Duration)>,
     http: [Option<HttpEndpoint>; 4],
+    sms: Option<SmsEndpoint>,
+}
+
+/// Twilio's Messages API for one account. The SID and token are secrets: they are never
+/// logged, and errors from reqwest are stripped of the URL (which holds the SID).
+struct SmsEndpoint {
+    client: reqwest::Client,
+    url: String,
+    account_sid: String,
+    auth_token: String,
+    from: String,
 }
 
 struct HttpEndpoint {
@@ -125,8 +136,30 @@ impl Senders {
             .routing_key
             .as_ref()
             .map(|_| &config.pagerduty.events_url);
+        let sms = match (
+            &config.sms.account_sid,
+            &config.sms.auth_token,
+            &config.sms.from,
+        ) {
+            (Some(account_sid), Some(auth_token), Some(from)) => Some(SmsEndpoint {
+                client: reqwest::Client::builder()
+                    .timeout(config.timeout(Channel::Sms))
+                    .connect_timeout(config.timeout(Channel::Sms))
+                    .user_agent(concat!("incident-console/", env!("CARGO_PKG_VERSION")))
+                    .build()?,
+                url: format!(
+                    "{}/2010-04-01/Accounts/{account_sid}/Messages.json",
+                    config.sms.api_url.trim_end_matches('/')
+                ),
+                account_sid: account_sid.clone(),
+                auth_token: auth_token.clone(),
+                from: from.clone(),
+            }),
+            _ => None,
+        };
         Ok(Self {
             smtp,
+            sms,
             http: [
                 None,
                 endpoint(
@@ -156,11 +189,19 @@ impl Senders {
             Payload::Email { to, subject, body } => {
                 self.send_email(&delivery.key, to, subject, body).await
             }
+            Payload::Sms { to, body } => match &self.sms {
+                Some(endpoint) => endpoint.post(to, body).await,
+                None => failed("channel_disabled", "SMS not configured"),
+            },
             Payload::Json {
                 body,
                 idempotency_key,
             } => {
-                let Some(endpoint) = &self.http[delivery.channel.index()] else {
+                let Some(endpoint) = self
+                    .http
+                    .get(delivery.channel.index())
+                    .and_then(Option::as_ref)
+                else {
                     return failed("channel_disabled", "channel not configured");
                 };
                 endpoint.post(body, idempotency_key.as_deref()).await
@@ -267,6 +308,100 @@ impl HttpEndpoint {
     }
 }
 
+impl SmsEndpoint {
+    /// 201 (or any 2xx) is delivered; 429 and 5xx are retried (after `Retry-After` if given);
+    /// other 4xx are final, with Twilio's error code as the reason (`twilio_21211`: bad `To`).
+    async fn post(&self, to: &str, body: &str) -> Outcome {
+        let request = self
+            .client
+            .post(&self.url)
+            .basic_auth(&self.account_sid, Some(&self.auth_token))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(form_encode(&[
+                ("To", to),
+                ("From", self.from.as_str()),
+                ("Body", body),
+            ]));
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => {
+                let reason = if error.is_timeout() {
+                    "timeout"
+                } else if error.is_connect() {
+                    "connect"
+                } else {
+                    "http_error"
+                };
+                return retry(reason, error.without_url().to_string());
+            }
+        };
+        let status = response.status();
+        if status.is_success() {
+            return Outcome::Delivered;
+        }
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| parse_retry_after(value, chrono::Utc::now()));
+        let excerpt = body_excerpt(response).await;
+        // Twilio answers errors with {"code": 21211, "message": "...", "status": 400, ...}.
+        let error: Option<serde_json::Value> = serde_json::from_str(&excerpt).ok();
+        let code = error
+            .as_ref()
+            .and_then(|e| e.get("code"))
+            .and_then(serde_json::Value::as_u64);
+        let message = error
+            .as_ref()
+            .and_then(|e| e.get("message"))
+            .and_then(serde_json::Value::as_str)
+            .map(|m| super::template::single_line(m, 200))
+            .unwrap_or(excerpt);
+        let reason = match code {
+            Some(code) => format!("twilio_{code}"),
+            None => format!("http_{}", status.as_u16()),
+        };
+        let detail = format!("HTTP {status}: {message}");
+        if status.as_u16() == 429 || status.is_server_error() {
+            Outcome::Retry {
+                reason,
+                detail,
+                after: retry_after,
+            }
+        } else {
+            failed(reason, detail)
+        }
+    }
+}
+
+/// `application/x-www-form-urlencoded`, as browsers write it (UTF-8, space as `+`).
+pub fn form_encode(fields: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for (i, (name, value)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        for (j, text) in [name, value].into_iter().enumerate() {
+            if j > 0 {
+                out.push('=');
+            }
+            for byte in text.bytes() {
+                match byte {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'*' | b'-' | b'.' | b'_' => {
+                        out.push(byte as char)
+                    }
+                    b' ' => out.push('+'),
+                    _ => out.push_str(&format!("%{byte:02X}")),
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The start of an error response, for the log: at most 300 bytes, one line.
 async fn body_excerpt(mut response: reqwest::Response) -> String {
     let mut excerpt = Vec::new();
@@ -288,6 +423,17 @@ pub fn message_id(key: &str) -> String {
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
     format!("<{hash:016x}@incident-console>")
+}
+
+#[cfg(test)]
+mod form_tests {
+    #[test]
+    fn forms_are_percent_encoded() {
+        assert_eq!(
+            super::form_encode(&[("To", "+1555"), ("Body", "a b&c=é/…")]),
+            "To=%2B1555&Body=a+b%26c%3D%C3%A9%2F%E2%80%A6"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -25,6 +25,8 @@ pub enum Payload {
         subject: String,
         body: String,
     },
+    /// A text message; the sender and the account's credentials are added when sending.
+    Sms { to: String, body: String },
     /// A JSON body for Slack, PagerDuty (without `routing_key`) or the webhook.
     Json {
         body: serde_json::Value,
@@ -39,7 +41,8 @@ pub struct Delivery {
     /// `<notification dedup_key>|<channel>|<recipient>`: the deduplication key.
     pub key: String,
     pub channel: Channel,
-    /// An email address, or the channel name for the single-endpoint channels.
+    /// An email address, a phone number (SMS), or the channel name for the single-endpoint
+    /// channels.
     pub recipient: String,
     pub incident_id: Option<IncidentId>,
     /// The notification kind, or "digest" for a rate-limit summary.

@@ -213,7 +213,12 @@ pub enum TemplateSlot {
     Webhook,
     /// `pagerduty/<kind>.txt`: the alert summary (only triggers have one).
     PagerDuty,
+    /// `sms/<kind>.txt`: one line, cut to `SMS_MAX_CHARS` (one SMS segment).
+    Sms,
 }
+
+/// An SMS longer than this is split into several billed segments (GSM-7): texts are cut.
+pub const SMS_MAX_CHARS: usize = 160;
 
 impl TemplateSlot {
     pub fn of(channel: Channel) -> Self {
@@ -222,6 +227,7 @@ impl TemplateSlot {
             Channel::Slack => Self::Slack,
             Channel::PagerDuty => Self::PagerDuty,
             Channel::Webhook => Self::Webhook,
+            Channel::Sms => Self::Sms,
         }
     }
 
@@ -231,6 +237,7 @@ impl TemplateSlot {
             Self::Slack => "slack",
             Self::Webhook => "webhook",
             Self::PagerDuty => "pagerduty",
+            Self::Sms => "sms",
         }
     }
 
@@ -272,6 +279,12 @@ pub const SHIPPED: &[(&str, &str)] = shipped![
     "webhook" / "escalation_acknowledged",
     "webhook" / "resolved",
     "pagerduty" / "escalation",
+    "sms" / "incident_created",
+    "sms" / "status_changed",
+    "sms" / "assignment_changed",
+    "sms" / "escalation",
+    "sms" / "escalation_acknowledged",
+    "sms" / "resolved",
 ];
 
 /// An email template: subject and body.
@@ -310,6 +323,7 @@ impl TemplateSet {
             TemplateSlot::Slack,
             TemplateSlot::Webhook,
             TemplateSlot::PagerDuty,
+            TemplateSlot::Sms,
         ] {
             for kind in slot.kinds() {
                 let relative = format!("{}/{}.txt", slot.dir(), kind.as_str());
@@ -352,6 +366,7 @@ impl TemplateSet {
             set.email(kind, &values);
             set.text(TemplateSlot::Slack, kind, &values);
             set.text(TemplateSlot::Webhook, kind, &values);
+            set.text(TemplateSlot::Sms, kind, &values);
         }
         Ok(set)
     }
@@ -378,6 +393,9 @@ impl TemplateSet {
                 TemplateSlot::Slack => template.render(values, slack_value),
                 TemplateSlot::PagerDuty => {
                     single_line(&template.render(values, single_line_value), 1024)
+                }
+                TemplateSlot::Sms => {
+                    single_line(&template.render(values, single_line_value), SMS_MAX_CHARS)
                 }
                 _ => template.render(values, body_value),
             }),
@@ -530,6 +548,23 @@ mod tests {
             let error = Template::parse("f.txt", text).unwrap_err();
             assert_eq!(error.line, line, "{text}");
             assert!(error.message.contains(needle), "{error}");
+        }
+    }
+
+    #[test]
+    fn sms_texts_are_one_line_of_at_most_160_characters() {
+        let set = TemplateSet::load(None).unwrap();
+        for kind in KINDS {
+            let mut values = sample_values(kind);
+            let text = set.text(TemplateSlot::Sms, kind, &values).unwrap();
+            assert!(
+                !text.contains('\n') && text.chars().count() <= SMS_MAX_CHARS,
+                "{text}"
+            );
+            values.insert("title".into(), "x\ny ".repeat(100));
+            let long = set.text(TemplateSlot::Sms, kind, &values).unwrap();
+            assert_eq!(long.chars().count(), SMS_MAX_CHARS, "{long}");
+            assert!(!long.contains('\n') && long.ends_with('…'), "{long}");
         }
     }
 

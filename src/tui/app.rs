@@ -126,6 +126,8 @@ pub struct App {
     log_state: TuiWidgetState,
     log_capture: LevelFilter,
     log_capture_changed: bool,
+    /// A replay from Kafka (`--from-*`/`--until-*`): marked in the header, read-only.
+    replay: bool,
     pub viewport: Viewport,
 }
 
@@ -151,12 +153,24 @@ impl App {
             log_state: TuiWidgetState::new(),
             log_capture: LevelFilter::INFO,
             log_capture_changed: false,
+            replay: false,
             viewport: Viewport::default(),
         };
         app.refresh_visible();
         // The log pane starts with its target list hidden; the log key shows it.
         app.log_state.transition(TuiWidgetEvent::HideKey);
         app
+    }
+
+    /// A replay of history: acknowledging is disabled (nobody is paged by a replay, and an
+    /// acknowledgement would be recorded against the past).
+    pub fn with_replay(mut self, replay: bool) -> Self {
+        self.replay = replay;
+        self
+    }
+
+    pub fn is_replay(&self) -> bool {
+        self.replay
     }
 
     /// The level logs are captured at when the console starts (see `logging`).
@@ -742,6 +756,10 @@ impl App {
     }
 
     fn ask_acknowledge(&mut self) {
+        if self.replay {
+            self.say("acknowledging is disabled in a replay", theme::warning());
+            return;
+        }
         let Some(view) = self.acknowledge_target() else {
             let text = match self.focus {
                 Pane::Escalations => "no escalation selected",

@@ -69,7 +69,8 @@ pub async fn run(handle: RuntimeHandle, config: &Config) -> anyhow::Result<RunSu
         }
     };
     let app = App::new(keymap, snapshots.borrow().clone(), local_zone())
-        .with_log_capture(logging::capture_level());
+        .with_log_capture(logging::capture_level())
+        .with_replay(config.kafka.range.is_active());
     let fps = config.console.max_frames_per_sec.clamp(1, MAX_FPS);
     let guard = match terminal::enter() {
         Ok(guard) => guard,

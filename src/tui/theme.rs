@@ -74,6 +74,14 @@ pub fn demo_style() -> Style {
         .add_modifier(Modifier::BOLD)
 }
 
+/// A replay from Kafka: history, not the live stream.
+pub fn replay_style() -> Style {
+    Style::new()
+        .fg(Color::Black)
+        .bg(Color::Yellow)
+        .add_modifier(Modifier::BOLD)
+}
+
 pub fn focused_border() -> Style {
     Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD)
 }

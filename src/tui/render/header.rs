@@ -88,6 +88,13 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         second.push(Span::styled(" DEMO ", theme::demo_style()));
         second.push(Span::raw(" "));
     }
+    if app.is_replay() {
+        second.push(Span::styled(
+            " ⟲ REPLAY · read-only ",
+            theme::replay_style(),
+        ));
+        second.push(Span::raw(" "));
+    }
     second.push(Span::styled(
         format!("{:.1} ev/s", metrics.events_per_sec),
         Style::new().fg(Color::White),
