@@ -35,6 +35,9 @@ use crate::notify::template::TemplateSet;
 /// counted but not kept (a memory bound for very long histories).
 const MAX_SAMPLES: usize = 1_000_000;
 
+/// Distinct incident ids remembered for the count; beyond, `incidents` is a lower bound.
+const MAX_INCIDENTS: usize = 1_000_000;
+
 /// Ticks between two events at most: a policy cannot make a replay spin forever.
 const MAX_TICKS_PER_STEP: usize = 100_000;
 
@@ -211,7 +214,7 @@ pub struct Summary {
     pub dead_letters: u64,
     pub from: Option<Timestamp>,
     pub until: Option<Timestamp>,
-    /// Incidents seen (any event about them).
+    /// Incidents seen (any event about them; counted up to a million).
     pub incidents: u64,
     /// Escalations opened.
     pub escalations: u64,
@@ -301,7 +304,9 @@ impl Replayer {
             } => {
                 let now = self.advance(at, out);
                 self.summary.events += 1;
-                self.incidents.insert(event.incident_id());
+                if self.incidents.len() < MAX_INCIDENTS {
+                    self.incidents.insert(event.incident_id());
+                }
                 out.push(Record::Event {
                     event_type: event.event_type(),
                     incident_id: event.incident_id(),

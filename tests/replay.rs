@@ -22,7 +22,10 @@ use incident_console::status::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_incident-console");
 
-/// A policy fast enough to watch live: on-call 2 s, then secondary 3 s, one repeat after 2 s.
+/// A policy fast enough to watch live: on-call 2 s, then secondary 8 s, one repeat after 2 s.
+/// The live console ticks once a second, so a live step may come up to a second after its
+/// deadline; the secondary's 8 s leave incident 2's resolution (sent as soon as its raise is
+/// seen) well clear of its repeat, live and replayed.
 fn quick_policy(config: &mut Config) {
     config.escalation.levels = vec![
         LevelConfig {
@@ -31,7 +34,7 @@ fn quick_policy(config: &mut Config) {
         },
         LevelConfig {
             name: "secondary".into(),
-            timeout_secs: 3,
+            timeout_secs: 8,
         },
     ];
     config.escalation.repeat_interval_secs = 2;
@@ -297,7 +300,7 @@ async fn a_replay_of_a_live_run_escalates_the_same_way_and_another_policy_differ
     );
     assert_eq!(
         at("repeated", 1) - at("raised", 1),
-        chrono::TimeDelta::seconds(3)
+        chrono::TimeDelta::seconds(8)
     );
 
     // The summary counts what happened.
