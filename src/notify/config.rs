@@ -320,11 +320,26 @@ impl Default for NotifyConfig {
             administrators: Vec::new(),
             users: BTreeMap::new(),
             user_email: None,
-            routes: vec![RouteConfig {
-                channels: vec![Channel::Email, Channel::Slack, Channel::Webhook],
-                ..RouteConfig::default()
-            }],
-            escalation_levels: Vec::new(),
+            // As documented in config.ron, which a test compares with these defaults.
+            routes: vec![
+                RouteConfig {
+                    channels: vec![Channel::Email, Channel::Webhook],
+                    ..RouteConfig::default()
+                },
+                RouteConfig {
+                    priorities: vec![Priority::High, Priority::Critical],
+                    channels: vec![Channel::Slack],
+                    ..RouteConfig::default()
+                },
+            ],
+            escalation_levels: (1..=3)
+                .map(|level| LevelRecipients {
+                    level,
+                    users: Vec::new(),
+                    emails: Vec::new(),
+                    channels: Channel::ALL.to_vec(),
+                })
+                .collect(),
             email: EmailConfig::default(),
             slack: SlackConfig::default(),
             pagerduty: PagerDutyConfig::default(),
