@@ -53,6 +53,8 @@ pub struct Senders {
 struct HttpEndpoint {
     client: reqwest::Client,
     url: String,
+    /// The whole URL is the secret (a Slack incoming webhook): never shown, even redacted.
+    secret_url: bool,
     bearer: Option<String>,
     routing_key: Option<String>,
 }
@@ -116,6 +118,7 @@ impl Senders {
             Ok(Some(HttpEndpoint {
                 client,
                 url: url.clone(),
+                secret_url: channel == Channel::Slack,
                 bearer: bearer.cloned(),
                 routing_key: routing_key.cloned(),
             }))
@@ -240,8 +243,14 @@ impl HttpEndpoint {
                 } else {
                     "http_error"
                 };
-                // reqwest's message names the URL, which may carry a secret (Slack): drop it.
-                return retry(reason, error.without_url().to_string());
+                // reqwest's message names the URL whole, which may carry a secret: it is
+                // named here without userinfo and query values (Slack's is secret throughout).
+                let shown = if self.secret_url {
+                    crate::config::REDACTED.to_string()
+                } else {
+                    super::config::redact_url(&self.url)
+                };
+                return retry(reason, format!("{shown}: {}", error.without_url()));
             }
         };
         let status = response.status();
@@ -288,6 +297,48 @@ pub fn message_id(key: &str) -> String {
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
     format!("<{hash:016x}@incident-console>")
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_post_names_the_url_without_its_secrets() {
+        // Nothing listens on port 1: the connection is refused at once.
+        let mut config = NotifyConfig::default();
+        config.webhook.url = Some("http://user:pw@127.0.0.1:1/hook?token=abc".into());
+        config.slack.webhook_url = Some("http://127.0.0.1:1/services/T0/B0/secretpath".into());
+        let senders = Senders::new(&config).unwrap();
+        let delivery = |channel| Delivery {
+            key: "k".into(),
+            channel,
+            recipient: channel.to_string(),
+            incident_id: None,
+            kind: "incident_created".into(),
+            payload: Payload::Json {
+                body: serde_json::json!({}),
+                idempotency_key: None,
+            },
+            accepted_at: chrono::Utc::now(),
+            give_up_at: chrono::Utc::now(),
+        };
+        let Outcome::Retry { detail, .. } = senders.send(&delivery(Channel::Webhook)).await else {
+            panic!("a refused connection is retried");
+        };
+        assert!(
+            detail.starts_with("http://REDACTED@127.0.0.1:1/hook?token=REDACTED: "),
+            "{detail}"
+        );
+        assert!(
+            !detail.contains("abc") && !detail.contains("pw"),
+            "{detail}"
+        );
+        let Outcome::Retry { detail, .. } = senders.send(&delivery(Channel::Slack)).await else {
+            panic!("a refused connection is retried");
+        };
+        assert!(!detail.contains("secretpath"), "{detail}");
+    }
 }
 
 #[cfg(test)]
