@@ -28,6 +28,7 @@ pub struct Config {
     pub console: ConsoleConfig,
     pub notifications: crate::notify::NotifyConfig,
     pub journal: crate::journal::JournalConfig,
+    pub monitoring: crate::observe::MonitoringConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -291,6 +292,9 @@ impl Config {
         self.notifications
             .validate()
             .map_err(|(field, message)| invalid(&format!("notifications.{field}"), &message))?;
+        self.monitoring
+            .validate()
+            .map_err(|(field, message)| invalid(&format!("monitoring.{field}"), &message))?;
         Ok(())
     }
 

@@ -69,6 +69,8 @@ pub struct RuntimeHandle {
     pub commands: mpsc::Sender<Command>,
     pub snapshots: watch::Receiver<SharedSnapshot>,
     pub consumer_status: watch::Receiver<ConsumerStatus>,
+    /// The journal writer's counters, for the metrics endpoint; `None` without a journal.
+    pub journal_stats: Option<crate::observe::JournalStatsFn>,
     pub task: JoinHandle<anyhow::Result<RunSummary>>,
 }
 
@@ -248,6 +250,10 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
         demo: options.demo,
     });
     let (snapshot_tx, snapshots) = watch::channel(initial);
+    let journal_stats = journal.as_ref().map(|link| {
+        let writer = link.writer.clone();
+        Arc::new(move || writer.stats()) as crate::observe::JournalStatsFn
+    });
     let runtime = Runtime {
         engine,
         journal,
@@ -278,6 +284,7 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
         commands,
         snapshots,
         consumer_status,
+        journal_stats,
         task,
     })
 }
