@@ -158,6 +158,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
     } else {
         (None, None)
     };
+    // Weak: the headless writer ends when the runtime's sender goes, whatever else holds one.
+    let alert_output = output.as_ref().map(|sender| sender.downgrade());
     let handle = runtime::spawn(
         &config,
         RuntimeOptions {
@@ -180,7 +182,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
                 handle.snapshots.clone(),
                 handle.consumer_status.clone(),
                 handle.journal_stats.clone(),
-            );
+            )
+            .with_output(alert_output);
             Some(crate::observe::start(addr, &config, sources).await?)
         }
     };

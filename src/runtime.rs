@@ -54,6 +54,12 @@ pub enum OutputRecord {
         offset: i64,
         dead_letter_topic: String,
     },
+    /// An alert about the console itself starting (`firing`) or clearing (`cleared`).
+    SelfAlert {
+        alert: String,
+        state: &'static str,
+        detail: String,
+    },
 }
 
 pub struct RuntimeOptions {

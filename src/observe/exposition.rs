@@ -352,6 +352,16 @@ impl Collector for SnapshotCollector {
                 journal.failed_submissions,
             )?;
         }
+        family(
+            enc,
+            "self_alert_firing",
+            "1 for each of the console's alerts about itself that is firing now.",
+            MetricType::Gauge,
+            self.sources
+                .firing()
+                .into_iter()
+                .map(|alert| ([("alert", alert)], 1)),
+        )?;
         let readiness = self.sources.readiness();
         gauge(
             enc,

@@ -4,6 +4,7 @@
 //! channel, the consumer status, the journal's counters), so the message path does no extra
 //! work for it. Off unless `--metrics-addr` or `monitoring.metrics_addr` is set.
 
+pub mod alerts;
 pub mod exposition;
 pub mod health;
 
@@ -19,11 +20,12 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::journal::JournalStats;
+use crate::runtime::OutputRecord;
 use crate::status::{ConnectionState, ConsumerStatus, PartitionLag, SharedSnapshot};
 
 use health::{Observation, ProgressWatch, Readiness};
@@ -36,6 +38,7 @@ pub struct MonitoringConfig {
     pub metrics_addr: Option<String>,
     /// `/readyz` says "stuck" when lag stays above 0 this long with nothing handled.
     pub stuck_after_secs: u64,
+    pub alerts: alerts::SelfAlertsConfig,
 }
 
 impl Default for MonitoringConfig {
@@ -43,6 +46,7 @@ impl Default for MonitoringConfig {
         Self {
             metrics_addr: None,
             stuck_after_secs: 60,
+            alerts: alerts::SelfAlertsConfig::default(),
         }
     }
 }
@@ -59,7 +63,7 @@ impl MonitoringConfig {
                 "must be between 1 and 86400".into(),
             ));
         }
-        Ok(())
+        self.alerts.validate()
     }
 }
 
@@ -92,6 +96,10 @@ pub struct Sources {
     pub journal: Option<JournalStatsFn>,
     readiness: Arc<Mutex<Readiness>>,
     watermarks: Watermarks,
+    /// Self-alerts firing now, for the metrics.
+    firing: Arc<Mutex<Vec<String>>>,
+    /// Where self-alert records go in headless mode.
+    output: Option<mpsc::WeakSender<OutputRecord>>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -115,7 +123,20 @@ impl Sources {
                 reason: "starting".into(),
             })),
             watermarks: Watermarks::default(),
+            firing: Arc::default(),
+            output: None,
         }
+    }
+
+    /// Headless mode: self-alerts also go out as `self_alert` records.
+    pub fn with_output(mut self, output: Option<mpsc::WeakSender<OutputRecord>>) -> Self {
+        self.output = output;
+        self
+    }
+
+    /// Names of the self-alerts firing now.
+    pub fn firing(&self) -> Vec<String> {
+        self.firing.lock().map(|f| f.clone()).unwrap_or_default()
     }
 
     /// Per assigned partition: committed offset from the statistics, high watermark the
@@ -203,6 +224,7 @@ pub async fn start(addr: &str, config: &Config, sources: Sources) -> anyhow::Res
     let bound = listener.local_addr()?;
     let mut progress = ProgressWatch::new(Duration::from_secs(config.monitoring.stuck_after_secs));
     let poller = watermark_poller(config, &sources)?;
+    let mut self_alerts = alerts::SelfAlerts::new(config.monitoring.alerts.clone());
     let watched = sources.clone();
     let watch_task = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(EVALUATE_EVERY);
@@ -210,7 +232,25 @@ pub async fn start(addr: &str, config: &Config, sources: Sources) -> anyhow::Res
         let mut last_ready = None;
         loop {
             ticker.tick().await;
-            let readiness = progress.observe(Instant::now(), &watched.observation());
+            let now = Instant::now();
+            let observation = watched.observation();
+            let readiness = progress.observe(now, &observation);
+            let inputs = {
+                let snapshot = watched.snapshots.borrow().clone();
+                alerts::AlertInputs {
+                    connection: observation.connection.clone(),
+                    lag: observation.lag,
+                    stalled_for: progress.stalled_for(now),
+                    dead_letters: snapshot.engine.metrics.dead_lettered,
+                    notifier: snapshot.notifier.clone(),
+                }
+            };
+            for transition in self_alerts.evaluate(now, &inputs) {
+                report(&watched, transition);
+            }
+            if let Ok(mut firing) = watched.firing.lock() {
+                *firing = self_alerts.firing();
+            }
             if last_ready != Some(readiness.ready) {
                 tracing::info!(ready = readiness.ready, "readiness: {}", readiness.reason);
                 last_ready = Some(readiness.ready);
@@ -239,6 +279,30 @@ pub async fn start(addr: &str, config: &Config, sources: Sources) -> anyhow::Res
         addr: bound,
         tasks: vec![watch_task, server, poller],
     })
+}
+
+/// Logs a self-alert starting or clearing and, in headless mode, writes a record for it.
+fn report(sources: &Sources, transition: alerts::Transition) {
+    if transition.firing {
+        tracing::error!(alert = %transition.alert, "self-alert: {}", transition.detail);
+    } else {
+        tracing::info!(alert = %transition.alert, "self-alert cleared");
+    }
+    if let Some(output) = sources.output.as_ref().and_then(mpsc::WeakSender::upgrade) {
+        let record = OutputRecord::SelfAlert {
+            alert: transition.alert,
+            state: if transition.firing {
+                "firing"
+            } else {
+                "cleared"
+            },
+            detail: transition.detail,
+        };
+        // Never waits: a slow stdout reader must not hold up the health checks.
+        if output.try_send(record).is_err() {
+            tracing::warn!("headless output full or closed: self-alert record dropped");
+        }
+    }
 }
 
 /// How long one watermark request may take; a down broker must not hold the poller long.
