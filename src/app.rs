@@ -189,7 +189,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
     };
     let summary = match records {
         Some(records) => headless::run(handle, records).await,
-        None => tui::run(handle, &config).await,
+        None => {
+            let self_alerts = observer.as_ref().map(|o| o.self_alerts.clone());
+            tui::run(handle, &config, self_alerts).await
+        }
     };
     if let Some(observer) = observer {
         observer.shutdown();

@@ -5,6 +5,7 @@
 //! metrics` must accept the exposition, and `/readyz` must follow the broker down and up.
 
 mod common;
+mod tui_support;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -495,5 +496,26 @@ fn a_bad_metrics_address_is_refused_naming_the_flag() {
     assert!(
         stdout.contains("metrics_addr: Some(\"127.0.0.1:9464\")"),
         "{stdout}"
+    );
+}
+
+#[test]
+fn the_console_header_shows_firing_self_alerts_in_colour() {
+    use ratatui::style::Color;
+    let (alerts_tx, alerts_rx) = tokio::sync::watch::channel(Vec::new());
+    let mut app = tui_support::story_app().with_self_alerts(Some(alerts_rx));
+    let screen = tui_support::render_screen(&mut app, 160, 48);
+    assert!(!tui_support::text(screen.backend().buffer()).contains("self-alert"));
+    alerts_tx.send_replace(vec!["broker_unreachable".into(), "lag_high".into()]);
+    let screen = tui_support::render_screen(&mut app, 160, 48);
+    let buffer = screen.backend().buffer();
+    let row = tui_support::row_with(buffer, "self-alert");
+    assert!(
+        row.contains("⚠ self-alert: broker_unreachable, lag_high"),
+        "{row}"
+    );
+    assert_eq!(
+        tui_support::style_at(buffer, "self-alert").fg,
+        Some(Color::Red)
     );
 }

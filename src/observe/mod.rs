@@ -96,8 +96,8 @@ pub struct Sources {
     pub journal: Option<JournalStatsFn>,
     readiness: Arc<Mutex<Readiness>>,
     watermarks: Watermarks,
-    /// Self-alerts firing now, for the metrics.
-    firing: Arc<Mutex<Vec<String>>>,
+    /// Self-alerts firing now, for the metrics and the console header.
+    firing: Arc<watch::Sender<Vec<String>>>,
     /// Where self-alert records go in headless mode.
     output: Option<mpsc::WeakSender<OutputRecord>>,
 }
@@ -123,7 +123,7 @@ impl Sources {
                 reason: "starting".into(),
             })),
             watermarks: Watermarks::default(),
-            firing: Arc::default(),
+            firing: Arc::new(watch::Sender::new(Vec::new())),
             output: None,
         }
     }
@@ -136,7 +136,7 @@ impl Sources {
 
     /// Names of the self-alerts firing now.
     pub fn firing(&self) -> Vec<String> {
-        self.firing.lock().map(|f| f.clone()).unwrap_or_default()
+        self.firing.borrow().clone()
     }
 
     /// Per assigned partition: committed offset from the statistics, high watermark the
@@ -202,6 +202,8 @@ impl Sources {
 /// The running server and its watch task; dropping it does not stop them, `shutdown` does.
 pub struct Observer {
     pub addr: SocketAddr,
+    /// Names of the self-alerts firing now, for the console header.
+    pub self_alerts: watch::Receiver<Vec<String>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -248,9 +250,12 @@ pub async fn start(addr: &str, config: &Config, sources: Sources) -> anyhow::Res
             for transition in self_alerts.evaluate(now, &inputs) {
                 report(&watched, transition);
             }
-            if let Ok(mut firing) = watched.firing.lock() {
-                *firing = self_alerts.firing();
-            }
+            let firing = self_alerts.firing();
+            watched.firing.send_if_modified(|shown| {
+                let changed = *shown != firing;
+                *shown = firing;
+                changed
+            });
             if last_ready != Some(readiness.ready) {
                 tracing::info!(ready = readiness.ready, "readiness: {}", readiness.reason);
                 last_ready = Some(readiness.ready);
@@ -260,6 +265,7 @@ pub async fn start(addr: &str, config: &Config, sources: Sources) -> anyhow::Res
             }
         }
     });
+    let self_alerts = sources.firing.subscribe();
     let state = Arc::new(AppState {
         registry: exposition::registry(sources.clone()),
         sources,
@@ -277,6 +283,7 @@ pub async fn start(addr: &str, config: &Config, sources: Sources) -> anyhow::Res
     tracing::info!("metrics on http://{bound}/metrics (health: /healthz, /readyz)");
     Ok(Observer {
         addr: bound,
+        self_alerts,
         tasks: vec![watch_task, server, poller],
     })
 }
