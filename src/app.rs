@@ -67,6 +67,11 @@ pub fn effective_config(cli: &Cli) -> anyhow::Result<(Config, ConfigSource)> {
         config.journal.enabled = false;
     }
     config.apply_properties(&cli.properties)?;
+    if let Some(addr) = &cli.metrics_addr {
+        crate::observe::check_listen_addr(addr)
+            .map_err(|error| anyhow::anyhow!("--metrics-addr: {error}"))?;
+        config.monitoring.metrics_addr = Some(addr.clone());
+    }
     Ok((config, source))
 }
 
@@ -228,6 +233,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
     } else {
         (None, None)
     };
+    // Weak: the headless writer ends when the runtime's sender goes, whatever else holds one.
+    let alert_output = output.as_ref().map(|sender| sender.downgrade());
     let handle = runtime::spawn(
         &config,
         RuntimeOptions {
@@ -243,10 +250,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
         group = %config.kafka.group_id,
         "consuming"
     );
+    let observer = match &config.monitoring.metrics_addr {
+        None => None,
+        Some(addr) => {
+            let sources = crate::observe::Sources::new(
+                handle.snapshots.clone(),
+                handle.consumer_status.clone(),
+                handle.journal_stats.clone(),
+            )
+            .with_output(alert_output);
+            Some(crate::observe::start(addr, &config, sources).await?)
+        }
+    };
     let summary = match records {
         Some(records) => headless::run(handle, records).await,
-        None => tui::run(handle, &config).await,
+        None => {
+            let self_alerts = observer.as_ref().map(|o| o.self_alerts.clone());
+            tui::run(handle, &config, self_alerts).await
+        }
     };
+    if let Some(observer) = observer {
+        observer.shutdown();
+    }
     if let Some(demo) = demo {
         demo.shutdown().await;
     }

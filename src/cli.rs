@@ -84,6 +84,11 @@ pub struct Cli {
     #[arg(long, conflicts_with = "journal")]
     pub no_journal: bool,
 
+    /// Serve /metrics (Prometheus), /healthz and /readyz on this address (overrides
+    /// monitoring.metrics_addr).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
     pub print_config: bool,

@@ -17,20 +17,22 @@ use crate::core::escalation::{EscalationLevel, EscalationPolicy};
 pub const DEFAULT_CONFIG: &str = include_str!("../config.ron");
 pub const CONFIG_ENV: &str = "INCIDENT_CONSOLE_CONFIG";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+// Every struct here takes `#[serde(default)]`: a hand-written file holds only what differs,
+// and each omitted section or field keeps the value config.ron documents (a test checks that
+// `Config::default()` equals the parsed config.ron). Unknown fields are still refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub kafka: KafkaConfig,
     pub escalation: EscalationConfig,
     pub console: ConsoleConfig,
-    #[serde(default)]
     pub notifications: crate::notify::NotifyConfig,
-    #[serde(default)]
     pub journal: crate::journal::JournalConfig,
+    pub monitoring: crate::observe::MonitoringConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     pub brokers: String,
     pub topic: String,
@@ -62,7 +64,7 @@ pub struct LevelConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct EscalationConfig {
     pub levels: Vec<LevelConfig>,
     pub repeat_interval_secs: u64,
@@ -70,7 +72,7 @@ pub struct EscalationConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ConsoleConfig {
     /// Name recorded with acknowledgements; `None` uses `$USER`.
     #[serde(default)]
@@ -81,6 +83,54 @@ pub struct ConsoleConfig {
     /// Action name to keys, e.g. `"pause": ["p"]`; actions not listed keep their defaults.
     #[serde(default)]
     pub keys: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "localhost:9092".into(),
+            topic: "incidents-created".into(),
+            group_id: "incident-management-consumer".into(),
+            auto_offset_reset: "latest".into(),
+            poll_timeout_ms: 1000,
+            dead_letter_topic: None,
+            max_message_bytes: 1024 * 1024,
+            channel_capacity: 1024,
+            statistics_interval_ms: 2000,
+            properties: BTreeMap::new(),
+            range: Default::default(),
+        }
+    }
+}
+
+impl Default for EscalationConfig {
+    fn default() -> Self {
+        let level = |name: &str, timeout_secs| LevelConfig {
+            name: name.into(),
+            timeout_secs,
+        };
+        Self {
+            levels: vec![
+                level("on-call", 300),
+                level("secondary", 600),
+                level("engineering-manager", 900),
+            ],
+            repeat_interval_secs: 900,
+            max_repeats: 3,
+        }
+    }
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            operator: None,
+            feed_history: 1000,
+            max_tracked_incidents: 10_000,
+            max_frames_per_sec: 30,
+            keys: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -258,6 +308,9 @@ impl Config {
                 "must cover notifications.dedup.window_secs (or be 0 to keep everything)",
             ));
         }
+        self.monitoring
+            .validate()
+            .map_err(|(field, message)| invalid(&format!("monitoring.{field}"), &message))?;
         Ok(())
     }
 
@@ -494,6 +547,33 @@ mod tests {
         assert_eq!(config.kafka.auto_offset_reset, "latest");
         assert_eq!(config.kafka.poll_timeout_ms, 1000);
         assert_eq!(config.dead_letter_topic(), "incidents-created.dlq");
+    }
+
+    #[test]
+    fn omitted_settings_keep_the_documented_defaults() {
+        // The defaults in code are the ones config.ron documents.
+        assert_eq!(Config::default(), Config::built_in());
+        let text = "(kafka: (brokers: \"kafka-1:9092\"),\n notifications: (administrators: [\"ops@example.com\"]),\n)\n";
+        assert_eq!(text.lines().count(), 3);
+        let config = Config::parse(text, "short.ron").unwrap();
+        let mut expected = Config::default();
+        expected.kafka.brokers = "kafka-1:9092".into();
+        expected.notifications.administrators = vec!["ops@example.com".into()];
+        assert_eq!(config, expected);
+        // An empty file and an empty section are fine too.
+        assert_eq!(Config::parse("()", "empty.ron").unwrap(), Config::default());
+        assert_eq!(
+            Config::parse("(escalation: ())", "e.ron").unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn unknown_fields_in_a_short_file_name_their_line() {
+        let text = "(\n    kafka: (\n        poll_timout_ms: 5,\n    ),\n)\n";
+        let error = Config::parse(text, "short.ron").unwrap_err().to_string();
+        assert!(error.starts_with("short.ron:3:"), "{error}");
+        assert!(error.contains("poll_timout_ms"), "{error}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod headless;
 pub mod journal;
 pub mod kafka;
 pub mod notify;
+pub mod observe;
 pub mod replay;
 pub mod runtime;
 pub mod simulate;

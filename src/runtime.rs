@@ -53,6 +53,12 @@ pub enum OutputRecord {
         offset: i64,
         dead_letter_topic: String,
     },
+    /// An alert about the console itself starting (`firing`) or clearing (`cleared`).
+    SelfAlert {
+        alert: String,
+        state: &'static str,
+        detail: String,
+    },
 }
 
 pub struct RuntimeOptions {
@@ -68,6 +74,8 @@ pub struct RuntimeHandle {
     pub commands: mpsc::Sender<Command>,
     pub snapshots: watch::Receiver<SharedSnapshot>,
     pub consumer_status: watch::Receiver<ConsumerStatus>,
+    /// The journal writer's counters, for the metrics endpoint; `None` without a journal.
+    pub journal_stats: Option<crate::observe::JournalStatsFn>,
     pub task: JoinHandle<anyhow::Result<RunSummary>>,
 }
 
@@ -270,6 +278,10 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
         demo: options.demo,
     });
     let (snapshot_tx, snapshots) = watch::channel(initial);
+    let journal_stats = journal.as_ref().map(|link| {
+        let writer = link.writer.clone();
+        Arc::new(move || writer.stats()) as crate::observe::JournalStatsFn
+    });
     let runtime = Runtime {
         engine,
         journal,
@@ -300,6 +312,7 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
         commands,
         snapshots,
         consumer_status,
+        journal_stats,
         task,
     })
 }

@@ -53,6 +53,21 @@ pub struct ConsumerStatus {
     /// statistics; `None` until the first statistics arrive.
     pub lag: Option<i64>,
     pub last_error: Option<String>,
+    /// Per assigned partition, from the same statistics (for the metrics endpoint).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<PartitionLag>,
+}
+
+/// One partition's position as librdkafka last reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct PartitionLag {
+    pub partition: i32,
+    /// `None` until the group has committed an offset for the partition.
+    pub committed_offset: Option<i64>,
+    /// `None` until the partition's high watermark is known.
+    pub high_watermark: Option<i64>,
+    /// High watermark minus committed offset; `None` when either is unknown.
+    pub lag: Option<i64>,
 }
 
 /// Delivery state of outgoing notifications, per channel.

@@ -84,6 +84,14 @@ impl RateWindow {
     }
 }
 
+/// Upper bounds (seconds) of the fixed histogram buckets every duration is counted in, for the
+/// Prometheus endpoint. One wide log-like scale serves processing times (sub-millisecond) and
+/// times to acknowledge and resolve (minutes to a day); fixed, so memory stays constant.
+pub const DURATION_BUCKETS: [f64; 20] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0,
+    900.0, 1800.0, 3600.0, 14400.0, 86400.0,
+];
+
 /// The most recent samples of a duration, for percentiles, plus running totals.
 #[derive(Debug, Clone, Default)]
 pub struct DurationStats {
@@ -91,6 +99,8 @@ pub struct DurationStats {
     count: u64,
     sum_secs: f64,
     max_secs: f64,
+    /// Samples per `DURATION_BUCKETS` bucket (not cumulative); larger ones are only in `count`.
+    buckets: [u64; DURATION_BUCKETS.len()],
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -100,6 +110,11 @@ pub struct DurationSummary {
     pub p50_secs: Option<f64>,
     pub p99_secs: Option<f64>,
     pub max_secs: Option<f64>,
+    /// For the Prometheus histogram: total seconds and samples per `DURATION_BUCKETS` bucket.
+    #[serde(skip)]
+    pub sum_secs: f64,
+    #[serde(skip)]
+    pub buckets: [u64; DURATION_BUCKETS.len()],
 }
 
 impl DurationStats {
@@ -116,6 +131,9 @@ impl DurationStats {
         self.count += 1;
         self.sum_secs += seconds;
         self.max_secs = self.max_secs.max(seconds);
+        if let Some(bucket) = DURATION_BUCKETS.iter().position(|bound| seconds <= *bound) {
+            self.buckets[bucket] += 1;
+        }
     }
 
     pub fn record(&mut self, duration: Duration) {
@@ -138,6 +156,8 @@ impl DurationStats {
             p50_secs: Some(percentile(0.50)),
             p99_secs: Some(percentile(0.99)),
             max_secs: Some(self.max_secs),
+            sum_secs: self.sum_secs,
+            buckets: self.buckets,
         }
     }
 }
@@ -314,6 +334,14 @@ mod tests {
         assert_eq!(summary.p99_secs, Some(0.099));
         assert_eq!(summary.max_secs, Some(0.100));
         assert!((summary.mean_secs.unwrap() - 0.0505).abs() < 1e-9);
+        // 1..=100 ms: 1 ms in the 0.001 bucket, 2 in 0.0025, ...; all within 0.1 s.
+        assert_eq!(summary.buckets[1], 1);
+        assert_eq!(summary.buckets[2], 1);
+        assert_eq!(summary.buckets.iter().sum::<u64>(), 100);
+        assert_eq!(summary.buckets[7], 50);
+        assert!((summary.sum_secs - 5.05).abs() < 1e-9);
+        stats.record_secs(100_000.0);
+        assert_eq!(stats.summary().buckets.iter().sum::<u64>(), 100);
     }
 
     #[test]

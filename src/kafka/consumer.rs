@@ -25,7 +25,7 @@ use crate::config::Config;
 use crate::core::engine::SourceRef;
 use crate::core::event::Timestamp;
 use crate::core::offsets::PartitionKey;
-use crate::status::{ConnectionState, ConsumerStatus};
+use crate::status::{ConnectionState, ConsumerStatus, PartitionLag};
 
 /// One fetched message, copied out of librdkafka's buffers.
 #[derive(Debug, Clone)]
@@ -58,7 +58,28 @@ impl ClientContext for ConsoleContext {
                 .map(|p| p.consumer_lag)
                 .sum::<i64>()
         });
+        // Per partition, for the metrics endpoint; librdkafka reports -1 (or -1001) for unknown.
+        let known = |offset: i64| (offset >= 0).then_some(offset);
+        let mut partitions: Vec<PartitionLag> = statistics
+            .topics
+            .get(&self.topic)
+            .map(|topic| {
+                topic
+                    .partitions
+                    .values()
+                    .filter(|p| p.partition >= 0 && p.desired)
+                    .map(|p| PartitionLag {
+                        partition: p.partition,
+                        committed_offset: known(p.committed_offset),
+                        high_watermark: known(p.hi_offset),
+                        lag: known(p.consumer_lag),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        partitions.sort_by_key(|p| p.partition);
         self.status.send_modify(|status| {
+            status.partitions = partitions;
             if any_broker_up {
                 if status.connection != ConnectionState::Connected {
                     tracing::info!(brokers = %status.brokers, "connected to Kafka");

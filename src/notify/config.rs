@@ -380,11 +380,26 @@ impl Default for NotifyConfig {
             administrators: Vec::new(),
             users: BTreeMap::new(),
             user_email: None,
-            routes: vec![RouteConfig {
-                channels: vec![Channel::Email, Channel::Slack, Channel::Webhook],
-                ..RouteConfig::default()
-            }],
-            escalation_levels: Vec::new(),
+            // As documented in config.ron, which a test compares with these defaults.
+            routes: vec![
+                RouteConfig {
+                    channels: vec![Channel::Email, Channel::Webhook],
+                    ..RouteConfig::default()
+                },
+                RouteConfig {
+                    priorities: vec![Priority::High, Priority::Critical],
+                    channels: vec![Channel::Slack],
+                    ..RouteConfig::default()
+                },
+            ],
+            escalation_levels: (1..=3)
+                .map(|level| LevelRecipients {
+                    level,
+                    users: Vec::new(),
+                    emails: Vec::new(),
+                    channels: Channel::ALL.to_vec(),
+                })
+                .collect(),
             email: EmailConfig::default(),
             slack: SlackConfig::default(),
             pagerduty: PagerDutyConfig::default(),
@@ -413,6 +428,36 @@ fn check_address(field: &str, address: &str) -> Result<(), Invalid> {
                 format!("`{address}` is not an email address: {error}"),
             )
         })
+}
+
+/// `url` with its userinfo and the values of its query and fragment replaced, so it can be
+/// printed or logged: webhook URLs often carry their secret there
+/// (`https://u:p@x/hook?token=abc` -> `https://REDACTED@x/hook?token=REDACTED`). Query keys stay
+/// (they help to tell endpoints apart). Text that is not a URL is redacted whole.
+pub fn redact_url(url: &str) -> String {
+    const MASK: &str = "REDACTED";
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return crate::config::REDACTED.to_string();
+    };
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        // Only URLs with a host have userinfo, so these cannot fail here.
+        let _ = parsed.set_password(None);
+        let _ = parsed.set_username(MASK);
+    }
+    if parsed.query().is_some() {
+        let keys: Vec<String> = parsed
+            .query_pairs()
+            .map(|(key, _)| key.into_owned())
+            .collect();
+        parsed
+            .query_pairs_mut()
+            .clear()
+            .extend_pairs(keys.iter().map(|key| (key.as_str(), MASK)));
+    }
+    if parsed.fragment().is_some() {
+        parsed.set_fragment(Some(MASK));
+    }
+    parsed.to_string()
 }
 
 fn check_url(field: &str, url: &str) -> Result<(), Invalid> {
@@ -704,6 +749,11 @@ impl NotifyConfig {
                 *secret = redacted();
             }
         }
+        // The webhook URL is not secret as a whole, but its userinfo and query may be.
+        if let Some(url) = &mut self.webhook.url {
+            *url = redact_url(url);
+        }
+        self.pagerduty.events_url = redact_url(&self.pagerduty.events_url);
     }
 
     pub fn enabled(&self, channel: Channel) -> bool {
@@ -734,6 +784,44 @@ impl NotifyConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_lose_userinfo_query_and_fragment_values() {
+        assert_eq!(
+            redact_url("https://u:p@x.example/hook?token=abc&v=1#frag"),
+            "https://REDACTED@x.example/hook?token=REDACTED&v=REDACTED#REDACTED"
+        );
+        assert_eq!(
+            redact_url("https://x.example:8443/v2/enqueue"),
+            "https://x.example:8443/v2/enqueue"
+        );
+        assert_eq!(
+            redact_url("https://user@x.example/"),
+            "https://REDACTED@x.example/"
+        );
+        assert_eq!(redact_url("not a url with secret"), crate::config::REDACTED);
+        let mut config = NotifyConfig::default();
+        config.webhook.url = Some("https://x.example/hook?token=abc".into());
+        config.redact();
+        assert_eq!(
+            config.webhook.url.as_deref(),
+            Some("https://x.example/hook?token=REDACTED")
+        );
+        // What --print-config shows for WEBHOOK_URL from the environment.
+        let mut config = crate::config::Config::built_in();
+        config.apply_env(|name| {
+            (name == "WEBHOOK_URL").then(|| "https://u:p@x.example/hook?token=abc".to_string())
+        });
+        let printed = config.to_redacted_ron();
+        assert!(
+            printed.contains("https://REDACTED@x.example/hook?token=REDACTED"),
+            "{printed}"
+        );
+        assert!(
+            !printed.contains("abc") && !printed.contains("u:p@"),
+            "{printed}"
+        );
+    }
 
     #[test]
     fn defaults_validate_and_enable_nothing() {

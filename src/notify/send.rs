@@ -64,6 +64,8 @@ struct SmsEndpoint {
 struct HttpEndpoint {
     client: reqwest::Client,
     url: String,
+    /// The whole URL is the secret (a Slack incoming webhook): never shown, even redacted.
+    secret_url: bool,
     bearer: Option<String>,
     routing_key: Option<String>,
 }
@@ -127,6 +129,7 @@ impl Senders {
             Ok(Some(HttpEndpoint {
                 client,
                 url: url.clone(),
+                secret_url: channel == Channel::Slack,
                 bearer: bearer.cloned(),
                 routing_key: routing_key.cloned(),
             }))
@@ -281,8 +284,14 @@ impl HttpEndpoint {
                 } else {
                     "http_error"
                 };
-                // reqwest's message names the URL, which may carry a secret (Slack): drop it.
-                return retry(reason, error.without_url().to_string());
+                // reqwest's message names the URL whole, which may carry a secret: it is
+                // named here without userinfo and query values (Slack's is secret throughout).
+                let shown = if self.secret_url {
+                    crate::config::REDACTED.to_string()
+                } else {
+                    super::config::redact_url(&self.url)
+                };
+                return retry(reason, format!("{shown}: {}", error.without_url()));
             }
         };
         let status = response.status();
@@ -433,6 +442,48 @@ mod form_tests {
             super::form_encode(&[("To", "+1555"), ("Body", "a b&c=é/…")]),
             "To=%2B1555&Body=a+b%26c%3D%C3%A9%2F%E2%80%A6"
         );
+    }
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failed_post_names_the_url_without_its_secrets() {
+        // Nothing listens on port 1: the connection is refused at once.
+        let mut config = NotifyConfig::default();
+        config.webhook.url = Some("http://user:pw@127.0.0.1:1/hook?token=abc".into());
+        config.slack.webhook_url = Some("http://127.0.0.1:1/services/T0/B0/secretpath".into());
+        let senders = Senders::new(&config).unwrap();
+        let delivery = |channel| Delivery {
+            key: "k".into(),
+            channel,
+            recipient: channel.to_string(),
+            incident_id: None,
+            kind: "incident_created".into(),
+            payload: Payload::Json {
+                body: serde_json::json!({}),
+                idempotency_key: None,
+            },
+            accepted_at: chrono::Utc::now(),
+            give_up_at: chrono::Utc::now(),
+        };
+        let Outcome::Retry { detail, .. } = senders.send(&delivery(Channel::Webhook)).await else {
+            panic!("a refused connection is retried");
+        };
+        assert!(
+            detail.starts_with("http://REDACTED@127.0.0.1:1/hook?token=REDACTED: "),
+            "{detail}"
+        );
+        assert!(
+            !detail.contains("abc") && !detail.contains("pw"),
+            "{detail}"
+        );
+        let Outcome::Retry { detail, .. } = senders.send(&delivery(Channel::Slack)).await else {
+            panic!("a refused connection is retried");
+        };
+        assert!(!detail.contains("secretpath"), "{detail}");
     }
 }
 

@@ -128,6 +128,9 @@ pub struct App {
     log_capture_changed: bool,
     /// A replay from Kafka (`--from-*`/`--until-*`): marked in the header, read-only.
     replay: bool,
+    /// Alerts about the console itself (with the metrics server on), shown in the header. The
+    /// runtime publishes a snapshot at least every second, so the header follows within one.
+    self_alerts: Option<tokio::sync::watch::Receiver<Vec<String>>>,
     pub viewport: Viewport,
 }
 
@@ -154,6 +157,7 @@ impl App {
             log_capture: LevelFilter::INFO,
             log_capture_changed: false,
             replay: false,
+            self_alerts: None,
             viewport: Viewport::default(),
         };
         app.refresh_visible();
@@ -177,6 +181,22 @@ impl App {
     pub fn with_log_capture(mut self, level: LevelFilter) -> Self {
         self.log_capture = level;
         self
+    }
+
+    pub fn with_self_alerts(
+        mut self,
+        self_alerts: Option<tokio::sync::watch::Receiver<Vec<String>>>,
+    ) -> Self {
+        self.self_alerts = self_alerts;
+        self
+    }
+
+    /// Names of the console's own alerts firing now.
+    pub fn self_alerts(&self) -> Vec<String> {
+        self.self_alerts
+            .as_ref()
+            .map(|alerts| alerts.borrow().clone())
+            .unwrap_or_default()
     }
 
     pub fn set_snapshot(&mut self, snapshot: Arc<Snapshot>) {

@@ -54,7 +54,11 @@ fn local_zone() -> chrono::FixedOffset {
 
 /// Runs the console until the operator quits (graceful shutdown: the runtime commits and
 /// stops) or the runtime stops by itself.
-pub async fn run(handle: RuntimeHandle, config: &Config) -> anyhow::Result<RunSummary> {
+pub async fn run(
+    handle: RuntimeHandle,
+    config: &Config,
+    self_alerts: Option<tokio::sync::watch::Receiver<Vec<String>>>,
+) -> anyhow::Result<RunSummary> {
     let RuntimeHandle {
         commands,
         snapshots,
@@ -70,7 +74,8 @@ pub async fn run(handle: RuntimeHandle, config: &Config) -> anyhow::Result<RunSu
     };
     let app = App::new(keymap, snapshots.borrow().clone(), local_zone())
         .with_log_capture(logging::capture_level())
-        .with_replay(config.kafka.range.is_active());
+        .with_replay(config.kafka.range.is_active())
+        .with_self_alerts(self_alerts);
     let fps = config.console.max_frames_per_sec.clamp(1, MAX_FPS);
     let guard = match terminal::enter() {
         Ok(guard) => guard,

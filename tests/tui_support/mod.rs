@@ -251,6 +251,7 @@ pub fn consumer(paused: bool) -> ConsumerStatus {
         paused,
         lag: Some(12),
         last_error: None,
+        partitions: Vec::new(),
     }
 }
 

@@ -44,6 +44,14 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         }
     };
     let mut first = vec![Span::raw(" "), connection, sep()];
+    let self_alerts = app.self_alerts();
+    if !self_alerts.is_empty() {
+        first.push(Span::styled(
+            format!("⚠ self-alert: {}", text(&self_alerts.join(", "))),
+            theme::error().add_modifier(ratatui::style::Modifier::REVERSED),
+        ));
+        first.push(sep());
+    }
     first.push(Span::styled("topic ", theme::dim()));
     first.push(Span::raw(text(&consumer.topic)));
     first.push(sep());

@@ -1,0 +1,417 @@
+//! Watching the watcher: a small HTTP server with `/metrics` (Prometheus text format),
+//! `/healthz` (the process runs) and `/readyz` (connected, assigned, journal writable, not
+//! stuck). Everything is read from what the runtime already publishes (snapshots on a watch
+//! channel, the consumer status, the journal's counters), so the message path does no extra
+//! work for it. Off unless `--metrics-addr` or `monitoring.metrics_addr` is set.
+
+pub mod alerts;
+pub mod exposition;
+pub mod health;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::journal::JournalStats;
+use crate::runtime::OutputRecord;
+use crate::status::{ConnectionState, ConsumerStatus, PartitionLag, SharedSnapshot};
+
+use health::{Observation, ProgressWatch, Readiness};
+
+/// `monitoring:` in config.ron.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringConfig {
+    /// `HOST:PORT` for `/metrics`, `/healthz` and `/readyz`; `None` turns the server off.
+    pub metrics_addr: Option<String>,
+    /// `/readyz` says "stuck" when lag stays above 0 this long with nothing handled.
+    pub stuck_after_secs: u64,
+    pub alerts: alerts::SelfAlertsConfig,
+}
+
+impl Default for MonitoringConfig {
+    fn default() -> Self {
+        Self {
+            metrics_addr: None,
+            stuck_after_secs: 60,
+            alerts: alerts::SelfAlertsConfig::default(),
+        }
+    }
+}
+
+impl MonitoringConfig {
+    /// Returns the offending field (relative to `monitoring.`) and what is wrong with it.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        if let Some(addr) = &self.metrics_addr {
+            check_listen_addr(addr).map_err(|message| ("metrics_addr".to_string(), message))?;
+        }
+        if self.stuck_after_secs == 0 || self.stuck_after_secs > 24 * 3600 {
+            return Err((
+                "stuck_after_secs".into(),
+                "must be between 1 and 86400".into(),
+            ));
+        }
+        self.alerts.validate()
+    }
+}
+
+/// `HOST:PORT` with a numeric port (the host may be a name, an IPv4 or a bracketed IPv6).
+pub fn check_listen_addr(addr: &str) -> Result<(), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{addr}` is not HOST:PORT"))?;
+    if host.is_empty() {
+        return Err(format!("`{addr}` has no host (use 0.0.0.0:{port} for all)"));
+    }
+    port.parse::<u16>()
+        .map(|_| ())
+        .map_err(|_| format!("`{addr}`: `{port}` is not a port number"))
+}
+
+pub type JournalStatsFn = Arc<dyn Fn() -> JournalStats + Send + Sync>;
+
+/// High watermarks this module asks the broker for, by partition. librdkafka's statistics
+/// only learn a partition's high watermark from fetch responses, so while consumption is
+/// paused (or held back) its lag would read as stale; these keep it true.
+type Watermarks = Arc<Mutex<BTreeMap<i32, i64>>>;
+
+/// What the endpoints read: the runtime's published state, and the readiness verdict kept
+/// up to date by the watch task.
+#[derive(Clone)]
+pub struct Sources {
+    pub snapshots: watch::Receiver<SharedSnapshot>,
+    pub consumer: watch::Receiver<ConsumerStatus>,
+    pub journal: Option<JournalStatsFn>,
+    readiness: Arc<Mutex<Readiness>>,
+    watermarks: Watermarks,
+    /// Self-alerts firing now, for the metrics and the console header.
+    firing: Arc<watch::Sender<Vec<String>>>,
+    /// Where self-alert records go in headless mode.
+    output: Option<mpsc::WeakSender<OutputRecord>>,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sources").finish_non_exhaustive()
+    }
+}
+
+impl Sources {
+    pub fn new(
+        snapshots: watch::Receiver<SharedSnapshot>,
+        consumer: watch::Receiver<ConsumerStatus>,
+        journal: Option<JournalStatsFn>,
+    ) -> Self {
+        Self {
+            snapshots,
+            consumer,
+            journal,
+            readiness: Arc::new(Mutex::new(Readiness {
+                ready: false,
+                reason: "starting".into(),
+            })),
+            watermarks: Watermarks::default(),
+            firing: Arc::new(watch::Sender::new(Vec::new())),
+            output: None,
+        }
+    }
+
+    /// Headless mode: self-alerts also go out as `self_alert` records.
+    pub fn with_output(mut self, output: Option<mpsc::WeakSender<OutputRecord>>) -> Self {
+        self.output = output;
+        self
+    }
+
+    /// Names of the self-alerts firing now.
+    pub fn firing(&self) -> Vec<String> {
+        self.firing.borrow().clone()
+    }
+
+    /// Per assigned partition: committed offset from the statistics, high watermark the
+    /// larger of the statistics' and the one asked for (watermarks only grow), and the lag.
+    pub fn partitions(&self) -> Vec<PartitionLag> {
+        let consumer = self.consumer.borrow();
+        let polled = self
+            .watermarks
+            .lock()
+            .map(|w| w.clone())
+            .unwrap_or_default();
+        consumer
+            .partitions
+            .iter()
+            .map(|p| {
+                let high = p.high_watermark.max(polled.get(&p.partition).copied());
+                PartitionLag {
+                    partition: p.partition,
+                    committed_offset: p.committed_offset,
+                    high_watermark: high,
+                    lag: match (high, p.committed_offset) {
+                        (Some(high), Some(committed)) => Some((high - committed).max(0)),
+                        _ => p.lag,
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// Summed lag over the assigned partitions; `None` until any is known.
+    pub fn lag(&self) -> Option<i64> {
+        let partitions = self.partitions();
+        let known: Vec<i64> = partitions.iter().filter_map(|p| p.lag).collect();
+        if known.is_empty() {
+            self.consumer.borrow().lag
+        } else {
+            Some(known.iter().sum())
+        }
+    }
+
+    pub fn readiness(&self) -> Readiness {
+        self.readiness
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+    }
+
+    /// What the health checks look at now.
+    pub fn observation(&self) -> Observation {
+        let snapshot = self.snapshots.borrow().clone();
+        let metrics = &snapshot.engine.metrics;
+        let handled = metrics.total_events + metrics.dead_lettered;
+        let journal_failures = self
+            .journal
+            .as_ref()
+            .map(|stats| stats().failed_submissions);
+        let mut observation = Observation::new(&self.consumer.borrow(), handled, journal_failures);
+        observation.lag = self.lag();
+        observation
+    }
+}
+
+/// The running server and its watch task; dropping it does not stop them, `shutdown` does.
+pub struct Observer {
+    pub addr: SocketAddr,
+    /// Names of the self-alerts firing now, for the console header.
+    pub self_alerts: watch::Receiver<Vec<String>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Observer {
+    pub fn shutdown(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// How often readiness is re-evaluated: the granularity of "stuck for N s".
+const EVALUATE_EVERY: Duration = Duration::from_secs(1);
+
+/// Binds `addr` and serves the endpoints on the current tokio runtime.
+pub async fn start(addr: &str, config: &Config, sources: Sources) -> anyhow::Result<Observer> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|error| anyhow::anyhow!("--metrics-addr {addr}: cannot listen: {error}"))?;
+    let bound = listener.local_addr()?;
+    let mut progress = ProgressWatch::new(Duration::from_secs(config.monitoring.stuck_after_secs));
+    let poller = watermark_poller(config, &sources)?;
+    let mut self_alerts = alerts::SelfAlerts::new(config.monitoring.alerts.clone());
+    let watched = sources.clone();
+    let watch_task = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(EVALUATE_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut last_ready = None;
+        loop {
+            ticker.tick().await;
+            let now = Instant::now();
+            let observation = watched.observation();
+            let readiness = progress.observe(now, &observation);
+            let inputs = {
+                let snapshot = watched.snapshots.borrow().clone();
+                alerts::AlertInputs {
+                    connection: observation.connection.clone(),
+                    lag: observation.lag,
+                    stalled_for: progress.stalled_for(now),
+                    dead_letters: snapshot.engine.metrics.dead_lettered,
+                    notifier: snapshot.notifier.clone(),
+                }
+            };
+            for transition in self_alerts.evaluate(now, &inputs) {
+                report(&watched, transition);
+            }
+            let firing = self_alerts.firing();
+            watched.firing.send_if_modified(|shown| {
+                let changed = *shown != firing;
+                *shown = firing;
+                changed
+            });
+            if last_ready != Some(readiness.ready) {
+                tracing::info!(ready = readiness.ready, "readiness: {}", readiness.reason);
+                last_ready = Some(readiness.ready);
+            }
+            if let Ok(mut shared) = watched.readiness.lock() {
+                *shared = readiness;
+            }
+        }
+    });
+    let self_alerts = sources.firing.subscribe();
+    let state = Arc::new(AppState {
+        registry: exposition::registry(sources.clone()),
+        sources,
+    });
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(state);
+    let server = tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "metrics endpoint stopped");
+        }
+    });
+    tracing::info!("metrics on http://{bound}/metrics (health: /healthz, /readyz)");
+    Ok(Observer {
+        addr: bound,
+        self_alerts,
+        tasks: vec![watch_task, server, poller],
+    })
+}
+
+/// Logs a self-alert starting or clearing and, in headless mode, writes a record for it.
+fn report(sources: &Sources, transition: alerts::Transition) {
+    if transition.firing {
+        tracing::error!(alert = %transition.alert, "self-alert: {}", transition.detail);
+    } else {
+        tracing::info!(alert = %transition.alert, "self-alert cleared");
+    }
+    if let Some(output) = sources.output.as_ref().and_then(mpsc::WeakSender::upgrade) {
+        let record = OutputRecord::SelfAlert {
+            alert: transition.alert,
+            state: if transition.firing {
+                "firing"
+            } else {
+                "cleared"
+            },
+            detail: transition.detail,
+        };
+        // Never waits: a slow stdout reader must not hold up the health checks.
+        if output.try_send(record).is_err() {
+            tracing::warn!("headless output full or closed: self-alert record dropped");
+        }
+    }
+}
+
+/// How long one watermark request may take; a down broker must not hold the poller long.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Asks the broker for the high watermark of each assigned partition once per statistics
+/// interval, with a client of its own (no group), so lag stays true while paused.
+fn watermark_poller(config: &Config, sources: &Sources) -> anyhow::Result<JoinHandle<()>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let client: BaseConsumer = crate::kafka::consumer::client_config(config, false)
+        .set("client.id", "incident-console-metrics")
+        .create()?;
+    let client = Arc::new(client);
+    let topic = config.kafka.topic.clone();
+    let every = Duration::from_millis(config.kafka.statistics_interval_ms.max(100));
+    let sources = sources.clone();
+    Ok(tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            ticker.tick().await;
+            let (connected, partitions) = {
+                let status = sources.consumer.borrow();
+                (
+                    status.connection == ConnectionState::Connected,
+                    status.assigned_partitions.clone(),
+                )
+            };
+            if !connected {
+                continue;
+            }
+            let client = client.clone();
+            let topic = topic.clone();
+            let found = tokio::task::spawn_blocking(move || {
+                partitions
+                    .into_iter()
+                    .filter_map(|partition| {
+                        client
+                            .fetch_watermarks(&topic, partition, WATERMARK_TIMEOUT)
+                            .ok()
+                            .map(|(_low, high)| (partition, high))
+                    })
+                    .collect::<BTreeMap<i32, i64>>()
+            })
+            .await
+            .unwrap_or_default();
+            if let Ok(mut watermarks) = sources.watermarks.lock() {
+                // Partitions no longer assigned are forgotten; the others only grow.
+                watermarks.retain(|partition, _| found.contains_key(partition));
+                for (partition, high) in found {
+                    let entry = watermarks.entry(partition).or_insert(high);
+                    *entry = (*entry).max(high);
+                }
+            }
+        }
+    }))
+}
+
+struct AppState {
+    registry: Registry,
+    sources: Sources,
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+        )],
+        exposition::encode(&state.registry),
+    )
+}
+
+async fn healthz() -> impl IntoResponse {
+    (StatusCode::OK, "ok: running\n")
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let readiness = state.sources.readiness();
+    let status = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, format!("{}\n", readiness.reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_are_checked() {
+        assert!(check_listen_addr("127.0.0.1:9464").is_ok());
+        assert!(check_listen_addr("localhost:0").is_ok());
+        assert!(check_listen_addr("[::1]:9464").is_ok());
+        assert!(check_listen_addr("9464").unwrap_err().contains("HOST:PORT"));
+        assert!(check_listen_addr(":9464").unwrap_err().contains("no host"));
+        assert!(
+            check_listen_addr("host:http")
+                .unwrap_err()
+                .contains("not a port number")
+        );
+    }
+}
