@@ -385,7 +385,7 @@ fn the_command_line_dry_run_prints_notifications_and_a_summary_and_reports_bad_l
     );
     let text = edit(
         &text,
-        "(level: 1, users: [], emails: [], channels: [email, slack, pagerduty, webhook]),",
+        "(level: 1, users: [], emails: [], channels: [email, slack, pagerduty, webhook, sms]),",
         "(level: 1, users: [], emails: [\"oncall@example.com\"], channels: [email]),",
     );
     std::fs::write(&config, text).unwrap();

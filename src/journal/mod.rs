@@ -117,12 +117,12 @@ impl JournalConfig {
 }
 
 /// The notifier records delivery changes through the writer: one writer for all notification
-/// state. Recording waits while the writer's queue is full.
+/// state. Recording returns once the changes are committed.
 impl<T: Send + 'static> DeliveryRecorder for JournalWriter<T> {
     fn record(&self, changes: Vec<DeliveryChange>) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let records = changes.into_iter().map(JournalRecord::Delivery).collect();
-            if let Err(error) = JournalWriter::record(self, records).await {
+            if let Err(error) = self.record_committed(records).await {
                 tracing::error!(%error, "cannot journal notification deliveries");
             }
         })

@@ -49,9 +49,18 @@ struct SharedStats {
 }
 
 struct Submission<T> {
-    /// `None`: fire and forget; a failure is only logged.
-    token: Option<T>,
+    reply: Reply<T>,
     records: Vec<JournalRecord>,
+}
+
+/// Who hears that a submission committed (or failed).
+enum Reply<T> {
+    /// Fire and forget; a failure is only logged.
+    None,
+    /// A `Completion` with the token, on the completion channel.
+    Token(T),
+    /// The one waiting in `record_committed`.
+    Committed(oneshot::Sender<Result<(), JournalError>>),
 }
 
 enum Request<T> {
@@ -128,11 +137,27 @@ impl<T: Send + 'static> JournalWriter<T> {
     pub async fn submit(&self, token: T, records: Vec<JournalRecord>) -> Result<(), JournalError> {
         self.requests
             .send(Request::Write(Submission {
-                token: Some(token),
+                reply: Reply::Token(token),
                 records,
             }))
             .await
             .map_err(|_| JournalError::Closed)
+    }
+
+    /// Queues `records` and waits until they are committed (durable on disk), for a caller
+    /// that must not act before: the notifier records a delivery as queued before sending it,
+    /// and as delivered before its slot is free again, so a crash repeats at most the sends in
+    /// flight.
+    pub async fn record_committed(&self, records: Vec<JournalRecord>) -> Result<(), JournalError> {
+        let (reply, committed) = oneshot::channel();
+        self.requests
+            .send(Request::Write(Submission {
+                reply: Reply::Committed(reply),
+                records,
+            }))
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        committed.await.map_err(|_| JournalError::Closed)?
     }
 
     /// `submit` from a thread that is not running async code.
@@ -143,7 +168,7 @@ impl<T: Send + 'static> JournalWriter<T> {
     ) -> Result<(), JournalError> {
         self.requests
             .blocking_send(Request::Write(Submission {
-                token: Some(token),
+                reply: Reply::Token(token),
                 records,
             }))
             .map_err(|_| JournalError::Closed)
@@ -154,7 +179,7 @@ impl<T: Send + 'static> JournalWriter<T> {
     pub async fn record(&self, records: Vec<JournalRecord>) -> Result<(), JournalError> {
         self.requests
             .send(Request::Write(Submission {
-                token: None,
+                reply: Reply::None,
                 records,
             }))
             .await
@@ -167,7 +192,7 @@ impl<T: Send + 'static> JournalWriter<T> {
         let sent = self
             .requests
             .try_send(Request::Write(Submission {
-                token: None,
+                reply: Reply::None,
                 records,
             }))
             .is_ok();
@@ -285,7 +310,7 @@ impl<T: Send + 'static> WriterThread<T> {
         while let Ok(request) = self.requests.try_recv() {
             match request {
                 Request::Write(submission) => {
-                    self.complete(submission.token, Err(JournalError::Closed))
+                    self.complete(submission.reply, Err(JournalError::Closed))
                 }
                 Request::Stop(reply) => {
                     let _ = reply.send(Err(JournalError::Closed));
@@ -315,21 +340,21 @@ impl<T: Send + 'static> WriterThread<T> {
             Ok(()) => {
                 self.count_committed(&batch);
                 for submission in batch {
-                    self.complete(submission.token, Ok(()));
+                    self.complete(submission.reply, Ok(()));
                 }
             }
             Err(error) if batch.len() == 1 => {
                 let submission = batch.into_iter().next().expect("one submission");
-                self.fail(submission.token, error);
+                self.fail(submission.reply, error);
             }
             Err(_) => {
                 for submission in batch {
                     match self.journal.write(&submission.records) {
                         Ok(()) => {
                             self.count_committed(std::slice::from_ref(&submission));
-                            self.complete(submission.token, Ok(()));
+                            self.complete(submission.reply, Ok(()));
                         }
-                        Err(error) => self.fail(submission.token, error),
+                        Err(error) => self.fail(submission.reply, error),
                     }
                 }
             }
@@ -344,7 +369,7 @@ impl<T: Send + 'static> WriterThread<T> {
         self.stats.transactions.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn fail(&mut self, token: Option<T>, error: JournalError) {
+    fn fail(&mut self, reply: Reply<T>, error: JournalError) {
         self.stats
             .failed_submissions
             .fetch_add(1, Ordering::Relaxed);
@@ -360,13 +385,19 @@ impl<T: Send + 'static> WriterThread<T> {
             tracing::error!("journal write failed: {text}");
             self.last_logged = Some((text, Instant::now()));
         }
-        self.complete(token, Err(error));
+        self.complete(reply, Err(error));
     }
 
-    fn complete(&self, token: Option<T>, result: Result<(), JournalError>) {
-        if let Some(token) = token {
-            // The receiver gone means nobody is waiting any more; nothing to do.
-            let _ = self.completions.send(Completion { token, result });
+    fn complete(&self, reply: Reply<T>, result: Result<(), JournalError>) {
+        // A receiver gone means nobody is waiting any more; nothing to do.
+        match reply {
+            Reply::None => {}
+            Reply::Token(token) => {
+                let _ = self.completions.send(Completion { token, result });
+            }
+            Reply::Committed(reply) => {
+                let _ = reply.send(result);
+            }
         }
     }
 

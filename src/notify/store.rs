@@ -113,9 +113,10 @@ impl AttemptOutcome {
     }
 }
 
-/// Where the notifier sends [`DeliveryChange`]s: the journal's writer. Recording waits while
-/// the writer's queue is full, so a slow disk slows delivery down rather than losing a mark
-/// (a lost "delivered" mark would mean a second send after a restart).
+/// Where the notifier sends [`DeliveryChange`]s: the journal's writer. `record` returns once
+/// the changes are durable, so a slow disk slows delivery down rather than losing a mark: a
+/// delivery is durable as queued (its claim) before it is sent, and as delivered before its
+/// channel slot is free again, so a crash can repeat only the sends in flight.
 pub trait DeliveryRecorder: Send + Sync {
     fn record(&self, changes: Vec<DeliveryChange>) -> BoxFuture<'_, ()>;
 }

@@ -161,22 +161,25 @@ pub struct Dispatcher {
 }
 
 const OVERFLOW_REPORT_INTERVAL: Duration = Duration::from_secs(10);
+/// Notifications routed together: their deliveries are recorded in one journal commit.
+const DISPATCH_BATCH: usize = 256;
 
 impl Dispatcher {
     pub async fn run(mut self, mut outbox: mpsc::Receiver<Notification>) {
         let mut reported_overflow = 0u64;
         let mut overflow_report = tokio::time::interval(OVERFLOW_REPORT_INTERVAL);
         overflow_report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(DISPATCH_BATCH);
         loop {
             let next_digest = self.limiters.values().filter_map(|l| l.next_due()).min();
             tokio::select! {
-                notification = outbox.recv() => match notification {
-                    Some(notification) => {
-                        self.dispatch(notification).await;
-                        self.shared.routed.fetch_add(1, Ordering::SeqCst);
+                count = outbox.recv_many(&mut batch, DISPATCH_BATCH) => {
+                    if count == 0 {
+                        break;
                     }
-                    None => break,
-                },
+                    self.dispatch(std::mem::take(&mut batch)).await;
+                    self.shared.routed.fetch_add(count as u64, Ordering::SeqCst);
+                }
                 _ = sleep_until(next_digest), if next_digest.is_some() => {
                     self.send_digests(false).await;
                 }
@@ -213,18 +216,25 @@ impl Dispatcher {
         total
     }
 
-    /// Routes one notification: its deliveries are recorded as queued, with the notification
-    /// as routed, before any of them reaches a channel.
-    async fn dispatch(&mut self, notification: Notification) {
-        let deliveries = self.route(&notification);
-        let mut changes: Vec<DeliveryChange> = deliveries
-            .iter()
-            .map(|delivery| DeliveryChange::Queued(Box::new(delivery.clone())))
-            .collect();
-        changes.push(DeliveryChange::Routed {
-            dedup_key: notification.dedup_key.clone(),
-            at: chrono::Utc::now(),
-        });
+    /// Routes notifications: their deliveries are recorded as queued (durably: these are the
+    /// claims that stop a second send after a crash), with the notifications as routed, before
+    /// any of them reaches a channel.
+    async fn dispatch(&mut self, notifications: Vec<Notification>) {
+        let mut deliveries = Vec::new();
+        let mut changes = Vec::new();
+        for notification in &notifications {
+            let admitted = self.route(notification);
+            changes.extend(
+                admitted
+                    .iter()
+                    .map(|delivery| DeliveryChange::Queued(Box::new(delivery.clone()))),
+            );
+            changes.push(DeliveryChange::Routed {
+                dedup_key: notification.dedup_key.clone(),
+                at: chrono::Utc::now(),
+            });
+            deliveries.extend(admitted);
+        }
         self.shared.record(changes).await;
         self.forward_all(deliveries).await;
     }
@@ -445,6 +455,7 @@ impl ChannelWorker {
                     *busy.entry(incident).or_default() += 1;
                 }
                 let senders = self.senders.clone();
+                let shared = self.shared.clone();
                 in_flight.spawn(async move {
                     // A bug in one send must not lose the delivery's bookkeeping.
                     let outcome = AssertUnwindSafe(senders.send(&attempt.delivery))
@@ -454,6 +465,17 @@ impl ChannelWorker {
                             reason: "panic".into(),
                             detail: "the send panicked".into(),
                         });
+                    // Durable before the slot is free: at most `concurrency` sends per channel
+                    // can be out without their mark, and so repeated after a crash.
+                    if matches!(outcome, Outcome::Delivered) {
+                        shared
+                            .record(vec![DeliveryChange::Attempted {
+                                key: attempt.delivery.key.clone(),
+                                at: chrono::Utc::now(),
+                                outcome: AttemptOutcome::Delivered,
+                            }])
+                            .await;
+                    }
                     (attempt, outcome)
                 });
             }
@@ -471,7 +493,7 @@ impl ChannelWorker {
                     Ok((attempt, outcome)) => {
                         let incident = self.ordering_key(&attempt);
                         let (again, change) = self.settle(attempt, outcome);
-                        self.shared.record(vec![change]).await;
+                        self.shared.record(change.into_iter().collect()).await;
                         if again.is_none()
                             && let Some(incident) = incident
                             && let Some(count) = busy.get_mut(&incident)
@@ -526,12 +548,12 @@ impl ChannelWorker {
     }
 
     /// Counts an attempt's outcome; returns when to try again, if it should be, and the
-    /// change to record.
+    /// change to record (a success was recorded by the attempt itself).
     fn settle(
         &self,
         mut attempt: Attempt,
         outcome: Outcome,
-    ) -> (Option<(Instant, Attempt)>, DeliveryChange) {
+    ) -> (Option<(Instant, Attempt)>, Option<DeliveryChange>) {
         attempt.attempts += 1;
         let delivery = &attempt.delivery;
         let attempted = |outcome| DeliveryChange::Attempted {
@@ -541,7 +563,6 @@ impl ChannelWorker {
         };
         match outcome {
             Outcome::Delivered => {
-                let change = attempted(AttemptOutcome::Delivered);
                 let mut board = self.shared.board();
                 board.delivered += 1;
                 board.in_channels = board.in_channels.saturating_sub(1);
@@ -554,7 +575,7 @@ impl ChannelWorker {
                     attempts = attempt.attempts,
                     "notification delivered"
                 );
-                (None, change)
+                (None, None)
             }
             Outcome::Retry {
                 reason,
@@ -567,7 +588,7 @@ impl ChannelWorker {
                 if now + delay > attempt.give_up_at {
                     let change =
                         self.give_up(&attempt, &reason, &format!("gave up retrying: {detail}"));
-                    return (None, change);
+                    return (None, Some(change));
                 }
                 let change = attempted(AttemptOutcome::Retrying {
                     error: format!("{reason}: {detail}"),
@@ -583,11 +604,11 @@ impl ChannelWorker {
                 );
                 self.shared.board().channel(self.channel).last_error =
                     Some(format!("{reason}: {detail}"));
-                (Some((now + delay, attempt)), change)
+                (Some((now + delay, attempt)), Some(change))
             }
             Outcome::Failed { reason, detail } => {
                 let change = self.give_up(&attempt, &reason, &detail);
-                (None, change)
+                (None, Some(change))
             }
         }
     }
