@@ -147,11 +147,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
         None
     };
 
-    let (output, records) = if headless {
-        let (sender, receiver) = headless::output_channel();
-        (Some(sender), Some(receiver))
+    let (output, output_flushed, writer) = if headless {
+        let channel = headless::output_channel();
+        (
+            Some(channel.records),
+            Some(channel.flushed),
+            Some((channel.writer_records, channel.writer_flushed)),
+        )
     } else {
-        (None, None)
+        (None, None, None)
     };
     let handle = runtime::spawn(
         &config,
@@ -159,6 +163,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
             operator: config.operator(),
             demo: cli.demo,
             output,
+            output_flushed,
             shutdown_timeout: Duration::from_secs(10),
         },
     )?;
@@ -168,8 +173,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
         group = %config.kafka.group_id,
         "consuming"
     );
-    let summary = match records {
-        Some(records) => headless::run(handle, records).await,
+    let summary = match writer {
+        Some((records, flushed)) => headless::run(handle, records, flushed).await,
         None => tui::run(handle, &config).await,
     };
     if let Some(demo) = demo {

@@ -1,0 +1,281 @@
+//! "A hostile day" (issue 13): the console used the wrong way, through the real binary, a real
+//! embedded broker in its own process, real pipes, real signals and real files. Each test
+//! reproduces one of the defects the issue lists and checks the fixed behaviour.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_incident-console");
+/// Only reached on failure; a debug build on a loaded two-core machine is slow to join a group.
+const DEADLINE: Duration = Duration::from_secs(90);
+const PARTITIONS: i32 = 3;
+const EVENTS: u64 = 600;
+
+/// A child process, killed if the test fails.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Process {
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid; no memory effects.
+        let sent = unsafe { libc::kill(self.0.id() as libc::pid_t, signal) };
+        assert_eq!(sent, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    /// Waits for the exit; fails the test (and the drop kills it) after `DEADLINE`.
+    fn wait(&mut self, what: &str) -> ExitStatus {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: still running after {DEADLINE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn console_command(args: &[&str]) -> Command {
+    console_with_config(
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config.ron")),
+        args,
+    )
+}
+
+fn console_with_config(config: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("INCIDENT_CONSOLE_CONFIG")
+        .env_remove("INCIDENT_CONSOLE_BROKERS")
+        .env_remove("KAFKA_BOOTSTRAP_SERVERS")
+        .env("NO_COLOR", "")
+        .stdin(Stdio::null());
+    command
+}
+
+/// The embedded broker in its own process, with `topic` and its dead-letter topic.
+fn start_broker(topic: &str) -> (Process, String) {
+    let dead_letters = format!("{topic}.dlq");
+    let mut child = Command::new(BINARY)
+        .args(["broker", "--partitions", &PARTITIONS.to_string()])
+        .args(["-t", topic, "-t", &dead_letters])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let bootstrap = line
+        .trim()
+        .strip_prefix("bootstrap.servers=")
+        .unwrap_or_else(|| panic!("broker said {line:?}"))
+        .to_string();
+    (Process(child), bootstrap)
+}
+
+/// `count` valid simulated events on `topic`, confirmed by the broker.
+fn produce(bootstrap: &str, topic: &str, count: u64) {
+    let mut simulate = Process(
+        Command::new(BINARY)
+            .args(["simulate", "-b", bootstrap, "-t", topic, "--rate", "0"])
+            .args(["--count", &count.to_string(), "--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    assert!(simulate.wait("simulate").success());
+}
+
+/// Offsets the group committed, summed over the partitions: with offsets from 0 and every
+/// message valid, how many events a restart will not see again.
+fn committed(bootstrap: &str, group: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut list = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        list.add_partition(topic, partition);
+    }
+    let list = consumer
+        .committed_offsets(list, Duration::from_secs(30))
+        .unwrap();
+    let total = list
+        .elements()
+        .iter()
+        .map(|element| match element.offset() {
+            Offset::Offset(offset) => offset,
+            _ => 0,
+        })
+        .sum();
+    drop(list);
+    total
+}
+
+/// The headless console consuming `topic` in `group` from the start, no journal.
+fn headless(bootstrap: &str, topic: &str, group: &str) -> Command {
+    let mut command = console_command(&["--no-tui", "--no-journal", "--from-beginning"]);
+    command
+        .args(["-b", bootstrap, "-t", topic, "-g", group])
+        .args(["-X", "auto.commit.interval.ms=200"]);
+    command
+}
+
+fn is_event(line: &str) -> bool {
+    line.starts_with(r#"{"kind":"event""#)
+}
+
+/// A pipe whose kernel buffer holds one page, so that what was written but never read is
+/// small and known. Returns (read end, write end, buffer size).
+fn small_pipe() -> (std::fs::File, OwnedFd, usize) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the two descriptors, which are then owned here.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: fresh descriptors from pipe2, each owned once.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: fcntl on a descriptor we own.
+    let size = unsafe { libc::fcntl(fds[1], libc::F_SETPIPE_SZ, 4096) };
+    assert!(
+        size > 0,
+        "F_SETPIPE_SZ: {}",
+        std::io::Error::last_os_error()
+    );
+    (std::fs::File::from(read), write, size as usize)
+}
+
+/// Issue 13, item 1 (and item 2 headless): `| head -n 5`. The console stops at once when its
+/// reader goes, exits 141, and has committed no more than it wrote; a restart gets the rest,
+/// and SIGHUP stops that one gracefully with everything committed.
+#[test]
+fn a_closed_pipe_stops_the_console_and_commits_only_what_was_written() {
+    let topic = "pipe-incidents";
+    let (_broker, bootstrap) = start_broker(topic);
+    produce(&bootstrap, topic, EVENTS);
+
+    let (mut reader, write_end, pipe_size) = small_pipe();
+    let mut first = Process(
+        headless(&bootstrap, topic, "head1")
+            .stdout(Stdio::from(write_end))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Like `head -n 5`: read until five lines are complete, then close the pipe.
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 512];
+    while bytes.iter().filter(|&&b| b == b'\n').count() < 5 {
+        let n = reader.read(&mut chunk).unwrap();
+        assert!(n > 0, "the console closed stdout early");
+        bytes.extend_from_slice(&chunk[..n]);
+    }
+    drop(reader);
+    let text = String::from_utf8_lossy(&bytes);
+    let complete: Vec<&str> = text
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .collect();
+    let events_read = complete.iter().filter(|l| is_event(l)).count() as i64;
+    let shortest = complete.iter().map(|l| l.len()).min().unwrap();
+
+    let status = first.wait("the console after its reader went");
+    assert_eq!(status.code(), Some(141), "{status:?}");
+
+    // What it wrote: the lines read (one more may be partly read), and what fitted in the
+    // pipe's buffer, which nobody read.
+    let written_at_most = events_read + 1 + (pipe_size / shortest) as i64 + 1;
+    let committed_first = committed(&bootstrap, "head1", topic);
+    assert!(
+        committed_first <= written_at_most,
+        "{committed_first} offsets committed, at most {written_at_most} events written"
+    );
+
+    // The restart gets every event not committed, then stops on SIGHUP, committing them.
+    let mut second = Process(
+        headless(&bootstrap, topic, "head1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = lines_of(second.0.stdout.take().unwrap());
+    let expected = EVENTS as i64 - committed_first;
+    let deadline = Instant::now() + DEADLINE;
+    let mut seen = 0;
+    while seen < expected {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("restart: {seen} of {expected} events"));
+        seen += i64::from(is_event(&line));
+    }
+    second.signal(libc::SIGHUP);
+    let status = second.wait("the console after SIGHUP");
+    assert!(status.success(), "SIGHUP: {status:?}");
+    assert_eq!(committed(&bootstrap, "head1", topic), EVENTS as i64);
+}
+
+/// Issue 13, item 1: `>/dev/full`. The first flush fails: exit 74 at once, nothing committed.
+#[test]
+fn a_full_disk_on_stdout_stops_the_console_with_nothing_committed() {
+    let topic = "full-incidents";
+    let (_broker, bootstrap) = start_broker(topic);
+    produce(&bootstrap, topic, 50);
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let mut console = Process(
+        headless(&bootstrap, topic, "full1")
+            .stdout(full)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = lines_of(console.0.stderr.take().unwrap());
+    let status = console.wait("the console writing to /dev/full");
+    assert_eq!(status.code(), Some(74), "{status:?}");
+    let log: Vec<String> = stderr.try_iter().collect();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("cannot write to stdout") && l.contains("No space left")),
+        "{log:#?}"
+    );
+    assert_eq!(committed(&bootstrap, "full1", topic), 0);
+}
+
+fn lines_of(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (sender, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
