@@ -71,6 +71,9 @@ pub async fn run(handle: RuntimeHandle, config: &Config) -> anyhow::Result<RunSu
     let app = App::new(keymap, snapshots.borrow().clone(), local_zone())
         .with_log_capture(logging::capture_level());
     let fps = config.console.max_frames_per_sec.clamp(1, MAX_FPS);
+    // Handlers first: a signal that lands just after the terminal is taken over must not
+    // kill the process and leave the terminal raw.
+    let signals = Signals::new();
     let guard = match terminal::enter() {
         Ok(guard) => guard,
         Err(error) => {
@@ -78,7 +81,7 @@ pub async fn run(handle: RuntimeHandle, config: &Config) -> anyhow::Result<RunSu
             return Err(error).context("cannot take over the terminal (try --no-tui)");
         }
     };
-    let result = event_loop(guard, app, commands, snapshots, task, fps).await;
+    let result = event_loop(guard, app, commands, snapshots, task, fps, signals).await;
     terminal::restore();
     result
 }
@@ -122,13 +125,13 @@ async fn event_loop(
     mut snapshots: tokio::sync::watch::Receiver<crate::status::SharedSnapshot>,
     mut task: tokio::task::JoinHandle<anyhow::Result<RunSummary>>,
     fps: u32,
+    mut signals: Signals,
 ) -> anyhow::Result<RunSummary> {
     let mut events = EventStream::new();
     let frame_gap = Duration::from_secs_f64(1.0 / f64::from(fps));
     let mut last_draw: Option<Instant> = None;
     let mut dirty = true;
     let mut snapshots_open = true;
-    let mut signals = Signals::new();
 
     // After a key sends a command, the runtime publishes the result at once; drawing it should
     // not wait for the frame cap. For a short while after a command, snapshots draw at once.
@@ -221,8 +224,11 @@ fn draw(terminal: &mut terminal::ConsoleTerminal, app: &mut App) -> anyhow::Resu
     result.context("cannot draw to the terminal")
 }
 
-/// SIGTERM and SIGHUP (the terminal closed) shut down gracefully, like the quit key.
+/// SIGINT (from `kill -INT` or a process manager: the console's own ctrl-c is a key in raw
+/// mode), SIGTERM and SIGHUP (the terminal closed) shut down gracefully, like the quit key.
 struct Signals {
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
     #[cfg(unix)]
     terminate: Option<tokio::signal::unix::Signal>,
     #[cfg(unix)]
@@ -235,6 +241,7 @@ impl Signals {
         {
             use tokio::signal::unix::{SignalKind, signal};
             Self {
+                interrupt: signal(SignalKind::interrupt()).ok(),
                 terminate: signal(SignalKind::terminate()).ok(),
                 hangup: signal(SignalKind::hangup()).ok(),
             }
@@ -247,6 +254,7 @@ impl Signals {
         #[cfg(unix)]
         {
             tokio::select! {
+                () = wait(&mut self.interrupt) => {}
                 () = wait(&mut self.terminate) => {}
                 () = wait(&mut self.hangup) => {}
             }
