@@ -63,8 +63,19 @@ pub fn init_headless_logging(level: tracing::level_filters::LevelFilter) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour_stderr(|name| std::env::var_os(name)))
         .with_target(false)
         .try_init();
+}
+
+/// Colour codes only on a terminal (a `2>err.log` file gets plain text), and never when
+/// `NO_COLOR` is set to anything but the empty string (https://no-color.org).
+pub fn colour_stderr(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
+    colour(std::io::stderr().is_terminal(), env("NO_COLOR"))
+}
+
+fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
@@ -220,10 +231,16 @@ async fn run_simulate(config: &Config, options: &ProduceOptions) -> anyhow::Resu
         .set("linger.ms", "5")
         .create()?;
     let (stop, stop_rx) = watch::channel(false);
+    let stopping = headless::shutdown_signals();
     let signal = tokio::spawn(async move {
-        headless::wait_for_signal().await;
+        stopping.await;
         let _ = stop.send(true);
     });
+    tracing::info!(
+        topic = %config.kafka.topic,
+        count = ?options.count,
+        "simulating; SIGINT, SIGTERM or SIGHUP stops"
+    );
     let started = std::time::Instant::now();
     let sent = simulate::produce(&producer, &config.kafka.topic, options, stop_rx).await?;
     signal.abort();
@@ -236,4 +253,16 @@ async fn run_simulate(config: &Config, options: &ProduceOptions) -> anyhow::Resu
         "simulation finished"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use super::colour;
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".into())));
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None));
+    }
 }

@@ -279,3 +279,37 @@ fn lines_of(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     });
     lines
 }
+
+/// Issue 13, item 6 (and 10): `simulate` against an unreachable broker stops on SIGINT and on
+/// SIGTERM instead of waiting five minutes for deliveries; its log on a pipe has no colour.
+#[test]
+fn simulate_stops_on_signals_and_logs_without_colour_to_a_pipe() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        let mut simulate = Process(
+            Command::new(BINARY)
+                .args(["simulate", "-b", "127.0.0.1:1", "-t", "x", "--count", "10"])
+                .args(["--log-level", "info"])
+                .env_remove("RUST_LOG")
+                .env_remove("NO_COLOR")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let stderr = lines_of(simulate.0.stderr.take().unwrap());
+        let mut log = Vec::new();
+        let deadline = Instant::now() + DEADLINE;
+        while !log.iter().any(|l: &String| l.contains("simulating")) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            log.push(stderr.recv_timeout(left).expect("simulate starts"));
+        }
+        simulate.signal(signal);
+        let status = simulate.wait("simulate after a signal");
+        assert!(status.success(), "signal {signal}: {status:?}");
+        log.extend(stderr.try_iter());
+        assert!(
+            log.iter().all(|l| !l.contains('\x1b')),
+            "colour codes on a pipe: {log:#?}"
+        );
+    }
+}
