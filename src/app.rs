@@ -113,6 +113,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
                 config.kafka.topic = topic.clone();
             }
             config.apply_properties(properties)?;
+            crate::kafka::settings::check(&config, false)?;
             let options = ProduceOptions {
                 rate: *rate,
                 count: *count,
@@ -229,7 +230,8 @@ async fn run_broker(config: &Config, partitions: i32, topics: &[String]) -> anyh
 async fn run_simulate(config: &Config, options: &ProduceOptions) -> anyhow::Result<()> {
     let producer: FutureProducer = client_config(config, false)
         .set("linger.ms", "5")
-        .create()?;
+        .create()
+        .map_err(|error| crate::kafka::settings::without_values(config, error))?;
     let (stop, stop_rx) = watch::channel(false);
     let stopping = headless::shutdown_signals();
     let signal = tokio::spawn(async move {

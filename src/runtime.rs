@@ -229,6 +229,7 @@ struct OutputGate {
 
 /// Starts the consumer and the runtime loop on the current tokio runtime.
 pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<RuntimeHandle> {
+    crate::kafka::settings::check(config, true)?;
     let mut engine = Engine::new(config.engine_config());
     let (journal, completions, notifier) = match open_journal(config, &mut engine, options.demo)? {
         Some(OpenedJournal {

@@ -4,7 +4,9 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{FromRawFd, OwnedFd};
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -312,4 +314,106 @@ fn simulate_stops_on_signals_and_logs_without_colour_to_a_pipe() {
             "colour codes on a pipe: {log:#?}"
         );
     }
+}
+
+/// Runs the binary expecting it to fail quickly; returns its stderr.
+fn failure(mut command: Command) -> String {
+    let mut child = Process(
+        command
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait("a refused start");
+    assert!(!status.success(), "it should fail; stderr: {stderr}");
+    assert_eq!(status.signal(), None, "{stderr}");
+    stderr
+}
+
+/// Issue 13, item 9: each bad flag is named in one sentence, at once, without connecting.
+#[test]
+fn bad_flags_are_named_at_start() {
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["-g", ""], &["-g/--group"]),
+        (&["-t", ""], &["-t/--topic"]),
+        (&["-b", ""], &["-b/--brokers"]),
+        (
+            &["-b", "127.0.0.1:99999"],
+            &["127.0.0.1:99999", "not a port number"],
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut command = console_command(&["--no-tui", "--no-journal"]);
+        command.args(*args);
+        let stderr = failure(command);
+        for text in *expected {
+            assert!(stderr.contains(text), "{args:?}: `{text}` not in: {stderr}");
+        }
+    }
+}
+
+fn config_with(dir: &Path, from: &str, to: &str) -> PathBuf {
+    let text = incident_console::config::DEFAULT_CONFIG.replacen(from, to, 1);
+    assert_ne!(text, incident_console::config::DEFAULT_CONFIG, "{from}");
+    let path = dir.join("config.ron");
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// Issue 13, item 8: a dead-letter topic equal to the consumed one is refused at start.
+#[test]
+fn a_dead_letter_topic_that_is_the_consumed_topic_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(
+        dir.path(),
+        "dead_letter_topic: None",
+        r#"dead_letter_topic: Some("hostile")"#,
+    );
+    let command = console_with_config(
+        &config,
+        &[
+            "--no-tui",
+            "--no-journal",
+            "-t",
+            "hostile",
+            "-b",
+            "127.0.0.1:1",
+        ],
+    );
+    let stderr = failure(command);
+    assert!(
+        stderr.contains("kafka.dead_letter_topic `hostile` is the consumed topic"),
+        "{stderr}"
+    );
+}
+
+/// Issue 13, item 7: property values never appear in errors, from `-X` or from the file.
+#[test]
+fn property_values_are_not_echoed_in_errors() {
+    let mut command = console_command(&["--no-tui", "--no-journal", "-b", "127.0.0.1:1"]);
+    command.args(["-X", "sasl.pasword=SUPERSECRET99"]);
+    let stderr = failure(command);
+    assert!(stderr.contains("sasl.pasword"), "{stderr}");
+    assert!(!stderr.contains("SUPERSECRET99"), "{stderr}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(
+        dir.path(),
+        "properties: {}",
+        r#"properties: {"sasl.jaas.config": "org.apache.kafka.common.security.plain.PlainLoginModule required password=\"JAASSECRET77\";"}"#,
+    );
+    let command = console_with_config(&config, &["--no-tui", "--no-journal", "-b", "127.0.0.1:1"]);
+    let stderr = failure(command);
+    assert!(stderr.contains("sasl.jaas.config"), "{stderr}");
+    assert!(!stderr.contains("JAASSECRET77"), "{stderr}");
 }

@@ -291,7 +291,9 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> KafkaResult<KafkaS
     }
     // At-least-once: an offset is stored only once its event has been handled.
     client.set("enable.auto.offset.store", "false");
-    let consumer: ConsoleConsumer = client.create_with_context(context)?;
+    let consumer: ConsoleConsumer = client
+        .create_with_context(context)
+        .map_err(|error| super::settings::without_values(config, error))?;
     consumer.subscribe(&[&config.kafka.topic])?;
     let consumer = Arc::new(consumer);
     let (sender, messages) = mpsc::channel(config.kafka.channel_capacity);

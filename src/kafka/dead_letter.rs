@@ -36,7 +36,9 @@ impl DeadLetterProducer {
             // Room for any payload the consumer can fetch, with its headers.
             .set("message.max.bytes", (16 * 1024 * 1024).to_string());
         Ok(Self {
-            producer: client.create()?,
+            producer: client
+                .create()
+                .map_err(|error| super::settings::without_values(config, error))?,
             topic: config.dead_letter_topic(),
         })
     }

@@ -4,3 +4,4 @@
 pub mod consumer;
 pub mod dead_letter;
 pub mod embedded;
+pub mod settings;
