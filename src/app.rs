@@ -91,7 +91,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
                 .clone()
                 .or_else(crate::config::user_config_path)
                 .ok_or_else(|| anyhow::anyhow!("no user config directory; pass --path"))?;
-            crate::config::write_initial_config(&path, *force)?;
+            crate::config::write_initial_config(&path, *force).map_err(|error| {
+                // io errors name no path by themselves; say which one and what to do.
+                let text = error.to_string();
+                if text.contains(&path.display().to_string()) {
+                    anyhow::anyhow!("init-config: {text}")
+                } else {
+                    anyhow::anyhow!(
+                        "init-config: cannot write {}: {text}; pass --path to another file",
+                        path.display()
+                    )
+                }
+            })?;
             println!("{}", path.display());
             return Ok(RunSummary::default());
         }

@@ -397,6 +397,52 @@ fn a_dead_letter_topic_that_is_the_consumed_topic_is_refused() {
     );
 }
 
+/// Issue 13, item 9: the configuration's place is named: a line, a variable, a path.
+#[test]
+fn configuration_errors_name_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with(dir.path(), "timeout_secs: 900", "timeout_secs: 0");
+    let line = 1 + std::fs::read_to_string(&config)
+        .unwrap()
+        .lines()
+        .position(|l| l.contains("timeout_secs: 0"))
+        .unwrap();
+    let command = console_with_config(&config, &["--print-config"]);
+    let stderr = failure(command);
+    assert!(
+        stderr.contains(&format!("{}:{line}: ", config.display())),
+        "line {line}: {stderr}"
+    );
+
+    let missing = dir.path().join("missing.ron");
+    let mut command = Command::new(BINARY);
+    command
+        .arg("--print-config")
+        .env("INCIDENT_CONSOLE_CONFIG", &missing);
+    let stderr = failure(command);
+    assert!(stderr.contains("$INCIDENT_CONSOLE_CONFIG"), "{stderr}");
+    assert!(stderr.contains(&missing.display().to_string()), "{stderr}");
+
+    let nowhere = dir.path().join("file/sub/config.ron");
+    std::fs::write(dir.path().join("file"), "").unwrap();
+    let mut command = Command::new(BINARY);
+    command.args(["init-config", "--path"]).arg(&nowhere);
+    let stderr = failure(command);
+    assert!(stderr.contains(&nowhere.display().to_string()), "{stderr}");
+}
+
+/// Issue 13, item 11: `--config /dev/zero` is refused at the size limit, not read forever.
+#[test]
+fn an_endless_config_is_refused() {
+    let mut command = Command::new(BINARY);
+    command.args(["--print-config", "--config", "/dev/zero"]);
+    let stderr = failure(command);
+    assert!(
+        stderr.contains("/dev/zero") && stderr.contains("larger than"),
+        "{stderr}"
+    );
+}
+
 /// Issue 13, item 7: property values never appear in errors, from `-X` or from the file.
 #[test]
 fn property_values_are_not_echoed_in_errors() {
@@ -416,4 +462,36 @@ fn property_values_are_not_echoed_in_errors() {
     let stderr = failure(command);
     assert!(stderr.contains("sasl.jaas.config"), "{stderr}");
     assert!(!stderr.contains("JAASSECRET77"), "{stderr}");
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+fn fifo(path: &Path) {
+    let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o644) }, 0);
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+/// Issue 13, item 4: `init-config --force` on something that is not a regular file refuses,
+/// naming it, and leaves its mode alone.
+#[test]
+fn init_config_refuses_what_is_not_a_regular_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipe = dir.path().join("pipe");
+    fifo(&pipe);
+    let mut command = Command::new(BINARY);
+    command
+        .args(["init-config", "--force", "--path"])
+        .arg(&pipe);
+    let stderr = failure(command);
+    assert!(stderr.contains(&pipe.display().to_string()), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    assert_eq!(mode(&pipe), 0o644);
 }
