@@ -11,6 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use incident_console::journal::{Journal, JournalConfig, JournalError};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -472,11 +473,39 @@ fn mode(path: &Path) -> u32 {
         & 0o777
 }
 
+fn lock_file(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
 fn fifo(path: &Path) {
     let name = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
     // SAFETY: mkfifo with a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o644) }, 0);
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+/// Issue 13, item 4: a wrong journal path keeps its mode and gets no `.lock` beside it.
+#[test]
+fn a_wrong_journal_path_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("textfile.txt");
+    std::fs::write(&text, "my notes\n").unwrap();
+    std::fs::set_permissions(&text, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let error = Journal::open(&text, &JournalConfig::default()).unwrap_err();
+    assert!(matches!(error, JournalError::NotAJournal { .. }), "{error}");
+    assert_eq!(mode(&text), 0o644);
+    assert!(!lock_file(&text).exists());
+    assert_eq!(std::fs::read_to_string(&text).unwrap(), "my notes\n");
+
+    // A FIFO stands for a device (`/dev/full`): something that is not a file at all.
+    let pipe = dir.path().join("pipe");
+    fifo(&pipe);
+    let error = Journal::open(&pipe, &JournalConfig::default()).unwrap_err();
+    assert!(error.to_string().contains("not a regular file"), "{error}");
+    assert_eq!(mode(&pipe), 0o644);
+    assert!(!lock_file(&pipe).exists());
 }
 
 /// Issue 13, item 4: `init-config --force` on something that is not a regular file refuses,
@@ -494,4 +523,27 @@ fn init_config_refuses_what_is_not_a_regular_file() {
     assert!(stderr.contains(&pipe.display().to_string()), "{stderr}");
     assert!(stderr.contains("not a regular file"), "{stderr}");
     assert_eq!(mode(&pipe), 0o644);
+}
+
+/// Issue 13, item 5: another name for the same journal (symbolic or hard link) is refused
+/// while the first one is open.
+#[test]
+fn the_journal_lock_holds_through_links() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.sqlite3");
+    let first = Journal::open(&path, &JournalConfig::default()).unwrap();
+    let symlink = dir.path().join("symlink.sqlite3");
+    std::os::unix::fs::symlink(&path, &symlink).unwrap();
+    let hard = dir.path().join("hard.sqlite3");
+    std::fs::hard_link(&path, &hard).unwrap();
+    for other in [&symlink, &hard] {
+        let error = Journal::open(other, &JournalConfig::default()).unwrap_err();
+        assert!(
+            matches!(error, JournalError::Locked { .. }),
+            "{}: {error}",
+            other.display()
+        );
+    }
+    drop(first);
+    Journal::open(&hard, &JournalConfig::default()).unwrap();
 }
