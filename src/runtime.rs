@@ -116,7 +116,13 @@ const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
 impl JournalLink {
     /// Whether this message was handled before a restart (its offset was not yet committed).
-    fn already_handled(&self, source: &SourceRef) -> bool {
+    fn already_handled(
+        &self,
+        source: &SourceRef,
+        cluster_id: impl FnOnce() -> Option<String>,
+    ) -> bool {
+        // Records from another cluster (or topic incarnation) say nothing about these offsets.
+        self.reader.check_cluster(&source.topic, cluster_id);
         let key = (source.topic.clone(), source.partition);
         if self
             .highest_before_start
@@ -476,11 +482,10 @@ impl Runtime {
             partition: message.source.partition,
         };
         self.tracker.begin(&key, message.source.offset);
-        if self
-            .journal
-            .as_ref()
-            .is_some_and(|journal| journal.already_handled(&message.source))
-        {
+        let control = &self.control;
+        if self.journal.as_ref().is_some_and(|journal| {
+            journal.already_handled(&message.source, || control.cluster_id())
+        }) {
             // Handled before a restart, offset not yet committed: nothing to do again.
             tracing::debug!(source = %message.source, "re-delivered message already in the journal");
             self.summary.redelivered += 1;

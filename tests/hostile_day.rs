@@ -547,3 +547,53 @@ fn the_journal_lock_holds_through_links() {
     drop(first);
     Journal::open(&hard, &JournalConfig::default()).unwrap();
 }
+
+/// Issue 13, item 13: one journal, a fresh broker with 200 events consumed, then another
+/// fresh broker (a recreated topic, another cluster) with 200 new events at the same offsets:
+/// all 200 are handled, none skipped as "already handled", and the old records are kept
+/// aside under another name.
+#[test]
+fn a_topic_on_another_cluster_is_not_taken_for_handled() {
+    const COUNT: u64 = 200;
+    let topic = "recreated-incidents";
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.sqlite3");
+    for round in 0..2 {
+        let (_broker, bootstrap) = start_broker(topic);
+        produce(&bootstrap, topic, COUNT);
+        let mut console = Process(
+            console_command(&["--no-tui", "--from-beginning"])
+                .arg("--journal")
+                .arg(&journal)
+                .args(["-b", &bootstrap, "-t", topic, "-g", "recreated"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let lines = lines_of(console.0.stdout.take().unwrap());
+        let deadline = Instant::now() + DEADLINE;
+        let mut handled = 0;
+        while handled < COUNT {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("round {round}: {handled} of {COUNT} handled"));
+            handled += u64::from(is_event(&line));
+        }
+        console.signal(libc::SIGTERM);
+        assert!(console.wait("the console after SIGTERM").success());
+    }
+    let connection = rusqlite::Connection::open(&journal).unwrap();
+    let count = |sql: &str| -> i64 { connection.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(
+        count("SELECT count(*) FROM events WHERE kafka_topic = 'recreated-incidents'"),
+        COUNT as i64
+    );
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM events WHERE kafka_topic LIKE 'recreated-incidents (cluster %'"
+        ),
+        COUNT as i64
+    );
+}

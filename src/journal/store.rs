@@ -379,6 +379,8 @@ fn narrow_permissions(path: &Path) {
 pub struct JournalReader {
     connection: Connection,
     path: PathBuf,
+    /// Topics whose cluster this run has checked (see `check_cluster`); a handful at most.
+    clusters_checked: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for JournalReader {
@@ -419,7 +421,50 @@ impl JournalReader {
         Ok(Self {
             connection,
             path: path.to_path_buf(),
+            clusters_checked: Default::default(),
         })
+    }
+
+    /// Call before trusting the journal about `topic`: the first time in this run, the
+    /// cluster it is read from (`cluster_id`, asked only then; `None` when unknown) is
+    /// compared with the one its records came from, and records from another cluster are
+    /// moved aside so that no event of this one is taken for handled. Returns true when
+    /// records were moved aside.
+    pub fn check_cluster(&self, topic: &str, cluster_id: impl FnOnce() -> Option<String>) -> bool {
+        let Ok(mut checked) = self.clusters_checked.lock() else {
+            return false;
+        };
+        // Checked once per topic and run, even when the id is unknown: asking may wait.
+        if !checked.insert(topic.to_string()) {
+            return false;
+        }
+        let Some(cluster_id) = cluster_id() else {
+            tracing::warn!(
+                topic,
+                "the cluster id is unknown; journal records taken as they are"
+            );
+            return false;
+        };
+        let now = query::time_text(&chrono::Utc::now());
+        match super::cluster::observe(&self.path, topic, &cluster_id, &now) {
+            Ok(super::cluster::ClusterCheck::Same) => false,
+            Ok(super::cluster::ClusterCheck::Changed { previous, moved }) => {
+                tracing::warn!(
+                    topic,
+                    previous_cluster = %previous,
+                    cluster = %cluster_id,
+                    moved,
+                    "the topic is read from another Kafka cluster than the journal's records \
+                     (a recreated topic or another cluster): its offsets are other messages, \
+                     so the old records were set aside and no event is taken for handled"
+                );
+                true
+            }
+            Err(error) => {
+                tracing::error!(%error, topic, "cannot check the journal's cluster");
+                false
+            }
+        }
     }
 
     pub fn contains_event(

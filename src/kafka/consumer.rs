@@ -178,6 +178,14 @@ pub struct ConsumerControl {
 }
 
 impl ConsumerControl {
+    /// The cluster's id from the broker's metadata, `None` if unknown. Cached by librdkafka
+    /// once metadata has arrived (as it has when a message has), so it rarely waits.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.consumer
+            .client()
+            .fetch_cluster_id(Duration::from_secs(2))
+    }
+
     pub fn status(&self) -> watch::Receiver<ConsumerStatus> {
         self.status.subscribe()
     }
