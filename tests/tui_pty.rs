@@ -493,3 +493,26 @@ fn signals_from_outside_quit_gracefully_and_give_the_terminal_back() {
         );
     }
 }
+
+/// Issue 13, item 3: a paste of 1,024 bytes then `q`, as a terminal sends it (wrapped in
+/// bracketed-paste marks when the console asked for them, as tmux's paste-buffer -p does):
+/// the `q` is read at once and quits, instead of waiting in the kernel for the next key.
+#[test]
+fn a_long_paste_does_not_stall_the_keys_after_it() {
+    let mut console = Console::start(&["--demo", "--demo-rate", "30"], 24, 80);
+    console.wait_until("events in the feed", FIRST_EVENTS, |s| {
+        s.contents().contains("created")
+    });
+    let bracketed = console.with_screen(|s| s.bracketed_paste());
+    let text = "x".repeat(1024);
+    let keys = if bracketed {
+        format!("\x1b[200~{text}\x1b[201~q")
+    } else {
+        format!("{text}q")
+    };
+    console.press(&keys);
+    let status = console.wait_for_exit(Duration::from_secs(30));
+    assert!(status.success(), "exit status {status:?}");
+    assert!(bracketed, "the console should ask for bracketed paste");
+    console.with_screen(|s| assert!(!s.bracketed_paste(), "bracketed paste left on"));
+}

@@ -170,6 +170,10 @@ async fn event_loop(
                     }
                     dirty = true;
                 }
+                Some(Ok(Event::Paste(text))) => {
+                    paste(&mut app, &text);
+                    dirty = true;
+                }
                 Some(Ok(Event::Resize(_, _))) => {
                     guard.terminal.autoresize()?;
                     dirty = true;
@@ -205,6 +209,26 @@ async fn event_loop(
             },
             () = tokio::time::sleep_until(due), if dirty => {}
         }
+    }
+}
+
+/// Characters of one paste taken into the filter; the rest is dropped.
+const MAX_PASTE_CHARS: usize = 256;
+
+/// A paste is text, never a burst of commands: it goes into the filter being edited (its
+/// printable characters, up to `MAX_PASTE_CHARS`) and is otherwise ignored, with a word.
+fn paste(app: &mut App, text: &str) {
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    if !app.is_filter_editing() {
+        app.set_message("paste ignored: open the filter (/) to paste into it");
+        return;
+    }
+    for c in text
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_PASTE_CHARS)
+    {
+        app.handle_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
     }
 }
 
