@@ -497,10 +497,8 @@ pub fn permission_warning(source: &ConfigSource) -> Option<String> {
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(path).ok()?.permissions().mode();
-        let text = std::fs::read_to_string(path).ok()?.to_ascii_lowercase();
-        let has_secret = ["password", "secret", "token", "routing_key"]
-            .iter()
-            .any(|word| text.contains(word));
+        let text = read_bounded(path, MAX_CONFIG_BYTES).ok()?;
+        let has_secret = holds_secrets(&text);
         (mode & 0o077 != 0 && has_secret).then(|| {
             format!(
                 "{} is readable by other users (mode {:o}) and looks like it holds secrets; \
@@ -515,6 +513,22 @@ pub fn permission_warning(source: &ConfigSource) -> Option<String> {
     {
         let _ = path;
         None
+    }
+}
+
+/// Whether configuration text holds a secret value: something `--print-config` would redact
+/// (the shipped config.ron names `password` and `token` in comments and empty fields, which
+/// are no secrets). Text that does not parse is judged by the words it contains.
+fn holds_secrets(text: &str) -> bool {
+    match Config::parse(text, "") {
+        Ok(config) => ron::ser::to_string_pretty(&config, ron::ser::PrettyConfig::default())
+            .is_ok_and(|plain| plain != config.to_redacted_ron()),
+        Err(_) => {
+            let text = text.to_ascii_lowercase();
+            ["password", "secret", "token", "routing_key"]
+                .iter()
+                .any(|word| text.contains(word))
+        }
     }
 }
 
@@ -617,6 +631,22 @@ mod tests {
         std::fs::write(&big, &text).unwrap();
         let error = Config::load(Some(&big)).unwrap_err();
         assert!(matches!(error, ConfigError::TooLarge { .. }), "{error}");
+    }
+
+    #[test]
+    fn the_shipped_config_readable_by_others_draws_no_secrets_warning() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.ron");
+        std::fs::write(&path, DEFAULT_CONFIG).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(permission_warning(&ConfigSource::File(path.clone())), None);
+        std::fs::write(
+            &path,
+            DEFAULT_CONFIG.replace("properties: {}", "properties: {\"sasl.password\": \"x\"}"),
+        )
+        .unwrap();
+        assert!(permission_warning(&ConfigSource::File(path)).is_some());
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct ConsoleContext {
 }
 
 impl ClientContext for ConsoleContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        super::quiet::log(level, fac, log_message);
+    }
+
     fn stats(&self, statistics: Statistics) {
         let any_broker_up = statistics
             .brokers
@@ -85,8 +89,8 @@ impl ClientContext for ConsoleContext {
                 };
             } else if transport {
                 tracing::debug!(%error, %reason, "Kafka transport error");
-            } else {
-                tracing::warn!(%error, %reason, "Kafka client error");
+            } else if let Some(left_out) = super::quiet::admit(&format!("{error} {reason}")) {
+                tracing::warn!(%error, %reason, left_out, "Kafka client error");
             }
             status.last_error = Some(format!("{error}: {reason}"));
         });
@@ -345,7 +349,9 @@ async fn fetch_loop(
             Err(_idle) => continue,
             Ok(Err(error)) => {
                 consecutive_errors += 1;
-                tracing::warn!(%error, "fetch error; retrying");
+                if let Some(left_out) = super::quiet::admit(&format!("fetch {error}")) {
+                    tracing::warn!(%error, left_out, "fetch error; retrying");
+                }
                 status.send_modify(|s| s.last_error = Some(error.to_string()));
                 // Back off a little on repeated errors so a broken broker is not hammered.
                 let pause = Duration::from_millis(50 * u64::from(consecutive_errors.min(20)));

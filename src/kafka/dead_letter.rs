@@ -23,7 +23,7 @@ const TRUNCATED_BYTES: usize = 256 * 1024;
 
 #[derive(Clone)]
 pub struct DeadLetterProducer {
-    producer: FutureProducer,
+    producer: FutureProducer<super::quiet::QuietContext>,
     topic: String,
 }
 
@@ -37,7 +37,7 @@ impl DeadLetterProducer {
             .set("message.max.bytes", (16 * 1024 * 1024).to_string());
         Ok(Self {
             producer: client
-                .create()
+                .create_with_context(super::quiet::QuietContext)
                 .map_err(|error| super::settings::without_values(config, error))?,
             topic: config.dead_letter_topic(),
         })
