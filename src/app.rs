@@ -126,8 +126,19 @@ pub fn init_headless_logging(level: tracing::level_filters::LevelFilter) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour_stderr(|name| std::env::var_os(name)))
         .with_target(false)
         .try_init();
+}
+
+/// Colour codes only on a terminal (a `2>err.log` file gets plain text), and never when
+/// `NO_COLOR` is set to anything but the empty string (https://no-color.org).
+pub fn colour_stderr(env: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
+    colour(std::io::stderr().is_terminal(), env("NO_COLOR"))
+}
+
+fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|value| value.is_empty())
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
@@ -143,7 +154,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
                 .clone()
                 .or_else(crate::config::user_config_path)
                 .ok_or_else(|| anyhow::anyhow!("no user config directory; pass --path"))?;
-            crate::config::write_initial_config(&path, *force)?;
+            crate::config::write_initial_config(&path, *force).map_err(|error| {
+                // io errors name no path by themselves; say which one and what to do.
+                let text = error.to_string();
+                if text.contains(&path.display().to_string()) {
+                    anyhow::anyhow!("init-config: {text}")
+                } else {
+                    anyhow::anyhow!(
+                        "init-config: cannot write {}: {text}; pass --path to another file",
+                        path.display()
+                    )
+                }
+            })?;
             println!("{}", path.display());
             return Ok(RunSummary::default());
         }
@@ -182,6 +204,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
                 config.kafka.topic = topic.clone();
             }
             config.apply_properties(properties)?;
+            crate::kafka::settings::check(&config, false)?;
             let options = ProduceOptions {
                 rate: *rate,
                 count: *count,
@@ -227,11 +250,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
         None
     };
 
-    let (output, records) = if headless {
-        let (sender, receiver) = headless::output_channel();
-        (Some(sender), Some(receiver))
+    let (output, output_flushed, writer) = if headless {
+        let channel = headless::output_channel();
+        (
+            Some(channel.records),
+            Some(channel.flushed),
+            Some((channel.writer_records, channel.writer_flushed)),
+        )
     } else {
-        (None, None)
+        (None, None, None)
     };
     // Weak: the headless writer ends when the runtime's sender goes, whatever else holds one.
     let alert_output = output.as_ref().map(|sender| sender.downgrade());
@@ -241,6 +268,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
             operator: config.operator(),
             demo: cli.demo,
             output,
+            output_flushed,
             shutdown_timeout: Duration::from_secs(10),
         },
     )?;
@@ -262,8 +290,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
             Some(crate::observe::start(addr, &config, sources).await?)
         }
     };
-    let summary = match records {
-        Some(records) => headless::run(handle, records).await,
+    let summary = match writer {
+        Some((records, flushed)) => headless::run(handle, records, flushed).await,
         None => {
             let self_alerts = observer.as_ref().map(|o| o.self_alerts.clone());
             tui::run(handle, &config, self_alerts).await
@@ -313,12 +341,19 @@ async fn run_broker(config: &Config, partitions: i32, topics: &[String]) -> anyh
 async fn run_simulate(config: &Config, options: &ProduceOptions) -> anyhow::Result<()> {
     let producer: FutureProducer = client_config(config, false)
         .set("linger.ms", "5")
-        .create()?;
+        .create()
+        .map_err(|error| crate::kafka::settings::without_values(config, error))?;
     let (stop, stop_rx) = watch::channel(false);
+    let stopping = headless::shutdown_signals();
     let signal = tokio::spawn(async move {
-        headless::wait_for_signal().await;
+        stopping.await;
         let _ = stop.send(true);
     });
+    tracing::info!(
+        topic = %config.kafka.topic,
+        count = ?options.count,
+        "simulating; SIGINT, SIGTERM or SIGHUP stops"
+    );
     let started = std::time::Instant::now();
     let sent = simulate::produce(&producer, &config.kafka.topic, options, stop_rx).await?;
     signal.abort();
@@ -331,4 +366,16 @@ async fn run_simulate(config: &Config, options: &ProduceOptions) -> anyhow::Resu
         "simulation finished"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn colour_only_on_a_terminal_without_no_color() {
+        use super::colour;
+        assert!(colour(true, None));
+        assert!(colour(true, Some("".into())));
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, None));
+    }
 }

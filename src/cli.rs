@@ -94,7 +94,7 @@ pub struct Cli {
     pub print_config: bool,
 
     /// Demo: simulated events per second (0 = as fast as possible).
-    #[arg(long, default_value_t = 8.0, value_name = "N")]
+    #[arg(long, default_value_t = 8.0, value_name = "N", value_parser = rate)]
     pub demo_rate: f64,
 
     /// Demo: stop the simulator after this many events.
@@ -102,7 +102,7 @@ pub struct Cli {
     pub demo_count: Option<u64>,
 
     /// Demo: fraction of simulated messages that are malformed (to show dead-lettering).
-    #[arg(long, default_value_t = 0.01, value_name = "RATIO")]
+    #[arg(long, default_value_t = 0.01, value_name = "RATIO", value_parser = ratio)]
     pub demo_poison: f64,
 }
 
@@ -110,7 +110,7 @@ pub struct Cli {
 pub enum Subcommands {
     /// Run the embedded broker in the foreground; prints `bootstrap.servers=HOST:PORT` first.
     Broker {
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=10_000))]
         partitions: i32,
         /// Topics to create (default: the configured topic and its dead-letter topic).
         #[arg(short = 't', long)]
@@ -149,7 +149,7 @@ pub enum Subcommands {
         #[arg(short = 't', long)]
         topic: Option<String>,
         /// Events per second (0 = as fast as possible).
-        #[arg(long, default_value_t = 10.0)]
+        #[arg(long, default_value_t = 10.0, value_parser = rate)]
         rate: f64,
         /// Stop after this many events (default: run until interrupted).
         #[arg(long)]
@@ -157,7 +157,7 @@ pub enum Subcommands {
         #[arg(long, default_value_t = 42)]
         seed: u64,
         /// Fraction of messages that are malformed.
-        #[arg(long, default_value_t = 0.0)]
+        #[arg(long, default_value_t = 0.0, value_parser = ratio)]
         poison: f64,
         /// librdkafka property for the producer; repeatable.
         #[arg(short = 'X', value_name = "KEY=VALUE")]
@@ -184,5 +184,45 @@ impl LogLevel {
             Self::Debug => LevelFilter::DEBUG,
             Self::Trace => LevelFilter::TRACE,
         }
+    }
+}
+
+/// A fraction: a number from 0 to 1 (NaN and 2 are not fractions).
+fn ratio(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=1.0).contains(&value) => Ok(value),
+        _ => Err(format!(
+            "`{text}` is not a fraction from 0 to 1 (e.g. 0.05)"
+        )),
+    }
+}
+
+/// Events per second: a finite number, 0 or more.
+fn rate(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value.is_finite() && value >= 0.0 => Ok(value),
+        _ => Err(format!(
+            "`{text}` is not a rate (events per second, 0 or more; 0 = as fast as possible)"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fractions_rates_and_partitions_are_checked() {
+        for bad in ["2", "NaN", "-0.1", "x"] {
+            assert!(ratio(bad).is_err(), "{bad}");
+        }
+        assert_eq!(ratio("0.5"), Ok(0.5));
+        for bad in ["-1", "NaN", "inf"] {
+            assert!(rate(bad).is_err(), "{bad}");
+        }
+        assert!(Cli::try_parse_from(["ic", "broker", "--partitions", "0"]).is_err());
+        assert!(Cli::try_parse_from(["ic", "simulate", "--poison", "NaN"]).is_err());
+        assert!(Cli::try_parse_from(["ic", "simulate", "--poison", "2"]).is_err());
+        assert!(Cli::try_parse_from(["ic", "broker", "--partitions", "3"]).is_ok());
     }
 }

@@ -154,8 +154,13 @@ pub enum ConfigError {
         field: String,
         message: String,
     },
-    #[error("invalid override `{0}`: expected key=value")]
+    #[error("invalid override `{0}`: expected -X key=value")]
     Override(String),
+    #[error(
+        "{path}: the configuration is larger than {limit} bytes (is it the right file?); \
+         a configuration is a few kilobytes"
+    )]
+    TooLarge { path: String, limit: u64 },
 }
 
 /// Where the configuration came from, for logs and `--print-config`.
@@ -213,10 +218,20 @@ impl Config {
         match Self::locate(explicit) {
             None => Ok((Self::built_in(), ConfigSource::BuiltIn)),
             Some(path) => {
-                let shown = path.display().to_string();
-                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
-                    path: shown.clone(),
-                    source,
+                let mut shown = path.display().to_string();
+                if explicit.is_none() && std::env::var_os(CONFIG_ENV).is_some_and(|v| v == path) {
+                    // Say where the path came from: nobody typed it on this command line.
+                    shown = format!("{shown} (from ${CONFIG_ENV})");
+                }
+                let text = read_bounded(&path, MAX_CONFIG_BYTES).map_err(|error| match error {
+                    None => ConfigError::TooLarge {
+                        path: shown.clone(),
+                        limit: MAX_CONFIG_BYTES,
+                    },
+                    Some(source) => ConfigError::Read {
+                        path: shown.clone(),
+                        source,
+                    },
                 })?;
                 Ok((Self::parse(&text, &shown)?, ConfigSource::File(path)))
             }
@@ -268,8 +283,19 @@ impl Config {
         if self.escalation.levels.is_empty() {
             return Err(invalid("escalation.levels", "needs at least one level"));
         }
-        if self.escalation.levels.iter().any(|l| l.timeout_secs == 0) {
-            return Err(invalid("escalation.timeout_secs", "must be more than 0"));
+        if let Some(index) = self
+            .escalation
+            .levels
+            .iter()
+            .position(|l| l.timeout_secs == 0)
+        {
+            // Pointed at the level at fault, not at the first `timeout_secs` in the file.
+            return Err(ConfigError::Invalid {
+                path: path.to_string(),
+                line: line_of_nth_field(text, "timeout_secs", index),
+                field: "escalation.levels.timeout_secs".into(),
+                message: "must be more than 0".into(),
+            });
         }
         if self.escalation.repeat_interval_secs == 0 {
             return Err(invalid(
@@ -342,7 +368,11 @@ impl Config {
             let (key, value) = item
                 .split_once('=')
                 .filter(|(key, _)| !key.trim().is_empty())
-                .ok_or_else(|| ConfigError::Override(item.clone()))?;
+                .ok_or_else(|| {
+                    // Only the part before `=`: what follows may be a secret.
+                    let key = item.split_once('=').map_or(item.as_str(), |(key, _)| key);
+                    ConfigError::Override(format!("{key}=..."))
+                })?;
             self.kafka
                 .properties
                 .insert(key.trim().to_string(), value.to_string());
@@ -404,6 +434,23 @@ impl Config {
 
 pub const REDACTED: &str = "<redacted>";
 
+/// A configuration is a few kilobytes; anything over this is the wrong file (or `/dev/zero`)
+/// and is refused before it is read whole.
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// Reads at most `limit` bytes of UTF-8; `Err(None)` when there is more.
+fn read_bounded(path: &Path, limit: u64) -> Result<String, Option<std::io::Error>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(Some)?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(Some)?;
+    if bytes.len() as u64 > limit {
+        return Err(None);
+    }
+    String::from_utf8(bytes)
+        .map_err(|error| Some(std::io::Error::new(std::io::ErrorKind::InvalidData, error)))
+}
+
 /// Reads `NAME` from the environment, or else the file named by `NAME_FILE` (the
 /// Docker/Kubernetes secrets convention), trimmed of its final newline.
 pub fn env_or_file(
@@ -430,17 +477,50 @@ pub fn user_config_path() -> Option<PathBuf> {
 
 /// Writes the shipped configuration to `path` for editing, readable by the owner only, and
 /// refuses to overwrite an existing file unless `force`.
+///
+/// What the path is is checked first: only a regular file is ever replaced (not a device, a
+/// pipe, a directory or a symbolic link), and it is replaced by a new file written beside it
+/// and renamed over it, so no existing file's permissions are ever changed.
 pub fn write_initial_config(path: &Path, force: bool) -> std::io::Result<()> {
-    if path.exists() && !force {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::AlreadyExists,
-            format!("{} exists (use --force to overwrite)", path.display()),
-        ));
+    let refuse = |kind, what: &str| {
+        Err(std::io::Error::new(
+            kind,
+            format!("{} {what}", path.display()),
+        ))
+    };
+    match std::fs::symlink_metadata(path) {
+        Ok(metadata) if metadata.file_type().is_symlink() => {
+            return refuse(
+                std::io::ErrorKind::InvalidInput,
+                "is a symbolic link: give the path of the file itself",
+            );
+        }
+        Ok(metadata) if !metadata.is_file() => {
+            return refuse(
+                std::io::ErrorKind::InvalidInput,
+                "is not a regular file (a directory, a device or a pipe?): give a file path",
+            );
+        }
+        Ok(_) if !force => {
+            return refuse(
+                std::io::ErrorKind::AlreadyExists,
+                "exists (use --force to overwrite)",
+            );
+        }
+        _ => {}
     }
-    if let Some(parent) = path.parent() {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         create_private_dir(parent)?;
     }
-    write_private_file(path, DEFAULT_CONFIG.as_bytes())
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(format!(".new-{}", std::process::id()));
+    let temporary = PathBuf::from(temporary);
+    let written = write_private_file(&temporary, DEFAULT_CONFIG.as_bytes())
+        .and_then(|()| std::fs::rename(&temporary, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    written
 }
 
 #[cfg(unix)]
@@ -460,16 +540,15 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(unix)]
 fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
+    // Always a new file, ours, created 0600 (the umask can only narrow it).
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(path)?;
-    // An existing file keeps its mode through open(); tighten it explicitly.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(contents)
+    file.write_all(contents)?;
+    file.sync_all()
 }
 
 #[cfg(not(unix))]
@@ -486,10 +565,8 @@ pub fn permission_warning(source: &ConfigSource) -> Option<String> {
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(path).ok()?.permissions().mode();
-        let text = std::fs::read_to_string(path).ok()?.to_ascii_lowercase();
-        let has_secret = ["password", "secret", "token", "routing_key"]
-            .iter()
-            .any(|word| text.contains(word));
+        let text = read_bounded(path, MAX_CONFIG_BYTES).ok()?;
+        let has_secret = holds_secrets(&text);
         (mode & 0o077 != 0 && has_secret).then(|| {
             format!(
                 "{} is readable by other users (mode {:o}) and looks like it holds secrets; \
@@ -507,6 +584,22 @@ pub fn permission_warning(source: &ConfigSource) -> Option<String> {
     }
 }
 
+/// Whether configuration text holds a secret value: something `--print-config` would redact
+/// (the shipped config.ron names `password` and `token` in comments and empty fields, which
+/// are no secrets). Text that does not parse is judged by the words it contains.
+fn holds_secrets(text: &str) -> bool {
+    match Config::parse(text, "") {
+        Ok(config) => ron::ser::to_string_pretty(&config, ron::ser::PrettyConfig::default())
+            .is_ok_and(|plain| plain != config.to_redacted_ron()),
+        Err(_) => {
+            let text = text.to_ascii_lowercase();
+            ["password", "secret", "token", "routing_key"]
+                .iter()
+                .any(|word| text.contains(word))
+        }
+    }
+}
+
 /// librdkafka property names that carry secrets.
 pub fn is_secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
@@ -520,6 +613,27 @@ pub fn is_secret_key(key: &str) -> bool {
     ]
     .iter()
     .any(|needle| key.contains(needle))
+}
+
+/// The 1-based line of the `n`th (from 0) `field:` anywhere in a line, as in
+/// `(name: "x", timeout_secs: 0)`; else where `field:` first starts a line, or 1.
+fn line_of_nth_field(text: &str, field: &str, n: usize) -> usize {
+    let needle = format!("{field}:");
+    let mut seen = 0;
+    for (index, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or("");
+        for (at, _) in code.match_indices(&needle) {
+            let before = code[..at].chars().next_back();
+            if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                continue;
+            }
+            if seen == n {
+                return index + 1;
+            }
+            seen += 1;
+        }
+    }
+    line_of_field(text, field)
 }
 
 /// The 1-based line where `field:` first appears, or 1: good enough to point an editor at.
@@ -582,6 +696,52 @@ mod tests {
         let error = Config::parse(&text, "my.ron").unwrap_err().to_string();
         let line = line_of_field(DEFAULT_CONFIG, "topic");
         assert!(error.starts_with(&format!("my.ron:{line}:")), "{error}");
+    }
+
+    #[test]
+    fn a_zero_timeout_names_the_line_of_its_level() {
+        let text = DEFAULT_CONFIG.replacen("timeout_secs: 900", "timeout_secs: 0", 1);
+        let line = 1 + text
+            .lines()
+            .position(|l| l.contains("timeout_secs: 0"))
+            .unwrap();
+        assert!(line > 1);
+        let error = Config::parse(&text, "c.ron").unwrap_err().to_string();
+        assert!(error.starts_with(&format!("c.ron:{line}: ")), "{error}");
+        assert!(error.contains("timeout_secs"), "{error}");
+    }
+
+    #[test]
+    fn a_config_over_the_size_limit_is_refused_without_reading_it_whole() {
+        // An endless file: reading it whole would never finish.
+        let error = Config::load(Some(Path::new("/dev/zero"))).unwrap_err();
+        assert!(matches!(error, ConfigError::TooLarge { .. }), "{error}");
+        assert!(error.to_string().starts_with("/dev/zero: "), "{error}");
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.ron");
+        let mut text = DEFAULT_CONFIG.to_string();
+        while (text.len() as u64) <= MAX_CONFIG_BYTES {
+            text.push_str("// padding padding padding padding padding padding padding\n");
+        }
+        std::fs::write(&big, &text).unwrap();
+        let error = Config::load(Some(&big)).unwrap_err();
+        assert!(matches!(error, ConfigError::TooLarge { .. }), "{error}");
+    }
+
+    #[test]
+    fn the_shipped_config_readable_by_others_draws_no_secrets_warning() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.ron");
+        std::fs::write(&path, DEFAULT_CONFIG).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(permission_warning(&ConfigSource::File(path.clone())), None);
+        std::fs::write(
+            &path,
+            DEFAULT_CONFIG.replace("properties: {}", "properties: {\"sasl.password\": \"x\"}"),
+        )
+        .unwrap();
+        assert!(permission_warning(&ConfigSource::File(path)).is_some());
     }
 
     #[test]

@@ -1,9 +1,15 @@
 //! Headless mode: the same runtime, with one JSON object per line on stdout for each handled
 //! event, effect and dead letter, human logs on stderr, and signals for shutdown.
+//!
+//! The JSON lines are often the product (`| jq | ...`), so an offset is stored only once every
+//! line emitted before it was written and flushed: the writer reports how many records it has
+//! flushed, and the runtime holds offsets until then. When stdout breaks (`| head`, a full
+//! disk), the writer stops at once, the runtime stops consuming and commits only what was
+//! written, and the process exits with [`EXIT_BROKEN_PIPE`] or [`EXIT_OUTPUT_ERROR`].
 
 use std::io::Write;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::runtime::{OutputRecord, RunSummary, RuntimeHandle};
 use crate::status::Command;
@@ -11,24 +17,99 @@ use crate::status::Command;
 /// Bound on records waiting for stdout; a slow reader slows consumption rather than memory.
 pub const OUTPUT_CAPACITY: usize = 4096;
 
-pub fn output_channel() -> (mpsc::Sender<OutputRecord>, mpsc::Receiver<OutputRecord>) {
-    mpsc::channel(OUTPUT_CAPACITY)
+/// Records written between two flushes at most, so that offsets are released steadily even
+/// when the channel never runs empty.
+const FLUSH_EVERY: usize = 512;
+
+/// Exit status when stdout was closed by its reader (EPIPE): what a shell reports for a
+/// process killed by SIGPIPE (128 + 13), so `set -o pipefail` scripts see the usual value.
+pub const EXIT_BROKEN_PIPE: u8 = 141;
+/// Exit status when writing stdout failed otherwise (a full disk, an I/O error): EX_IOERR.
+pub const EXIT_OUTPUT_ERROR: u8 = 74;
+
+/// The headless output stopped because stdout could not be written; consumption stopped and
+/// only offsets whose lines were written were committed.
+#[derive(Debug)]
+pub struct OutputFailed {
+    pub error: std::io::Error,
+    /// Records written and flushed before it failed.
+    pub written: u64,
+}
+
+impl OutputFailed {
+    pub fn exit_code(&self) -> u8 {
+        if self.error.kind() == std::io::ErrorKind::BrokenPipe {
+            EXIT_BROKEN_PIPE
+        } else {
+            EXIT_OUTPUT_ERROR
+        }
+    }
+}
+
+impl std::fmt::Display for OutputFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.error.kind() == std::io::ErrorKind::BrokenPipe {
+            write!(f, "stdout was closed by its reader")?;
+        } else {
+            write!(f, "cannot write to stdout: {}", self.error)?;
+        }
+        write!(
+            f,
+            "; stopped consuming after {} lines, offsets committed only for what was written",
+            self.written
+        )
+    }
+}
+
+impl std::error::Error for OutputFailed {}
+
+/// The records channel and the flushed-count watch the runtime takes, and the ends the writer
+/// takes.
+pub struct OutputChannel {
+    pub records: mpsc::Sender<OutputRecord>,
+    pub flushed: watch::Receiver<u64>,
+    pub writer_records: mpsc::Receiver<OutputRecord>,
+    pub writer_flushed: watch::Sender<u64>,
+}
+
+pub fn output_channel() -> OutputChannel {
+    let (records, writer_records) = mpsc::channel(OUTPUT_CAPACITY);
+    let (writer_flushed, flushed) = watch::channel(0);
+    OutputChannel {
+        records,
+        flushed,
+        writer_records,
+        writer_flushed,
+    }
 }
 
 /// Writes records as JSON lines until the runtime closes the channel. Flushes whenever the
-/// channel is momentarily empty, so `jq` sees events promptly without a write per line.
+/// channel is momentarily empty (so `jq` sees events promptly without a write per line) and at
+/// least every `FLUSH_EVERY` records, then publishes how many records are out. On the first
+/// write error it returns at once: dropping both ends tells the runtime to stop.
 pub async fn write_records(
     mut records: mpsc::Receiver<OutputRecord>,
     mut out: impl Write,
-) -> std::io::Result<()> {
+    flushed: watch::Sender<u64>,
+) -> Result<u64, OutputFailed> {
+    let mut written = 0u64;
+    let fail = |error, written| OutputFailed { error, written };
     while let Some(record) = records.recv().await {
-        write_line(&mut out, &record)?;
-        while let Ok(record) = records.try_recv() {
-            write_line(&mut out, &record)?;
+        write_line(&mut out, &record).map_err(|e| fail(e, written))?;
+        let mut batch = 1;
+        while batch < FLUSH_EVERY {
+            let Ok(record) = records.try_recv() else {
+                break;
+            };
+            write_line(&mut out, &record).map_err(|e| fail(e, written))?;
+            batch += 1;
         }
-        out.flush()?;
+        out.flush().map_err(|e| fail(e, written))?;
+        written += batch as u64;
+        flushed.send_replace(written);
     }
-    out.flush()
+    out.flush().map_err(|e| fail(e, written))?;
+    Ok(written)
 }
 
 fn write_line(out: &mut impl Write, record: &OutputRecord) -> std::io::Result<()> {
@@ -36,11 +117,12 @@ fn write_line(out: &mut impl Write, record: &OutputRecord) -> std::io::Result<()
     out.write_all(b"\n")
 }
 
-/// Runs until SIGINT or SIGTERM (or the runtime stops by itself), then shuts down gracefully.
-/// A second signal exits at once.
+/// Runs until SIGINT, SIGTERM or SIGHUP (or the runtime stops by itself, or stdout breaks),
+/// then shuts down gracefully. A second signal exits at once.
 pub async fn run(
     handle: RuntimeHandle,
     records: mpsc::Receiver<OutputRecord>,
+    flushed: watch::Sender<u64>,
 ) -> anyhow::Result<RunSummary> {
     let writer = tokio::task::spawn_blocking(move || {
         let runtime = tokio::runtime::Handle::current();
@@ -48,11 +130,13 @@ pub async fn run(
         runtime.block_on(write_records(
             records,
             std::io::BufWriter::with_capacity(64 * 1024, stdout),
+            flushed,
         ))
     });
     let commands = handle.commands.clone();
+    let first = shutdown_signals();
     let signals = tokio::spawn(async move {
-        wait_for_signal().await;
+        first.await;
         tracing::info!("signal received: stopping (send it again to exit at once)");
         let _ = commands.send(Command::Shutdown).await;
         wait_for_signal().await;
@@ -62,26 +146,37 @@ pub async fn run(
     let summary = handle.task.await??;
     signals.abort();
     match writer.await? {
-        Ok(()) => {}
-        // A closed pipe (`| head`) is the reader's choice, not an error.
-        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {}
-        Err(error) => return Err(error.into()),
+        Ok(_) => Ok(summary),
+        Err(failed) => Err(failed.into()),
     }
-    Ok(summary)
 }
 
-#[cfg(unix)]
+/// Waits for SIGINT, SIGTERM or SIGHUP.
 pub async fn wait_for_signal() {
+    shutdown_signals().await
+}
+
+/// Installs the handlers for SIGINT, SIGTERM and SIGHUP now (so a signal that arrives from
+/// here on is never the default, fatal one) and returns a future that resolves on the first.
+/// A process manager (or a closed session) may send SIGHUP: it stops as gracefully.
+#[cfg(unix)]
+pub fn shutdown_signals() -> impl std::future::Future<Output = ()> + Send + 'static {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut interrupt = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+    let mut hangup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+            _ = hangup.recv() => {}
+        }
     }
 }
 
 #[cfg(not(unix))]
-pub async fn wait_for_signal() {
-    let _ = tokio::signal::ctrl_c().await;
+pub fn shutdown_signals() -> impl std::future::Future<Output = ()> + Send + 'static {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

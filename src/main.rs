@@ -19,7 +19,11 @@ fn main() -> std::process::ExitCode {
         Ok(_) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("incident-console: {error:#}");
-            std::process::ExitCode::FAILURE
+            // A broken stdout has its own documented status (README, headless output).
+            match error.downcast_ref::<incident_console::headless::OutputFailed>() {
+                Some(failed) => std::process::ExitCode::from(failed.exit_code()),
+                None => std::process::ExitCode::FAILURE,
+            }
         }
     }
 }

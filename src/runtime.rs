@@ -66,6 +66,10 @@ pub struct RuntimeOptions {
     pub demo: bool,
     /// Where headless records go; `None` in the console. Sending waits when it is full.
     pub output: Option<mpsc::Sender<OutputRecord>>,
+    /// How many of the records sent on `output` have been written and flushed (headless
+    /// stdout). When given, an offset is stored only once every record emitted before it is
+    /// out, and the sender's end going away means the output broke: the runtime stops at once.
+    pub output_flushed: Option<watch::Receiver<u64>>,
     /// How long shutdown may take to finish in-flight work and commit.
     pub shutdown_timeout: Duration,
 }
@@ -121,7 +125,13 @@ const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
 impl JournalLink {
     /// Whether this message was handled before a restart (its offset was not yet committed).
-    fn already_handled(&self, source: &SourceRef) -> bool {
+    fn already_handled(
+        &self,
+        source: &SourceRef,
+        cluster_id: impl FnOnce() -> Option<String>,
+    ) -> bool {
+        // Records from another cluster (or topic incarnation) say nothing about these offsets.
+        self.reader.check_cluster(&source.topic, cluster_id);
         let key = (source.topic.clone(), source.partition);
         if self
             .highest_before_start
@@ -230,12 +240,27 @@ struct Runtime {
     tracker: OffsetTracker,
     notifier: Notifier,
     output: Option<mpsc::Sender<OutputRecord>>,
+    output_gate: Option<OutputGate>,
     max_message_bytes: usize,
     summary: RunSummary,
 }
 
+/// Holds finished offsets until the output lines emitted before them are flushed.
+struct OutputGate {
+    flushed: watch::Receiver<u64>,
+    /// Records sent on the output channel so far.
+    emitted: u64,
+    /// (records that must be flushed first, finished message), in `emitted` order. Bounded in
+    /// practice by the output channel: an entry waits only for records still in the channel
+    /// or in the writer's buffer, which is flushed at least every few hundred records.
+    held: std::collections::VecDeque<(u64, SourceRef)>,
+    /// The writer stopped (stdout broke): nothing more is written, so nothing held is stored.
+    broken: bool,
+}
+
 /// Starts the consumer and the runtime loop on the current tokio runtime.
 pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<RuntimeHandle> {
+    crate::kafka::settings::check(config, true)?;
     let mut engine = Engine::new(config.engine_config());
     let (journal, completions, notifier) = match open_journal(config, &mut engine, options.demo)? {
         Some(OpenedJournal {
@@ -291,6 +316,12 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
         tracker: OffsetTracker::default(),
         notifier,
         output: options.output,
+        output_gate: options.output_flushed.map(|flushed| OutputGate {
+            flushed,
+            emitted: 0,
+            held: Default::default(),
+            broken: false,
+        }),
         max_message_bytes: config.kafka.max_message_bytes,
         summary: RunSummary::default(),
     };
@@ -372,6 +403,12 @@ impl Runtime {
                     }
                     dirty = true;
                 }
+                () = output_flushed(&mut self.output_gate) => {
+                    if self.release_flushed() {
+                        tracing::error!("stdout is broken: stopping consumption");
+                        break;
+                    }
+                }
                 _ = ticker.tick() => {
                     self.apply(Input::Tick, None).await;
                     self.sweep_decided();
@@ -381,6 +418,10 @@ impl Runtime {
                     Some(message) => {
                         self.handle_message(message).await;
                         dirty = true;
+                        if self.output_broken() {
+                            tracing::error!("stdout is broken: stopping consumption");
+                            break;
+                        }
                     }
                     None if self.control.range_finished() => break,
                     None => {
@@ -397,21 +438,28 @@ impl Runtime {
         tracing::info!("shutting down: finishing in-flight work");
         let _ = io.stop_fetching.send(true);
         let _ = (&mut io.fetch_task).await;
-        // What was fetched before the stop is handled, so its offsets can be committed.
-        while let Ok(message) = io.messages.try_recv() {
+        // What was fetched before the stop is handled, so its offsets can be committed; not
+        // when stdout broke, as its lines could not be written.
+        while !self.output_broken()
+            && let Ok(message) = io.messages.try_recv()
+        {
             self.handle_message(message).await;
         }
         let deadline = tokio::time::Instant::now() + io.shutdown_timeout;
-        while self.tracker.in_flight() > 0 {
+        while self.tracker.in_flight() > self.unstorable() {
             let next = async {
                 tokio::select! {
                     Some(done) = io.dead_letter_done.recv() => Some(Ok(done)),
                     Some(completion) = next_completion(&mut io.journal_completions) => Some(Err(completion)),
+                    () = output_flushed(&mut self.output_gate) => None,
                 }
             };
             match tokio::time::timeout_at(deadline, next).await {
                 Ok(Some(Ok(done))) => self.dead_lettered(done).await,
                 Ok(Some(Err(completion))) => self.journal_committed(completion),
+                Ok(None) => {
+                    self.release_flushed();
+                }
                 _ => {
                     tracing::warn!(
                         pending = self.tracker.in_flight(),
@@ -479,11 +527,10 @@ impl Runtime {
             partition: message.source.partition,
         };
         self.tracker.begin(&key, message.source.offset);
-        if self
-            .journal
-            .as_ref()
-            .is_some_and(|journal| journal.already_handled(&message.source))
-        {
+        let control = &self.control;
+        if self.journal.as_ref().is_some_and(|journal| {
+            journal.already_handled(&message.source, || control.cluster_id())
+        }) {
             // Handled before a restart, offset not yet committed: nothing to do again.
             tracing::debug!(source = %message.source, "re-delivered message already in the journal");
             self.summary.redelivered += 1;
@@ -655,6 +702,58 @@ impl Runtime {
     }
 
     fn finish(&mut self, source: &SourceRef) {
+        if let Some(gate) = &mut self.output_gate
+            && (gate.broken || *gate.flushed.borrow() < gate.emitted)
+        {
+            if !gate.broken {
+                gate.held.push_back((gate.emitted, source.clone()));
+            }
+            return;
+        }
+        self.store_finished(source);
+    }
+
+    /// Stores the offsets whose output is flushed; returns whether the output broke.
+    fn release_flushed(&mut self) -> bool {
+        let Some(gate) = &mut self.output_gate else {
+            return false;
+        };
+        if gate.flushed.has_changed().is_err() {
+            // The writer is gone: what it did not flush is never stored.
+            gate.broken = true;
+            gate.held.clear();
+        }
+        let flushed = *gate.flushed.borrow_and_update();
+        let mut ready = Vec::new();
+        while gate
+            .held
+            .front()
+            .is_some_and(|(needed, _)| *needed <= flushed)
+        {
+            ready.extend(gate.held.pop_front().map(|(_, source)| source));
+        }
+        let broken = gate.broken;
+        for source in ready {
+            self.store_finished(&source);
+        }
+        broken
+    }
+
+    fn output_broken(&self) -> bool {
+        self.output_gate.as_ref().is_some_and(|gate| gate.broken)
+    }
+
+    /// In-flight messages whose offsets can never be stored: all of them once the output
+    /// broke (their lines will not be written), so shutdown does not wait for them.
+    fn unstorable(&self) -> usize {
+        if self.output_broken() {
+            self.tracker.in_flight()
+        } else {
+            0
+        }
+    }
+
+    fn store_finished(&mut self, source: &SourceRef) {
         let key = PartitionKey {
             topic: source.topic.clone(),
             partition: source.partition,
@@ -739,11 +838,18 @@ impl Runtime {
     }
 
     async fn emit(&mut self, record: OutputRecord) {
-        if let Some(output) = &self.output
-            && output.send(record).await.is_err()
-        {
-            // The reader has gone (stdout closed): keep consuming, stop writing.
+        let Some(output) = &self.output else {
+            return;
+        };
+        if output.send(record).await.is_err() {
+            // The writer has gone (stdout broke): stop writing, and with a gate, consuming.
             self.output = None;
+            if let Some(gate) = &mut self.output_gate {
+                gate.broken = true;
+                gate.held.clear();
+            }
+        } else if let Some(gate) = &mut self.output_gate {
+            gate.emitted += 1;
         }
     }
 }
@@ -793,6 +899,18 @@ fn log_escalation(change: &crate::core::escalation::EscalationChange) {
         Change::Closed { incident_id, .. } => {
             tracing::info!("incident {incident_id} escalation closed")
         }
+    }
+}
+
+/// Waits for the headless writer to flush more records, or to go away; pends forever
+/// without a gate or once the output broke.
+async fn output_flushed(gate: &mut Option<OutputGate>) {
+    match gate {
+        Some(gate) if !gate.broken => {
+            // An error means the writer has gone; `release_flushed` notices it.
+            let _ = gate.flushed.changed().await;
+        }
+        _ => std::future::pending().await,
     }
 }
 

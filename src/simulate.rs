@@ -326,29 +326,63 @@ pub async fn produce(
                 Ok(delivery) => pending.push(delivery),
                 Err((error, _)) => {
                     tracing::debug!(%error, "producer queue full; waiting for deliveries");
-                    for delivery in pending.drain(..) {
-                        check_delivery(delivery.await)?;
+                    if !confirm(&mut pending, &mut stop).await? {
+                        return Ok(stopped(sent, 0));
                     }
                     let record = FutureRecord::to(topic).key(&key).payload(&payload);
-                    producer
-                        .send(record, Duration::from_secs(30))
-                        .await
-                        .map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?;
+                    tokio::select! {
+                        result = producer.send(record, Duration::from_secs(30)) => {
+                            result.map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?;
+                        }
+                        _ = stopped_signal(&mut stop) => return Ok(stopped(sent, 1)),
+                    }
                 }
             }
             sent += 1;
         }
-        if pending.len() >= 10_000 {
-            for delivery in pending.drain(..) {
-                check_delivery(delivery.await)?;
-            }
+        if pending.len() >= 10_000 && !confirm(&mut pending, &mut stop).await? {
+            return Ok(stopped(sent, 0));
         }
     }
-    for delivery in pending.drain(..) {
-        check_delivery(delivery.await)?;
+    let unconfirmed = pending.len();
+    if !confirm(&mut pending, &mut stop).await? {
+        return Ok(stopped(sent, unconfirmed as u64));
     }
     producer.flush(Duration::from_secs(30))?;
     Ok(sent)
+}
+
+/// Waits for every pending delivery, unless a stop comes first (an unreachable broker keeps
+/// deliveries pending for `message.timeout.ms`, five minutes by default, and SIGINT must not
+/// wait that long). Returns false when stopped.
+async fn confirm(
+    pending: &mut Vec<rdkafka::producer::DeliveryFuture>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<bool> {
+    for delivery in pending.drain(..) {
+        tokio::select! {
+            result = delivery => check_delivery(result)?,
+            _ = stopped_signal(stop) => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
+/// Resolves once a stop has been asked (at once if it already was).
+async fn stopped_signal(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    if stop.wait_for(|stopped| *stopped).await.is_err() {
+        // The stop sender is gone: nobody can ask any more.
+        std::future::pending::<()>().await;
+    }
+}
+
+fn stopped(sent: u64, unconfirmed: u64) -> u64 {
+    tracing::warn!(
+        sent,
+        unconfirmed,
+        "stopped by a signal; messages the broker had not confirmed may not have been sent"
+    );
+    sent
 }
 
 fn check_delivery(

@@ -142,6 +142,8 @@ fn journal_states(journal: &Path, table: &str) -> Vec<(String, i64)> {
 fn read_events(child: &mut Child, count: usize, started: Instant) -> (usize, Option<Duration>) {
     let stdout = child.stdout.take().unwrap();
     let (sender, lines) = std::sync::mpsc::channel();
+    // Reads to the end even once nobody listens: a closed stdout makes the console stop
+    // (exit 141), which is not what these tests are about.
     std::thread::spawn(move || {
         // Drains to the end even when nobody listens any more: closing the pipe early would
         // stop the console (a broken stdout stops consuming).
@@ -460,6 +462,7 @@ async fn mail_owed_during_an_smtp_outage_is_sent_once_after_a_restart() {
                 operator: "tester".into(),
                 demo: false,
                 output: Some(sender),
+                output_flushed: None,
                 shutdown_timeout: Duration::from_secs(5),
             },
         )

@@ -217,6 +217,7 @@ async fn run_corpus(
             operator: "hostile-test".into(),
             demo: false,
             output: Some(output),
+            output_flushed: None,
             shutdown_timeout: Duration::from_secs(20),
         },
     )

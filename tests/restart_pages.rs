@@ -98,6 +98,7 @@ async fn run_until(config: &Config, events: usize, expected: &[(&str, i64)]) {
             operator: "tester".into(),
             demo: false,
             output: Some(sender),
+            output_flushed: None,
             shutdown_timeout: Duration::from_secs(5),
         },
     )

@@ -453,3 +453,66 @@ fn key_to_screen_latency_under_load() {
     let status = console.wait_for_exit(Duration::from_secs(60));
     assert!(status.success());
 }
+
+/// Issue 13, item 2: SIGINT, SIGTERM and SIGHUP sent from outside (`kill`, a process manager,
+/// `timeout -s INT`) shut the console down like the quit key: exit 0, the terminal given back
+/// (main screen, cursor shown, echo and line mode on again).
+#[test]
+fn signals_from_outside_quit_gracefully_and_give_the_terminal_back() {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        let mut console = Console::start(&["--demo", "--demo-rate", "30"], 24, 80);
+        console.wait_until("events in the feed", FIRST_EVENTS, |s| {
+            s.contents().contains("created")
+        });
+        let fd = console._master.as_raw_fd().expect("pty master descriptor");
+        let lflag = |fd| {
+            // SAFETY: tcgetattr fills a zeroed termios for a descriptor we hold open.
+            let mut termios: libc::termios = unsafe { std::mem::zeroed() };
+            assert_eq!(unsafe { libc::tcgetattr(fd, &mut termios) }, 0);
+            termios.c_lflag
+        };
+        assert_eq!(lflag(fd) & libc::ECHO, 0, "raw mode while the console runs");
+        let pid = console.child.process_id().expect("pid") as libc::pid_t;
+        // SAFETY: kill(2) on our own child.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+        let status = console.wait_for_exit(Duration::from_secs(30));
+        assert!(status.success(), "signal {signal}: exit status {status:?}");
+        console.with_screen(|s| {
+            assert!(
+                !s.alternate_screen(),
+                "signal {signal}: alternate screen left"
+            );
+            assert!(!s.hide_cursor(), "signal {signal}: cursor still hidden");
+        });
+        let flags = lflag(fd);
+        assert_ne!(flags & libc::ECHO, 0, "signal {signal}: echo left off");
+        assert_ne!(
+            flags & libc::ICANON,
+            0,
+            "signal {signal}: line mode left off"
+        );
+    }
+}
+
+/// Issue 13, item 3: a paste of 1,024 bytes then `q`, as a terminal sends it (wrapped in
+/// bracketed-paste marks when the console asked for them, as tmux's paste-buffer -p does):
+/// the `q` is read at once and quits, instead of waiting in the kernel for the next key.
+#[test]
+fn a_long_paste_does_not_stall_the_keys_after_it() {
+    let mut console = Console::start(&["--demo", "--demo-rate", "30"], 24, 80);
+    console.wait_until("events in the feed", FIRST_EVENTS, |s| {
+        s.contents().contains("created")
+    });
+    let bracketed = console.with_screen(|s| s.bracketed_paste());
+    let text = "x".repeat(1024);
+    let keys = if bracketed {
+        format!("\x1b[200~{text}\x1b[201~q")
+    } else {
+        format!("{text}q")
+    };
+    console.press(&keys);
+    let status = console.wait_for_exit(Duration::from_secs(30));
+    assert!(status.success(), "exit status {status:?}");
+    assert!(bracketed, "the console should ask for bracketed paste");
+    console.with_screen(|s| assert!(!s.bracketed_paste(), "bracketed paste left on"));
+}

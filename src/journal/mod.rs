@@ -17,6 +17,7 @@
 //! - [`JournalReader`] is a second, read-only connection for look-ups while the writer runs
 //!   (SQLite's WAL mode lets it read while the writer writes).
 
+pub mod cluster;
 mod error;
 mod lock;
 mod query;

@@ -11,7 +11,17 @@ use rusqlite::{Connection, OptionalExtension};
 pub const APPLICATION_ID: i64 = 0x4943_4A31;
 
 /// Index `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+
+/// The cluster each topic's records came from (see `cluster.rs`): offsets from another
+/// cluster, or another incarnation of the topic, are other messages.
+const SCHEMA_V3: &str = "
+CREATE TABLE kafka_clusters (
+    kafka_topic TEXT PRIMARY KEY,
+    cluster_id  TEXT NOT NULL,
+    since       TEXT NOT NULL
+);
+";
 
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
 

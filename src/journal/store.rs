@@ -104,8 +104,46 @@ impl Journal {
                     )
                 })?;
         }
-        let lock = JournalLock::acquire(path)?;
-        create_private_file(path)?;
+        // What the path is, before anything is created or changed beside it.
+        let existing = inspect_existing(path)?;
+        let mut lock = JournalLock::acquire(path)?;
+        match Self::open_locked(path, existing, &mut lock) {
+            Ok((connection, created)) => {
+                if !created {
+                    narrow_permissions(path);
+                }
+                Ok(Self {
+                    connection,
+                    path: path.to_path_buf(),
+                    config: config.clone(),
+                    _lock: lock,
+                })
+            }
+            Err(error) => {
+                lock.discard();
+                Err(error)
+            }
+        }
+    }
+
+    /// Opens the file under the `.lock` lock, locks the file itself, and checks the schema.
+    /// Returns the connection and whether this call created the file.
+    fn open_locked(
+        path: &Path,
+        existing: bool,
+        lock: &mut JournalLock,
+    ) -> Result<(Connection, bool), JournalError> {
+        let (file, created) = open_or_create(path, existing)?;
+        lock.hold_journal(path, file)?;
+        let opened = Self::connect(path);
+        if opened.is_err() && created {
+            // Ours, and empty: nothing is left where the wrong path was.
+            let _ = std::fs::remove_file(path);
+        }
+        opened.map(|connection| (connection, created))
+    }
+
+    fn connect(path: &Path) -> Result<Connection, JournalError> {
         let sqlite = |error| JournalError::from_sqlite(path, error);
         let mut connection = Connection::open_with_flags(
             path,
@@ -131,29 +169,20 @@ impl Journal {
         match schema::ensure(&mut connection, &query::time_text(&chrono::Utc::now())) {
             Ok(found) => {
                 tracing::info!(path = %path.display(), ?found, "journal open");
+                import_legacy_outbox(&mut connection, path)?;
+                Ok(connection)
             }
-            Err(SchemaProblem::Foreign(detail)) => {
-                return Err(JournalError::NotAJournal {
-                    path: path.to_path_buf(),
-                    detail,
-                });
-            }
-            Err(SchemaProblem::TooNew(found)) => {
-                return Err(JournalError::TooNew {
-                    path: path.to_path_buf(),
-                    found,
-                    supported: schema::CURRENT_VERSION,
-                });
-            }
-            Err(SchemaProblem::Sqlite(error)) => return Err(sqlite(error)),
+            Err(SchemaProblem::Foreign(detail)) => Err(JournalError::NotAJournal {
+                path: path.to_path_buf(),
+                detail,
+            }),
+            Err(SchemaProblem::TooNew(found)) => Err(JournalError::TooNew {
+                path: path.to_path_buf(),
+                found,
+                supported: schema::CURRENT_VERSION,
+            }),
+            Err(SchemaProblem::Sqlite(error)) => Err(sqlite(error)),
         }
-        import_legacy_outbox(&mut connection, path)?;
-        Ok(Self {
-            connection,
-            path: path.to_path_buf(),
-            config: config.clone(),
-            _lock: lock,
-        })
     }
 
     pub fn path(&self) -> &Path {
@@ -366,29 +395,84 @@ fn import_legacy_outbox(connection: &mut Connection, path: &Path) -> Result<(), 
     Ok(())
 }
 
-/// Creates the file readable and writable by its owner only, and narrows an existing file
-/// that others could read: it holds names and incident titles.
-fn create_private_file(path: &Path) -> Result<(), JournalError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
+/// The first bytes of every SQLite database.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// Whether `path` exists, refusing at once what cannot be a journal: something other than a
+/// regular file (a device, a pipe, a socket), or a file with content that does not start
+/// like a SQLite database. Nothing is created or changed.
+fn inspect_existing(path: &Path) -> Result<bool, JournalError> {
+    let metadata = match std::fs::metadata(path) {
+        Ok(metadata) => metadata,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(error) => return Err(JournalError::cannot_open(path, error)),
+    };
+    if !metadata.is_file() {
+        return Err(JournalError::cannot_open(
+            path,
+            "it is not a regular file (a device, a pipe or a socket?)",
+        ));
+    }
+    if metadata.len() == 0 {
+        return Ok(true);
+    }
+    let mut header = [0u8; 16];
+    let read = std::fs::File::open(path)
+        .and_then(|mut file| std::io::Read::read(&mut file, &mut header))
         .map_err(|error| JournalError::cannot_open(path, error))?;
-    let metadata = file
-        .metadata()
-        .map_err(|error| JournalError::cannot_open(path, error))?;
-    if metadata.permissions().mode() & 0o077 != 0 {
-        match file.set_permissions(std::fs::Permissions::from_mode(0o600)) {
-            Ok(()) => tracing::info!(path = %path.display(), "journal made private (0600)"),
-            Err(error) => {
-                tracing::warn!(path = %path.display(), %error, "cannot make the journal private")
-            }
+    if read < header.len() || &header != SQLITE_HEADER {
+        return Err(JournalError::NotAJournal {
+            path: path.to_path_buf(),
+            detail: "it does not start like a SQLite database".into(),
+        });
+    }
+    Ok(true)
+}
+
+/// Opens the journal file, creating it readable and writable by its owner only (0600) when
+/// it does not exist. Returns the file and whether this call created it.
+fn open_or_create(path: &Path, existing: bool) -> Result<(std::fs::File, bool), JournalError> {
+    let mut options = OpenOptions::new();
+    options.read(true).write(true);
+    if !existing {
+        match options.clone().create_new(true).mode(0o600).open(path) {
+            Ok(file) => return Ok((file, true)),
+            // Created by someone else meanwhile: opened as existing below.
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(JournalError::cannot_open(path, error)),
         }
     }
-    Ok(())
+    let file = options
+        .open(path)
+        .map_err(|error| JournalError::cannot_open(path, error))?;
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(JournalError::cannot_open(path, "it is not a regular file"));
+    }
+    Ok((file, false))
+}
+
+/// An existing journal, now known to be one and owned by this user, that others could read
+/// is narrowed to 0600: it holds names and incident titles. Anything else is never chmodded.
+fn narrow_permissions(path: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(metadata) = std::fs::metadata(path) else {
+        return;
+    };
+    // SAFETY: geteuid has no preconditions and no memory effects.
+    let ours = metadata.uid() == unsafe { libc::geteuid() };
+    if !metadata.is_file() || metadata.permissions().mode() & 0o077 == 0 {
+        return;
+    }
+    if !ours {
+        tracing::warn!(path = %path.display(), "the journal is readable by others and not ours to change");
+        return;
+    }
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+        Ok(()) => tracing::info!(path = %path.display(), "journal made private (0600)"),
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "cannot make the journal private")
+        }
+    }
 }
 
 /// A read-only connection. SQLite's WAL mode lets it read committed data while the writer
@@ -396,6 +480,8 @@ fn create_private_file(path: &Path) -> Result<(), JournalError> {
 pub struct JournalReader {
     connection: Connection,
     path: PathBuf,
+    /// Topics whose cluster this run has checked (see `check_cluster`); a handful at most.
+    clusters_checked: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for JournalReader {
@@ -436,7 +522,50 @@ impl JournalReader {
         Ok(Self {
             connection,
             path: path.to_path_buf(),
+            clusters_checked: Default::default(),
         })
+    }
+
+    /// Call before trusting the journal about `topic`: the first time in this run, the
+    /// cluster it is read from (`cluster_id`, asked only then; `None` when unknown) is
+    /// compared with the one its records came from, and records from another cluster are
+    /// moved aside so that no event of this one is taken for handled. Returns true when
+    /// records were moved aside.
+    pub fn check_cluster(&self, topic: &str, cluster_id: impl FnOnce() -> Option<String>) -> bool {
+        let Ok(mut checked) = self.clusters_checked.lock() else {
+            return false;
+        };
+        // Checked once per topic and run, even when the id is unknown: asking may wait.
+        if !checked.insert(topic.to_string()) {
+            return false;
+        }
+        let Some(cluster_id) = cluster_id() else {
+            tracing::warn!(
+                topic,
+                "the cluster id is unknown; journal records taken as they are"
+            );
+            return false;
+        };
+        let now = query::time_text(&chrono::Utc::now());
+        match super::cluster::observe(&self.path, topic, &cluster_id, &now) {
+            Ok(super::cluster::ClusterCheck::Same) => false,
+            Ok(super::cluster::ClusterCheck::Changed { previous, moved }) => {
+                tracing::warn!(
+                    topic,
+                    previous_cluster = %previous,
+                    cluster = %cluster_id,
+                    moved,
+                    "the topic is read from another Kafka cluster than the journal's records \
+                     (a recreated topic or another cluster): its offsets are other messages, \
+                     so the old records were set aside and no event is taken for handled"
+                );
+                true
+            }
+            Err(error) => {
+                tracing::error!(%error, topic, "cannot check the journal's cluster");
+                false
+            }
+        }
     }
 
     pub fn contains_event(
@@ -561,7 +690,7 @@ mod tests {
                 .unwrap();
         }
         let mut journal = Journal::open(&path, &JournalConfig::default()).unwrap();
-        assert_eq!(journal.schema_version().unwrap(), 2);
+        assert_eq!(journal.schema_version().unwrap(), schema::CURRENT_VERSION);
         assert!(
             !dir.path().join("journal.sqlite3.outbox").exists(),
             "the second file is gone"

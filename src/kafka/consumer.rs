@@ -45,6 +45,10 @@ pub struct ConsoleContext {
 }
 
 impl ClientContext for ConsoleContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        super::quiet::log(level, fac, log_message);
+    }
+
     fn stats(&self, statistics: Statistics) {
         let any_broker_up = statistics
             .brokers
@@ -112,8 +116,8 @@ impl ClientContext for ConsoleContext {
                 };
             } else if transport {
                 tracing::debug!(%error, %reason, "Kafka transport error");
-            } else {
-                tracing::warn!(%error, %reason, "Kafka client error");
+            } else if let Some(left_out) = super::quiet::admit(&format!("{error} {reason}")) {
+                tracing::warn!(%error, %reason, left_out, "Kafka client error");
             }
             status.last_error = Some(format!("{error}: {reason}"));
         });
@@ -374,6 +378,14 @@ pub struct ConsumerControl {
 }
 
 impl ConsumerControl {
+    /// The cluster's id from the broker's metadata, `None` if unknown. Cached by librdkafka
+    /// once metadata has arrived (as it has when a message has), so it rarely waits.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.consumer
+            .client()
+            .fetch_cluster_id(Duration::from_secs(2))
+    }
+
     pub fn status(&self) -> watch::Receiver<ConsumerStatus> {
         self.status.subscribe()
     }
@@ -511,7 +523,9 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> anyhow::Result<Kaf
     if range.is_active() {
         client.set("enable.auto.commit", "false");
     }
-    let consumer: ConsoleConsumer = client.create_with_context(context)?;
+    let consumer: ConsoleConsumer = client
+        .create_with_context(context)
+        .map_err(|error| super::settings::without_values(config, error))?;
     let mut limits = HashMap::new();
     if range.is_active() {
         let plans = plan_range(&consumer, &config.kafka.topic, range)?;
@@ -679,7 +693,9 @@ async fn fetch_loop(
             Err(_idle) => continue,
             Ok(Err(error)) => {
                 consecutive_errors += 1;
-                tracing::warn!(%error, "fetch error; retrying");
+                if let Some(left_out) = super::quiet::admit(&format!("fetch {error}")) {
+                    tracing::warn!(%error, left_out, "fetch error; retrying");
+                }
                 status.send_modify(|s| s.last_error = Some(error.to_string()));
                 // Back off a little on repeated errors so a broken broker is not hammered.
                 let pause = Duration::from_millis(50 * u64::from(consecutive_errors.min(20)));

@@ -23,7 +23,7 @@ const TRUNCATED_BYTES: usize = 256 * 1024;
 
 #[derive(Clone)]
 pub struct DeadLetterProducer {
-    producer: FutureProducer,
+    producer: FutureProducer<super::quiet::QuietContext>,
     topic: String,
 }
 
@@ -36,7 +36,9 @@ impl DeadLetterProducer {
             // Room for any payload the consumer can fetch, with its headers.
             .set("message.max.bytes", (16 * 1024 * 1024).to_string());
         Ok(Self {
-            producer: client.create()?,
+            producer: client
+                .create_with_context(super::quiet::QuietContext)
+                .map_err(|error| super::settings::without_values(config, error))?,
             topic: config.dead_letter_topic(),
         })
     }

@@ -4,3 +4,5 @@
 pub mod consumer;
 pub mod dead_letter;
 pub mod embedded;
+pub mod quiet;
+pub mod settings;

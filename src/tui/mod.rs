@@ -77,6 +77,9 @@ pub async fn run(
         .with_replay(config.kafka.range.is_active())
         .with_self_alerts(self_alerts);
     let fps = config.console.max_frames_per_sec.clamp(1, MAX_FPS);
+    // Handlers first: a signal that lands just after the terminal is taken over must not
+    // kill the process and leave the terminal raw.
+    let signals = Signals::new();
     let guard = match terminal::enter() {
         Ok(guard) => guard,
         Err(error) => {
@@ -84,7 +87,7 @@ pub async fn run(
             return Err(error).context("cannot take over the terminal (try --no-tui)");
         }
     };
-    let result = event_loop(guard, app, commands, snapshots, task, fps).await;
+    let result = event_loop(guard, app, commands, snapshots, task, fps, signals).await;
     terminal::restore();
     result
 }
@@ -128,13 +131,13 @@ async fn event_loop(
     mut snapshots: tokio::sync::watch::Receiver<crate::status::SharedSnapshot>,
     mut task: tokio::task::JoinHandle<anyhow::Result<RunSummary>>,
     fps: u32,
+    mut signals: Signals,
 ) -> anyhow::Result<RunSummary> {
     let mut events = EventStream::new();
     let frame_gap = Duration::from_secs_f64(1.0 / f64::from(fps));
     let mut last_draw: Option<Instant> = None;
     let mut dirty = true;
     let mut snapshots_open = true;
-    let mut signals = Signals::new();
 
     // After a key sends a command, the runtime publishes the result at once; drawing it should
     // not wait for the frame cap. For a short while after a command, snapshots draw at once.
@@ -171,6 +174,10 @@ async fn event_loop(
                     if let Some(level) = app.take_log_capture_change() {
                         logging::set_capture_level(level);
                     }
+                    dirty = true;
+                }
+                Some(Ok(Event::Paste(text))) => {
+                    paste(&mut app, &text);
                     dirty = true;
                 }
                 Some(Ok(Event::Resize(_, _))) => {
@@ -211,6 +218,26 @@ async fn event_loop(
     }
 }
 
+/// Characters of one paste taken into the filter; the rest is dropped.
+const MAX_PASTE_CHARS: usize = 256;
+
+/// A paste is text, never a burst of commands: it goes into the filter being edited (its
+/// printable characters, up to `MAX_PASTE_CHARS`) and is otherwise ignored, with a word.
+fn paste(app: &mut App, text: &str) {
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    if !app.is_filter_editing() {
+        app.set_message("paste ignored: open the filter (/) to paste into it");
+        return;
+    }
+    for c in text
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_PASTE_CHARS)
+    {
+        app.handle_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
+    }
+}
+
 fn finish(
     result: Result<anyhow::Result<RunSummary>, tokio::task::JoinError>,
 ) -> anyhow::Result<RunSummary> {
@@ -227,8 +254,11 @@ fn draw(terminal: &mut terminal::ConsoleTerminal, app: &mut App) -> anyhow::Resu
     result.context("cannot draw to the terminal")
 }
 
-/// SIGTERM and SIGHUP (the terminal closed) shut down gracefully, like the quit key.
+/// SIGINT (from `kill -INT` or a process manager: the console's own ctrl-c is a key in raw
+/// mode), SIGTERM and SIGHUP (the terminal closed) shut down gracefully, like the quit key.
 struct Signals {
+    #[cfg(unix)]
+    interrupt: Option<tokio::signal::unix::Signal>,
     #[cfg(unix)]
     terminate: Option<tokio::signal::unix::Signal>,
     #[cfg(unix)]
@@ -241,6 +271,7 @@ impl Signals {
         {
             use tokio::signal::unix::{SignalKind, signal};
             Self {
+                interrupt: signal(SignalKind::interrupt()).ok(),
                 terminate: signal(SignalKind::terminate()).ok(),
                 hangup: signal(SignalKind::hangup()).ok(),
             }
@@ -253,6 +284,7 @@ impl Signals {
         #[cfg(unix)]
         {
             tokio::select! {
+                () = wait(&mut self.interrupt) => {}
                 () = wait(&mut self.terminate) => {}
                 () = wait(&mut self.hangup) => {}
             }

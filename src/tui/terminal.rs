@@ -7,6 +7,7 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossterm::cursor::{Hide, Show};
+use crossterm::event::{DisableBracketedPaste, EnableBracketedPaste};
 use crossterm::execute;
 use crossterm::terminal::{
     Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
@@ -39,7 +40,15 @@ pub fn enter() -> io::Result<TerminalGuard> {
         let mut stdout = io::stdout();
         // Cleared with a plain escape sequence: ratatui's `clear` asks the terminal for the
         // cursor position, which some terminals (and terminal emulators in tests) never answer.
-        execute!(stdout, EnterAlternateScreen, Hide, Clear(ClearType::All))?;
+        // Bracketed paste: a paste arrives as one event, not as a burst of keys (crossterm
+        // leaves input beyond 1,024 bytes unread until the next key when it is keys).
+        execute!(
+            stdout,
+            EnterAlternateScreen,
+            EnableBracketedPaste,
+            Hide,
+            Clear(ClearType::All)
+        )?;
         Terminal::new(CrosstermBackend::new(stdout))
     })();
     match setup {
@@ -59,7 +68,7 @@ pub fn restore() -> bool {
     }
     let _ = disable_raw_mode();
     let mut stdout = io::stdout();
-    let _ = execute!(stdout, LeaveAlternateScreen, Show);
+    let _ = execute!(stdout, DisableBracketedPaste, LeaveAlternateScreen, Show);
     let _ = stdout.flush();
     true
 }

@@ -102,6 +102,7 @@ pub fn spawn_runtime(config: &Config) -> (RuntimeHandle, mpsc::Receiver<OutputRe
             operator: "tester".into(),
             demo: false,
             output: Some(sender),
+            output_flushed: None,
             shutdown_timeout: Duration::from_secs(10),
         },
     )
