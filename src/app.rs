@@ -11,7 +11,7 @@ use crate::cli::{Cli, Subcommands};
 use crate::config::{Config, ConfigSource};
 use crate::kafka::consumer::client_config;
 use crate::kafka::embedded::EmbeddedBroker;
-use crate::runtime::{self, RunSummary, RuntimeOptions};
+use crate::runtime::{RunSummary, RuntimeOptions};
 use crate::simulate::{self, ProduceOptions};
 use crate::{demo, headless, tui};
 
@@ -37,6 +37,9 @@ pub fn effective_config(cli: &Cli) -> anyhow::Result<(Config, ConfigSource)> {
     }
     if let Some(group) = &cli.group {
         config.kafka.group_id = group.clone();
+    }
+    if let Some(role) = cli.role {
+        config.team.role = role;
     }
     if cli.from_beginning {
         config.kafka.auto_offset_reset = "earliest".into();
@@ -130,6 +133,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
         tracing::warn!("{warning}");
     }
 
+    if cli.demo && config.team.role != crate::team::Role::Standalone {
+        anyhow::bail!(
+            "--demo runs standalone; --role {} needs a broker (see scripts/team-demo)",
+            config.team.role.as_str()
+        );
+    }
     let demo = if cli.demo {
         if config.kafka.group_id == "incident-management-consumer" {
             config.kafka.group_id = "incident-console-demo".into();
@@ -153,7 +162,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
     } else {
         (None, None)
     };
-    let handle = runtime::spawn(
+    // The role picks the loop: standalone is `runtime::spawn` itself.
+    let handle = crate::team::spawn(
         &config,
         RuntimeOptions {
             operator: config.operator(),
@@ -166,6 +176,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
         brokers = %config.kafka.brokers,
         topic = %config.kafka.topic,
         group = %config.kafka.group_id,
+        role = config.team.role.as_str(),
         "consuming"
     );
     let summary = match records {

@@ -27,6 +27,8 @@ pub struct Config {
     pub notifications: crate::notify::NotifyConfig,
     #[serde(default)]
     pub journal: crate::journal::JournalConfig,
+    #[serde(default)]
+    pub team: crate::team::TeamConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

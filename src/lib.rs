@@ -15,4 +15,5 @@ pub mod notify;
 pub mod runtime;
 pub mod simulate;
 pub mod status;
+pub mod team;
 pub mod tui;
