@@ -4,6 +4,8 @@
 //! - `console`: an observer of every partition; never joins the workers' group, commits
 //!   nothing, writes no journal and sends no notification.
 
+pub mod console;
+
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
@@ -45,6 +47,7 @@ pub struct TeamConfig {
 pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<RuntimeHandle> {
     match config.team.role {
         Role::Standalone => runtime::spawn(config, options),
+        Role::Console => console::spawn(config, options),
         role => anyhow::bail!("--role {} is not available yet", role.as_str()),
     }
 }
