@@ -53,6 +53,15 @@ pub enum OutputRecord {
         offset: i64,
         dead_letter_topic: String,
     },
+    /// Team mode: a worker's role and whether it is the active one, whenever that changes.
+    Role {
+        role: &'static str,
+        active: bool,
+        worker: String,
+        reason: String,
+        lease_ms: u64,
+        since_start_ms: u64,
+    },
 }
 
 pub struct RuntimeOptions {
@@ -645,7 +654,9 @@ impl Runtime {
             topic: source.topic.clone(),
             partition: source.partition,
         };
-        if let Some(next) = self.tracker.finish(&key, source.offset) {
+        if let Some(next) = self.tracker.finish(&key, source.offset)
+            && crate::team::leader::side_effects_allowed("offset store")
+        {
             self.control.store(&key, next);
         }
     }
@@ -703,7 +714,11 @@ impl Runtime {
 
     fn run_effect(&mut self, effect: &Effect) {
         match effect {
-            Effect::Notify(notification) => self.notifier.submit(notification.clone()),
+            Effect::Notify(notification) => {
+                if crate::team::leader::side_effects_allowed("notification") {
+                    self.notifier.submit(notification.clone())
+                }
+            }
             Effect::Escalation(change) => log_escalation(change),
             Effect::IncidentResolved {
                 incident_id,

@@ -1,6 +1,9 @@
 //! Team mode through the real binary on the embedded broker: consoles that observe every
 //! partition without splitting the feed, and workers that share one leadership.
 
+#[path = "support/notify_servers.rs"]
+mod servers;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -224,4 +227,337 @@ fn two_consoles_with_the_default_configuration_each_see_every_event_and_commit_n
         vec![],
         "a console committed offsets for the workers' group"
     );
+}
+
+/// A worker configuration that mails every new incident to the administrators.
+fn worker_config(dir: &std::path::Path, smtp_port: u16) -> std::path::PathBuf {
+    use incident_console::config::Config;
+    use incident_console::notify::Channel;
+    use incident_console::notify::config::RouteConfig;
+    let mut config = Config::built_in();
+    let notify = &mut config.notifications;
+    notify.administrators = vec!["admins@example.com".into()];
+    notify.routes = vec![RouteConfig {
+        kinds: vec!["incident_created".into()],
+        channels: vec![Channel::Email],
+        ..RouteConfig::default()
+    }];
+    notify.escalation_levels.clear();
+    notify.email.smtp_host = Some("127.0.0.1".into());
+    notify.email.smtp_port = Some(smtp_port);
+    notify.email.tls = incident_console::notify::config::SmtpTls::None;
+    notify.delivery.initial_backoff_ms = 100;
+    notify.delivery.max_backoff_ms = 500;
+    notify.rate_limit.burst = 1_000_000;
+    notify.rate_limit.per_minute = 1_000_000;
+    let path = dir.join("worker.ron");
+    std::fs::write(&path, config.to_redacted_ron()).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    path
+}
+
+/// A worker with its own journal, in the shipped group session.
+fn worker(config: &std::path::Path, name: &str, bootstrap: &str, topic: &str) -> Running {
+    let dir = config.parent().unwrap();
+    let journal = dir.join(format!("{name}.sqlite3"));
+    Running::start(
+        &[
+            "--role",
+            "worker",
+            "--no-tui",
+            "--config",
+            config.to_str().unwrap(),
+            "--journal",
+            journal.to_str().unwrap(),
+            "-b",
+            bootstrap,
+            "-t",
+            topic,
+            "--from-beginning",
+            "-X",
+            "auto.commit.interval.ms=200",
+        ],
+        &dir.join(format!("{name}.log")),
+    )
+}
+
+/// What a worker printed, read as it comes.
+#[derive(Default)]
+struct Seen {
+    events: usize,
+    /// (active, reason, when) of each role record.
+    roles: Vec<(bool, String, Instant)>,
+}
+
+impl Seen {
+    fn active(&self) -> Option<bool> {
+        self.roles.last().map(|(active, _, _)| *active)
+    }
+}
+
+/// Reads what `process` printed so far (until `wait` passes without a line).
+fn drain(process: &Running, seen: &mut Seen, wait: Duration) {
+    while let Some(line) = process.line_before(Instant::now() + wait) {
+        match field(&line, "kind")
+            .and_then(|k| k.as_str().map(str::to_string))
+            .as_deref()
+        {
+            Some("event") => seen.events += 1,
+            Some("role") => seen.roles.push((
+                field(&line, "active").and_then(|v| v.as_bool()).unwrap(),
+                field(&line, "reason")
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap(),
+                Instant::now(),
+            )),
+            _ => {}
+        }
+    }
+}
+
+/// Reads both workers until `done` holds, bounded.
+fn until(
+    workers: [&Running; 2],
+    seen: &mut [Seen; 2],
+    what: &str,
+    dir: &std::path::Path,
+    done: impl Fn(&[Seen; 2]) -> bool,
+) {
+    let deadline = Instant::now() + LONG;
+    while !done(seen) {
+        if Instant::now() > deadline {
+            let log =
+                |n: &str| std::fs::read_to_string(dir.join(format!("{n}.log"))).unwrap_or_default();
+            panic!(
+                "timed out waiting for {what}; roles a={:?} b={:?}, events a={} b={}\nlog a:\n{}\nlog b:\n{}",
+                seen[0].roles,
+                seen[1].roles,
+                seen[0].events,
+                seen[1].events,
+                log("a"),
+                log("b")
+            );
+        }
+        for (i, process) in workers.iter().enumerate() {
+            drain(process, &mut seen[i], Duration::from_millis(20));
+        }
+    }
+}
+
+/// Deliveries in a worker's journal by state, e.g. `{"pending": 3}`.
+fn deliveries(dir: &std::path::Path, name: &str) -> std::collections::BTreeMap<String, i64> {
+    incident_console::journal::JournalReader::open(&dir.join(format!("{name}.sqlite3")))
+        .and_then(|reader| reader.states("deliveries"))
+        .unwrap_or_default()
+        .into_iter()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_is_active_and_a_standby_takes_over_after_kill_nine() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "team-workers";
+    let (_broker, bootstrap) = start_broker(3, &[topic], &dir.path().join("broker.log"));
+    let smtp = servers::SmtpSink::start().await;
+    let config = worker_config(dir.path(), smtp.port);
+    let started = Instant::now();
+    let a = worker(&config, "a", &bootstrap, topic);
+    let b = worker(&config, "b", &bootstrap, topic);
+    let mut seen = [Seen::default(), Seen::default()];
+    until([&a, &b], &mut seen, "an active worker", dir.path(), |s| {
+        s.iter().any(|w| w.active() == Some(true))
+    });
+    let first = if seen[0].active() == Some(true) { 0 } else { 1 };
+    let other = 1 - first;
+    eprintln!(
+        "first active worker {:?} after the workers started",
+        seen[first].roles.last().unwrap().2 - started
+    );
+
+    // The active one handles the whole stream; the standby nothing.
+    simulate(&bootstrap, topic, 300);
+    until([&a, &b], &mut seen, "300 events", dir.path(), |s| {
+        s[first].events >= 300
+    });
+    assert_eq!(seen[first].events, 300);
+    assert_eq!(seen[other].events, 0, "the standby handled events");
+    assert_eq!(seen[other].active(), Some(false));
+    let mails = smtp.wait_for(1).await;
+    assert!(!mails.is_empty(), "the active worker mails");
+
+    // kill -9 the active worker: the standby takes over.
+    let mut workers = [a, b];
+    let killed = Instant::now();
+    workers[first].child.kill().unwrap();
+    workers[first].child.wait().unwrap();
+    let standby = &workers[other];
+    let deadline = Instant::now() + LONG;
+    while seen[other].active() != Some(true) {
+        assert!(
+            Instant::now() < deadline,
+            "no takeover; roles {:?}",
+            seen[other].roles
+        );
+        drain(standby, &mut seen[other], Duration::from_millis(20));
+    }
+    let takeover = seen[other].roles.last().unwrap().2 - killed;
+    // The stated bound: session timeout (6 s) + rebalance + lease wait (4 s) + renewal.
+    eprintln!("takeover after kill -9: {takeover:?}");
+    assert!(
+        takeover < Duration::from_secs(30),
+        "takeover took {takeover:?}"
+    );
+    simulate(&bootstrap, topic, 100);
+    let deadline = Instant::now() + LONG;
+    // The new active worker reads on from the committed offsets: the new 100 at least.
+    while seen[other].events < 100 {
+        assert!(
+            Instant::now() < deadline,
+            "events after takeover: {}",
+            seen[other].events
+        );
+        drain(standby, &mut seen[other], Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_past_its_session_is_fenced_and_sends_nothing_when_it_wakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "team-sigstop";
+    let (_broker, bootstrap) = start_broker(3, &[topic], &dir.path().join("broker.log"));
+    let mut smtp = servers::SmtpSink::start().await;
+    let config = worker_config(dir.path(), smtp.port);
+    let workers = [
+        worker(&config, "a", &bootstrap, topic),
+        worker(&config, "b", &bootstrap, topic),
+    ];
+    let names = ["a", "b"];
+    let mut seen = [Seen::default(), Seen::default()];
+    until(
+        [&workers[0], &workers[1]],
+        &mut seen,
+        "an active worker",
+        dir.path(),
+        |s| s.iter().any(|w| w.active() == Some(true)),
+    );
+    let first = if seen[0].active() == Some(true) { 0 } else { 1 };
+    let other = 1 - first;
+
+    // The mail server is down: the active worker handles 50 events and owes their mails.
+    smtp.stop();
+    simulate(&bootstrap, topic, 50);
+    until(
+        [&workers[0], &workers[1]],
+        &mut seen,
+        "50 events",
+        dir.path(),
+        |s| s[first].events >= 50,
+    );
+    let deadline = Instant::now() + LONG;
+    loop {
+        let handled: i64 = committed(&bootstrap, topic, "incident-management-consumer", 3)
+            .iter()
+            .map(|(_, offset)| offset)
+            .sum();
+        let owed = deliveries(dir.path(), names[first]);
+        if handled == 50 && owed.get("pending").is_some_and(|n| *n > 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "committed {handled}, deliveries {owed:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let owed = deliveries(dir.path(), names[first])["pending"];
+
+    // Stopped past its session: the standby takes over.
+    let stopped = Instant::now();
+    workers[first].signal("STOP");
+    let deadline = Instant::now() + LONG;
+    while seen[other].active() != Some(true) {
+        assert!(
+            Instant::now() < deadline,
+            "no takeover; roles {:?}",
+            seen[other].roles
+        );
+        drain(&workers[other], &mut seen[other], Duration::from_millis(20));
+    }
+    eprintln!(
+        "takeover after SIGSTOP: {:?}",
+        seen[other].roles.last().unwrap().2 - stopped
+    );
+    // The mail server is back and the new active worker mails new incidents.
+    smtp.restart().await;
+    simulate(&bootstrap, topic, 20);
+    let deadline = Instant::now() + LONG;
+    while seen[other].events < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "events after takeover: {}",
+            seen[other].events
+        );
+        drain(&workers[other], &mut seen[other], Duration::from_millis(20));
+    }
+    assert_eq!(
+        seen[other].events, 20,
+        "the new active worker re-read nothing handled"
+    );
+    smtp.wait_for(1).await;
+
+    // Woken up: the old one reports that it was fenced, and what it owed is refused, not sent.
+    workers[first].signal("CONT");
+    let deadline = Instant::now() + LONG;
+    while seen[first].active() != Some(false) || seen[first].roles.last().unwrap().1 != "fenced" {
+        assert!(
+            Instant::now() < deadline,
+            "not fenced; roles {:?}",
+            seen[first].roles
+        );
+        drain(&workers[first], &mut seen[first], Duration::from_millis(20));
+    }
+    let deadline = Instant::now() + LONG;
+    loop {
+        let states = deliveries(dir.path(), names[first]);
+        if states.get("failed") == Some(&owed) && !states.contains_key("pending") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "old worker's deliveries: {states:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(dir.path().join(format!("{}.log", names[first]))).unwrap();
+    assert!(
+        log.contains("fenced"),
+        "the old worker logs that it was fenced"
+    );
+    // Every mail the server got is one the new active worker recorded as delivered (the
+    // server sees a mail before the worker records it: waited for until they agree).
+    let deadline = Instant::now() + LONG;
+    loop {
+        let states = deliveries(dir.path(), names[other]);
+        let delivered_by_new = states.get("delivered").copied().unwrap_or(0);
+        let mails = smtp.mails();
+        if delivered_by_new > 0
+            && !states.contains_key("pending")
+            && mails.len() as i64 == delivered_by_new
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            let subjects: Vec<String> = mails.iter().map(|m| m.subject()).collect();
+            panic!(
+                "a mail came from the fenced worker? new worker's deliveries {states:?}, \
+                 old worker's {:?}, mails {subjects:?}",
+                deliveries(dir.path(), names[first])
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

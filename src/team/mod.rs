@@ -5,6 +5,8 @@
 //!   nothing, writes no journal and sends no notification.
 
 pub mod console;
+pub mod leader;
+pub mod worker;
 
 use serde::{Deserialize, Serialize};
 
@@ -48,7 +50,7 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
     match config.team.role {
         Role::Standalone => runtime::spawn(config, options),
         Role::Console => console::spawn(config, options),
-        role => anyhow::bail!("--role {} is not available yet", role.as_str()),
+        Role::Worker => worker::spawn(config, options),
     }
 }
 
