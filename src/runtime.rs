@@ -62,6 +62,12 @@ pub enum OutputRecord {
         lease_ms: u64,
         since_start_ms: u64,
     },
+    /// Team mode: an acknowledgement took effect at the active worker (seen by a console).
+    Acknowledged {
+        incident_id: event::IncidentId,
+        by: String,
+        worker: String,
+    },
 }
 
 pub struct RuntimeOptions {

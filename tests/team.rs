@@ -561,3 +561,114 @@ async fn a_worker_stopped_past_its_session_is_fenced_and_sends_nothing_when_it_w
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_at_one_console_reaches_the_worker_and_shows_at_another_console() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "team-acks";
+    let (_broker, bootstrap) = start_broker(3, &[topic], &dir.path().join("broker.log"));
+    let smtp = servers::SmtpSink::start().await;
+    let config = worker_config(dir.path(), smtp.port);
+    let active = worker(&config, "a", &bootstrap, topic);
+    let console = |operator: &str| {
+        Running::start(
+            &[
+                "--role",
+                "console",
+                "--no-tui",
+                "-b",
+                &bootstrap,
+                "-t",
+                topic,
+                "--operator",
+                operator,
+            ],
+            &dir.path().join(format!("{operator}.log")),
+        )
+    };
+    let mut alice = console("alice");
+    let bob = console("bob");
+    // Escalations the active worker holds open: opened, neither acknowledged nor closed.
+    let mut open = BTreeSet::new();
+    let mut worker_active = false;
+    let mut events = 0;
+    let deadline = Instant::now() + LONG;
+    let mut simulated = false;
+    while !(simulated && events >= 300) {
+        assert!(
+            Instant::now() < deadline,
+            "worker active {worker_active}, events {events}"
+        );
+        let Some(line) = active.line_before(Instant::now() + Duration::from_millis(50)) else {
+            continue;
+        };
+        let text = |name: &str| field(&line, name).and_then(|v| v.as_str().map(str::to_string));
+        match text("kind").as_deref() {
+            Some("role") => worker_active = field(&line, "active") == Some(true.into()),
+            Some("event") => events += 1,
+            Some("effect") if text("effect").as_deref() == Some("escalation") => {
+                let id = field(&line, "incident_id")
+                    .and_then(|v| v.as_i64())
+                    .unwrap();
+                match text("change").as_deref() {
+                    Some("opened") => {
+                        open.insert(id);
+                    }
+                    Some("acknowledged" | "closed") => {
+                        open.remove(&id);
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+        if worker_active && !simulated {
+            simulate(&bootstrap, topic, 300);
+            simulated = true;
+        }
+    }
+    assert!(!open.is_empty(), "the stream leaves escalations open");
+
+    let mut propagation = Vec::new();
+    for incident in open.iter().take(5) {
+        let asked = Instant::now();
+        writeln!(alice.child.stdin.as_mut().unwrap(), "ack {incident}").unwrap();
+        alice.child.stdin.as_mut().unwrap().flush().unwrap();
+        let deadline = Instant::now() + LONG;
+        loop {
+            let line = bob
+                .line_before(deadline)
+                .unwrap_or_else(|| panic!("bob never saw the ack of {incident}"));
+            if field(&line, "kind").is_some_and(|k| k == "acknowledged")
+                && field(&line, "incident_id").and_then(|v| v.as_i64()) == Some(*incident)
+            {
+                assert_eq!(field(&line, "by"), Some("alice".into()));
+                propagation.push(asked.elapsed());
+                break;
+            }
+        }
+    }
+    propagation.sort();
+    eprintln!(
+        "ack propagation alice -> worker -> bob over {} acks: median {:?}, worst {:?}",
+        propagation.len(),
+        propagation[propagation.len() / 2],
+        propagation.last().unwrap()
+    );
+    // The worker applied it once each: its output says acknowledged by alice.
+    let mut acknowledged = BTreeSet::new();
+    let deadline = Instant::now() + LONG;
+    while acknowledged.len() < propagation.len() {
+        let line = active
+            .line_before(deadline)
+            .expect("worker acknowledgements");
+        if field(&line, "change").is_some_and(|c| c == "acknowledged") {
+            assert_eq!(field(&line, "by"), Some("alice".into()));
+            let id = field(&line, "incident_id")
+                .and_then(|v| v.as_i64())
+                .unwrap();
+            assert!(acknowledged.insert(id), "acknowledged twice");
+        }
+    }
+}

@@ -7,7 +7,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::{mpsc, watch};
+
+use super::commands::{AckCommand, commands_topic, parse_stdin_line};
+use super::state::{StateRecord, state_topic};
 
 use crate::config::Config;
 use crate::core::engine::{Engine, Input};
@@ -23,6 +27,10 @@ struct Observer {
     max_message_bytes: usize,
     operator: String,
     summary: RunSummary,
+    /// Acknowledgements go out as records on `<topic>.commands`.
+    producer: FutureProducer,
+    commands_topic: String,
+    console_id: String,
 }
 
 /// Starts the observer's consumer and loop; the TUI and headless mode drive it like the runtime.
@@ -31,8 +39,20 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
     let (stop_fetching, stop_rx) = watch::channel(false);
     let source = consumer::start_observer(config, stop_rx)?;
     let consumer_status = source.control.status();
+    // The worker's escalation state, read from the start of `<topic>.state`.
+    let mut state_config = config.clone();
+    state_config.kafka.topic = state_topic(&config.kafka.topic);
+    state_config.kafka.auto_offset_reset = "earliest".into();
+    let (stop_state, stop_state_rx) = watch::channel(false);
+    let state = consumer::start_observer(&state_config, stop_state_rx)?;
     let (commands, command_rx) = mpsc::channel(64);
+    if options.output.is_some() {
+        read_stdin(commands.clone(), options.operator.clone());
+    }
     let observer = Observer {
+        producer: crate::kafka::consumer::client_config(config, false).create()?,
+        commands_topic: commands_topic(&config.kafka.topic),
+        console_id: format!("console-{}", std::process::id()),
         engine,
         control: source.control,
         output: options.output,
@@ -43,6 +63,7 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
     let (snapshot_tx, snapshots) = watch::channel(observer.snapshot());
     let frame = Duration::from_secs_f64(1.0 / f64::from(config.console.max_frames_per_sec.max(1)));
     let task = tokio::spawn(observer.run(
+        (state.messages, state.control, state.task, stop_state),
         source.messages,
         source.task,
         stop_fetching,
@@ -73,6 +94,7 @@ impl Observer {
     #[allow(clippy::too_many_arguments)]
     async fn run(
         mut self,
+        state: StateSource,
         mut messages: mpsc::Receiver<FetchedMessage>,
         fetch_task: tokio::task::JoinHandle<()>,
         stop_fetching: watch::Sender<bool>,
@@ -87,6 +109,7 @@ impl Observer {
         let mut frame = tokio::time::interval(frame_every);
         frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut dirty = true;
+        let (mut state_messages, state_control, state_task, stop_state) = state;
         loop {
             tokio::select! {
                 // Operator commands first, as in the runtime.
@@ -110,6 +133,10 @@ impl Observer {
                     snapshot_tx.send_replace(self.snapshot());
                     dirty = false;
                 }
+                Some(message) = state_messages.recv() => {
+                    self.state_changed(message).await;
+                    dirty = true;
+                }
                 _ = status_rx.changed() => dirty = true,
                 _ = ticker.tick() => {
                     // Effects are the active worker's business: dropped here.
@@ -129,20 +156,60 @@ impl Observer {
             }
         }
         let _ = stop_fetching.send(true);
+        let _ = stop_state.send(true);
         let _ = fetch_task.await;
+        let _ = state_task.await;
+        state_control.close_without_commit(shutdown_timeout).await;
         snapshot_tx.send_replace(self.snapshot());
         self.control.close_without_commit(shutdown_timeout).await;
         tracing::info!(observed = self.summary.handled, "console stopped");
         Ok(self.summary)
     }
 
+    /// Sends the acknowledgement to the active worker as a command record; it takes effect
+    /// (here and in every console) when the worker's state record comes back.
     async fn acknowledge(&mut self, incident_id: event::IncidentId, by: String) {
-        tracing::warn!(
+        let command = AckCommand {
             incident_id,
             by,
-            "a console acknowledges through the active worker's commands topic, which this \
-             version does not have yet: not acknowledged"
-        );
+            at: chrono::Utc::now().to_rfc3339(),
+            console: self.console_id.clone(),
+        };
+        let (producer, topic) = (self.producer.clone(), self.commands_topic.clone());
+        tokio::spawn(async move {
+            let key = incident_id.to_string();
+            let Ok(payload) = serde_json::to_vec(&command) else {
+                return;
+            };
+            let record = FutureRecord::to(&topic).key(&key).payload(&payload);
+            match producer.send(record, Duration::from_secs(10)).await {
+                Ok(_) => {
+                    tracing::info!(incident_id, by = %command.by, "acknowledgement sent to the active worker")
+                }
+                Err((error, _)) => tracing::error!(%error, incident_id, "acknowledgement not sent"),
+            }
+        });
+    }
+
+    async fn state_changed(&mut self, message: FetchedMessage) {
+        let Some(record) = StateRecord::decode(message.payload.as_deref()) else {
+            tracing::warn!(source = %message.source, "not a state record; skipped");
+            return;
+        };
+        if let Some(by) = record.acknowledged_by {
+            // The local picture follows the worker's: shown as "acknowledged by <by>".
+            let input = Input::Acknowledge {
+                incident_id: record.incident_id,
+                by: by.clone(),
+            };
+            let _ = self.engine.apply(input, chrono::Utc::now());
+            self.emit(OutputRecord::Acknowledged {
+                incident_id: record.incident_id,
+                by,
+                worker: record.worker,
+            })
+            .await;
+        }
     }
 
     async fn observe(&mut self, message: FetchedMessage) {
@@ -194,5 +261,39 @@ impl Observer {
         {
             self.output = None;
         }
+    }
+}
+
+type StateSource = (
+    mpsc::Receiver<FetchedMessage>,
+    ConsumerControl,
+    tokio::task::JoinHandle<()>,
+    watch::Sender<bool>,
+);
+
+/// Headless consoles take `ack INCIDENT_ID` lines on stdin (for scripts and tests).
+fn read_stdin(commands: mpsc::Sender<Command>, operator: String) {
+    let spawned = std::thread::Builder::new()
+        .name("console-stdin".into())
+        .spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                match parse_stdin_line(&line) {
+                    Ok(Some(incident_id)) => {
+                        let by = operator.clone();
+                        if commands
+                            .blocking_send(Command::Acknowledge { incident_id, by })
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(error) => tracing::warn!("{error}"),
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot read stdin; acknowledge from the console instead");
     }
 }

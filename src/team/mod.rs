@@ -4,8 +4,10 @@
 //! - `console`: an observer of every partition; never joins the workers' group, commits
 //!   nothing, writes no journal and sends no notification.
 
+pub mod commands;
 pub mod console;
 pub mod leader;
+pub mod state;
 pub mod worker;
 
 use serde::{Deserialize, Serialize};

@@ -9,8 +9,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use super::commands::{AckCommand, commands_topic};
 use super::leader::Leader;
+use super::state::{StateRecord, state_topic};
 use crate::config::Config;
+use crate::core::engine::Effect;
+use crate::kafka::consumer::client_config;
 use crate::runtime::{self, OutputRecord, RunSummary, RuntimeHandle, RuntimeOptions};
 use crate::status::{Command, ConsumerStatus, NotifierStatus, SharedSnapshot, Snapshot};
 
@@ -85,6 +93,12 @@ async fn supervise(
         since_start_ms: started.elapsed().as_millis() as u64,
     };
     emit(&options.output, role(false, "started")).await;
+    let producer: FutureProducer = client_config(&config, false).create()?;
+    let state_topic = state_topic(&config.kafka.topic);
+    // The runtime's records pass through here: escalation changes are published to the
+    // state topic, and everything goes on to the real output.
+    let (inner_output, mut inner_records) = mpsc::channel(crate::headless::OUTPUT_CAPACITY);
+    let mut command_reader: Option<StreamConsumer> = None;
     let result = loop {
         let mut snapshots = current.as_ref().map(|rt| rt.snapshots.clone());
         let mut statuses = current.as_ref().map(|rt| rt.consumer_status.clone());
@@ -104,15 +118,34 @@ async fn supervise(
                     current = Some(runtime::spawn(&config, RuntimeOptions {
                         operator: options.operator.clone(),
                         demo: false,
-                        output: options.output.clone(),
+                        output: Some(inner_output.clone()),
                         shutdown_timeout: options.shutdown_timeout,
                     })?);
+                    command_reader = Some(command_consumer(&config)?);
                     emit(&options.output, role(true, "lease held")).await;
                 } else if !active && let Some(rt) = current.take() {
                     tracing::warn!(%worker, "fenced: the leadership lease lapsed or was revoked; becoming a standby");
                     emit(&options.output, role(false, "fenced")).await;
+                    command_reader = None;
                     // Its gate is closed: stopping it sends and stores nothing more.
                     summary = add(summary, stop(rt).await);
+                }
+            }
+            Some(record) = inner_records.recv() => {
+                if let OutputRecord::Effect { effect: Effect::Escalation(change), .. } = &record
+                    && super::leader::side_effects_allowed("state publish")
+                {
+                    publish_state(&producer, &state_topic, StateRecord::from_change(
+                        change, &worker, chrono::Utc::now().to_rfc3339()));
+                }
+                emit(&options.output, record).await;
+            }
+            Some(ack) = next_ack(&command_reader) => {
+                if let Some(rt) = &current
+                    && super::leader::side_effects_allowed("acknowledgement")
+                {
+                    tracing::info!(incident_id = ack.incident_id, by = %ack.by, console = %ack.console, "acknowledgement from a console");
+                    let _ = rt.commands.send(Command::Acknowledge { incident_id: ack.incident_id, by: ack.by }).await;
                 }
             }
             Some(()) = changed(&mut snapshots) => {
@@ -136,6 +169,62 @@ async fn supervise(
     }
     leader.stop().await;
     result.map(|()| summary)
+}
+
+/// The active worker's reader of `<topic>.commands`: its own group, so a new active worker
+/// goes on from where the last one committed (acks made while none was active included).
+fn command_consumer(config: &Config) -> anyhow::Result<StreamConsumer> {
+    let mut client = client_config(config, true);
+    client
+        .set("group.id", format!("{}.commands", config.kafka.group_id))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "200");
+    let consumer: StreamConsumer = client.create()?;
+    consumer.subscribe(&[&commands_topic(&config.kafka.topic)])?;
+    Ok(consumer)
+}
+
+async fn next_ack(reader: &Option<StreamConsumer>) -> Option<AckCommand> {
+    let Some(reader) = reader else {
+        return std::future::pending().await;
+    };
+    loop {
+        match reader.recv().await {
+            Ok(message) => match AckCommand::decode(message.payload()) {
+                Some(ack) => return Some(ack),
+                None => tracing::warn!(
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    "not a command record; skipped"
+                ),
+            },
+            Err(error) => {
+                tracing::warn!(%error, "commands topic: fetch error");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Sent on its own task: a slow broker does not hold up the runtime's output.
+fn publish_state(producer: &FutureProducer, topic: &str, record: StateRecord) {
+    let (producer, topic) = (producer.clone(), topic.to_string());
+    tokio::spawn(async move {
+        let key = record.incident_id.to_string();
+        let Ok(payload) = serde_json::to_vec(&record) else {
+            return;
+        };
+        let sent = producer
+            .send(
+                FutureRecord::to(&topic).key(&key).payload(&payload),
+                Duration::from_secs(10),
+            )
+            .await;
+        if let Err((error, _)) = sent {
+            tracing::warn!(%error, incident_id = record.incident_id, "state not published");
+        }
+    });
 }
 
 async fn changed<T>(receiver: &mut Option<watch::Receiver<T>>) -> Option<()> {
