@@ -8,7 +8,8 @@
 //!
 //! - Every `RENEW_EVERY` it commits an offset on `<topic>.leader` synchronously. The group
 //!   coordinator accepts an offset commit only from a current member of the current
-//!   generation, so a successful commit confirms the membership (after the request was sent).
+//!   generation, so a successful commit confirms the membership (after the request was sent);
+//!   so does `REBALANCE_IN_PROGRESS`, which it answers only after checking both.
 //! - The lease then runs until the moment the request was *sent* plus `lease_length` (session
 //!   timeout minus one heartbeat interval), on the monotonic clock, which keeps running while
 //!   the process is stopped.
@@ -26,6 +27,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -279,7 +282,10 @@ fn poll_and_renew(
         }
         let sent_at = Instant::now();
         match consumer.commit(&list, CommitMode::Sync) {
-            Ok(()) => {
+            // The coordinator checks member id and generation before the group's state, so
+            // "rebalance in progress" also confirms the membership. Without this a worker
+            // joining the group fenced the active one for the length of the rebalance.
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress)) => {
                 lease.lock().confirmed(held_since, sent_at, lease.length);
                 failures_logged = false;
             }
