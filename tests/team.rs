@@ -631,7 +631,7 @@ async fn an_ack_at_one_console_reaches_the_worker_and_shows_at_another_console()
     assert!(!open.is_empty(), "the stream leaves escalations open");
 
     let mut propagation = Vec::new();
-    for incident in open.iter().take(5) {
+    for incident in open.iter().take(20) {
         let asked = Instant::now();
         writeln!(alice.child.stdin.as_mut().unwrap(), "ack {incident}").unwrap();
         alice.child.stdin.as_mut().unwrap().flush().unwrap();

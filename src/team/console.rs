@@ -43,6 +43,11 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
     let mut state_config = config.clone();
     state_config.kafka.topic = state_topic(&config.kafka.topic);
     state_config.kafka.auto_offset_reset = "earliest".into();
+    // State records are few and small: fetched at once, not after up to 500 ms (default).
+    state_config
+        .kafka
+        .properties
+        .insert("fetch.wait.max.ms".into(), "20".into());
     let (stop_state, stop_state_rx) = watch::channel(false);
     let state = consumer::start_observer(&state_config, stop_state_rx)?;
     let (commands, command_rx) = mpsc::channel(64);

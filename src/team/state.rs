@@ -59,3 +59,24 @@ impl StateRecord {
         serde_json::from_slice(payload?).ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_acknowledgement_names_who_and_round_trips() {
+        let change = EscalationChange::Acknowledged {
+            incident_id: 9,
+            level: 2,
+            by: "alice".into(),
+            time_to_acknowledge_secs: 3.0,
+        };
+        let record = StateRecord::from_change(&change, "worker-1", "t".into());
+        assert_eq!(record.change, "acknowledged");
+        assert_eq!(record.acknowledged_by.as_deref(), Some("alice"));
+        let bytes = serde_json::to_vec(&record).unwrap();
+        assert_eq!(StateRecord::decode(Some(&bytes)), Some(record));
+        assert_eq!(StateRecord::decode(Some(b"not json")), None);
+    }
+}

@@ -179,7 +179,10 @@ fn command_consumer(config: &Config) -> anyhow::Result<StreamConsumer> {
         .set("group.id", format!("{}.commands", config.kafka.group_id))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "200");
+        .set("auto.commit.interval.ms", "200")
+        // An ack is one small record: the broker answers the fetch at once instead of
+        // holding it up to the default 500 ms.
+        .set("fetch.wait.max.ms", "20");
     let consumer: StreamConsumer = client.create()?;
     consumer.subscribe(&[&commands_topic(&config.kafka.topic)])?;
     Ok(consumer)
