@@ -11,7 +11,7 @@ use crate::cli::{Cli, Subcommands};
 use crate::config::{Config, ConfigSource};
 use crate::kafka::consumer::client_config;
 use crate::kafka::embedded::EmbeddedBroker;
-use crate::runtime::{self, RunSummary, RuntimeOptions};
+use crate::runtime::{RunSummary, RuntimeOptions};
 use crate::simulate::{self, ProduceOptions};
 use crate::{demo, headless, tui};
 
@@ -37,6 +37,9 @@ pub fn effective_config(cli: &Cli) -> anyhow::Result<(Config, ConfigSource)> {
     }
     if let Some(group) = &cli.group {
         config.kafka.group_id = group.clone();
+    }
+    if let Some(role) = cli.role {
+        config.team.role = role;
     }
     if cli.from_beginning {
         config.kafka.auto_offset_reset = "earliest".into();
@@ -233,6 +236,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
         tracing::warn!("{warning}");
     }
 
+    if cli.demo && config.team.role != crate::team::Role::Standalone {
+        anyhow::bail!(
+            "--demo runs standalone; --role {} needs a broker (see scripts/team-demo)",
+            config.team.role.as_str()
+        );
+    }
     let demo = if cli.demo {
         if config.kafka.group_id == "incident-management-consumer" {
             config.kafka.group_id = "incident-console-demo".into();
@@ -262,7 +271,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
     };
     // Weak: the headless writer ends when the runtime's sender goes, whatever else holds one.
     let alert_output = output.as_ref().map(|sender| sender.downgrade());
-    let handle = runtime::spawn(
+    // The role picks the loop: standalone is `runtime::spawn` itself.
+    let handle = crate::team::spawn(
         &config,
         RuntimeOptions {
             operator: config.operator(),
@@ -276,6 +286,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
         brokers = %config.kafka.brokers,
         topic = %config.kafka.topic,
         group = %config.kafka.group_id,
+        role = config.team.role.as_str(),
         "consuming"
     );
     let observer = match &config.monitoring.metrics_addr {
@@ -321,6 +332,20 @@ async fn run_broker(config: &Config, partitions: i32, topics: &[String]) -> anyh
     };
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     let broker = EmbeddedBroker::start(1, &names, partitions).map_err(anyhow::Error::msg)?;
+    // Team mode's coordination topics, one partition each (the mock cannot create topics
+    // through the admin API; on a real cluster the operator creates them).
+    let team_topic = |t: &&String| {
+        [".dlq", ".leader", ".state", ".commands"]
+            .iter()
+            .any(|suffix| t.ends_with(suffix))
+    };
+    for topic in topics.iter().filter(|t| !team_topic(t)) {
+        for team_topic in crate::team::leader::team_topics(topic) {
+            broker
+                .create_topic(&team_topic, 1)
+                .map_err(anyhow::Error::msg)?;
+        }
+    }
     {
         use std::io::Write;
         let mut stdout = std::io::stdout().lock();

@@ -25,6 +25,11 @@ pub struct Cli {
     #[arg(long)]
     pub no_tui: bool,
 
+    /// Team role (config `team.role`; standalone when absent): `worker` handles events while it
+    /// holds the leadership, `console` observes every partition and acts through Kafka.
+    #[arg(long, value_enum, value_name = "ROLE")]
+    pub role: Option<crate::team::Role>,
+
     /// Run on an embedded broker with a built-in simulator; no Kafka needed.
     #[arg(long)]
     pub demo: bool,

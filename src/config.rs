@@ -29,6 +29,8 @@ pub struct Config {
     pub notifications: crate::notify::NotifyConfig,
     pub journal: crate::journal::JournalConfig,
     pub monitoring: crate::observe::MonitoringConfig,
+    #[serde(default)]
+    pub team: crate::team::TeamConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

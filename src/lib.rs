@@ -17,4 +17,5 @@ pub mod replay;
 pub mod runtime;
 pub mod simulate;
 pub mod status;
+pub mod team;
 pub mod tui;

@@ -59,6 +59,21 @@ pub enum OutputRecord {
         state: &'static str,
         detail: String,
     },
+    /// Team mode: a worker's role and whether it is the active one, whenever that changes.
+    Role {
+        role: &'static str,
+        active: bool,
+        worker: String,
+        reason: String,
+        lease_ms: u64,
+        since_start_ms: u64,
+    },
+    /// Team mode: an acknowledgement took effect at the active worker (seen by a console).
+    Acknowledged {
+        incident_id: event::IncidentId,
+        by: String,
+        worker: String,
+    },
 }
 
 pub struct RuntimeOptions {
@@ -758,7 +773,9 @@ impl Runtime {
             topic: source.topic.clone(),
             partition: source.partition,
         };
-        if let Some(next) = self.tracker.finish(&key, source.offset) {
+        if let Some(next) = self.tracker.finish(&key, source.offset)
+            && crate::team::leader::side_effects_allowed("offset store")
+        {
             self.control.store(&key, next);
         }
     }
@@ -816,7 +833,11 @@ impl Runtime {
 
     fn run_effect(&mut self, effect: &Effect) {
         match effect {
-            Effect::Notify(notification) => self.notifier.submit(notification.clone()),
+            Effect::Notify(notification) => {
+                if crate::team::leader::side_effects_allowed("notification") {
+                    self.notifier.submit(notification.clone())
+                }
+            }
             Effect::Escalation(change) => log_escalation(change),
             Effect::IncidentResolved {
                 incident_id,

@@ -226,3 +226,27 @@ fn print_config_redacts_secrets_from_the_environment() {
     assert!(stdout.contains("kafka-9:9092"));
     assert!(stdout.contains("\"sasl.username\": \"svc\""), "{stdout}");
 }
+
+#[test]
+fn role_flag_overrides_the_config_and_bad_roles_are_refused() {
+    let printed = |args: &[&str]| {
+        let output = Command::new(BINARY)
+            .args(args)
+            .arg("--print-config")
+            .env_remove("INCIDENT_CONSOLE_CONFIG")
+            .env("XDG_CONFIG_HOME", "/nonexistent")
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert!(printed(&[]).contains("role: standalone"));
+    assert!(printed(&["--role", "worker"]).contains("role: worker"));
+    assert!(printed(&["--role", "console"]).contains("role: console"));
+    let refused = Command::new(BINARY)
+        .args(["--role", "leader", "--print-config"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--role"));
+}

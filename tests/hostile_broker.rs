@@ -265,7 +265,10 @@ async fn run_corpus(
                 assert_eq!(to, dead_letter_topic);
                 ((partition, offset), Expected::Reject(reason.into()))
             }
-            OutputRecord::Effect { .. } | OutputRecord::SelfAlert { .. } => continue,
+            OutputRecord::Effect { .. }
+            | OutputRecord::SelfAlert { .. }
+            | OutputRecord::Role { .. }
+            | OutputRecord::Acknowledged { .. } => continue,
         };
         let name = sent.get(&at).map(|item| item.name.as_str()).unwrap_or("?");
         assert!(

@@ -819,3 +819,135 @@ mod range_tests {
         assert!(!state.over());
     }
 }
+
+/// Where an observer starts reading each partition: `earliest` (or `--from-beginning`) reads
+/// the retained history, anything else only what arrives from now on.
+fn observer_start(auto_offset_reset: &str) -> Offset {
+    match auto_offset_reset {
+        "earliest" | "smallest" | "beginning" => Offset::Beginning,
+        _ => Offset::End,
+    }
+}
+
+/// An observer of every partition of the topic, for a team console. It joins no consumer
+/// group (`assign`, not `subscribe`): the workers' group keeps all its partitions, any number
+/// of consoles each see every event, and there is no group join to wait for. It commits
+/// nothing (`enable.auto.commit=false`, and no `group.id` to commit under), so it can never
+/// move the workers' offsets. The partitions are those the topic has at start-up.
+pub fn start_observer(config: &Config, stop: watch::Receiver<bool>) -> KafkaResult<KafkaSource> {
+    let status = watch::Sender::new(ConsumerStatus {
+        brokers: config.kafka.brokers.clone(),
+        topic: config.kafka.topic.clone(),
+        group: "(none: observer)".into(),
+        ..ConsumerStatus::default()
+    });
+    let paused = Arc::new(AtomicBool::new(false));
+    let context = ConsoleContext {
+        status: status.clone(),
+        paused: paused.clone(),
+        topic: config.kafka.topic.clone(),
+    };
+    let mut client = client_config(config, true);
+    client
+        .set(
+            "statistics.interval.ms",
+            config.kafka.statistics_interval_ms.to_string(),
+        )
+        .set("enable.partition.eof", "false");
+    apply_passthrough(&mut client, config, true);
+    // After the passthrough: an observer must never commit, whatever `-X` says. librdkafka
+    // wants a `group.id` even for `assign`; one unique to this process is never joined and,
+    // with no commits, never written, so it cannot touch the workers' group.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    client
+        .set(
+            "group.id",
+            format!("incident-console-observer-{}-{nanos}", std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false");
+    let consumer: ConsoleConsumer = client.create_with_context(context)?;
+    let consumer = Arc::new(consumer);
+    let (sender, messages) = mpsc::channel(config.kafka.channel_capacity);
+    let poll_timeout = Duration::from_millis(config.kafka.poll_timeout_ms);
+    let topic = config.kafka.topic.clone();
+    let start = observer_start(&config.kafka.auto_offset_reset);
+    let task = {
+        let consumer = consumer.clone();
+        let status = status.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            // The partition count is a broker round trip: retried until the topic exists.
+            let partitions = loop {
+                let probe = consumer.clone();
+                let name = topic.clone();
+                let found = tokio::task::spawn_blocking(move || {
+                    probe
+                        .fetch_metadata(Some(&name), Duration::from_secs(5))
+                        .map(|metadata| {
+                            metadata
+                                .topics()
+                                .iter()
+                                .filter(|t| t.name() == name && t.error().is_none())
+                                .map(|t| t.partitions().len() as i32)
+                                .sum::<i32>()
+                        })
+                })
+                .await;
+                match found {
+                    Ok(Ok(count)) if count > 0 => break count,
+                    Ok(Ok(_)) => tracing::warn!(%topic, "topic not found yet; retrying"),
+                    Ok(Err(error)) => tracing::warn!(%error, %topic, "no metadata yet; retrying"),
+                    Err(_) => return,
+                }
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
+            };
+            let mut list = TopicPartitionList::new();
+            for partition in 0..partitions {
+                if let Err(error) = list.add_partition_offset(&topic, partition, start) {
+                    tracing::error!(%error, partition, "cannot observe partition");
+                }
+            }
+            if let Err(error) = consumer.assign(&list) {
+                tracing::error!(%error, %topic, "cannot assign the topic's partitions");
+                return;
+            }
+            drop(list);
+            tracing::info!(%topic, partitions, "observing every partition (no group, no commits)");
+            status.send_modify(|s| s.assigned_partitions = (0..partitions).collect());
+            let range = RangeState::new(HashMap::new(), Arc::new(AtomicBool::new(false)));
+            fetch_loop(consumer, sender, stop, poll_timeout, status, range).await;
+        })
+    };
+    Ok(KafkaSource {
+        control: ConsumerControl {
+            consumer,
+            paused,
+            status,
+            topic: config.kafka.topic.clone(),
+            // An observer never moves a group's offsets.
+            commits: false,
+            finished: Arc::new(AtomicBool::new(false)),
+        },
+        messages,
+        task,
+    })
+}
+
+impl ConsumerControl {
+    /// Closes the consumer without committing anything (an observer's end). Off the async
+    /// threads and bounded, like `commit_and_close`.
+    pub async fn close_without_commit(self, timeout: Duration) {
+        let consumer = self.consumer;
+        let work = tokio::task::spawn_blocking(move || drop(consumer));
+        if tokio::time::timeout(timeout, work).await.is_err() {
+            tracing::warn!("consumer did not close within {timeout:?}; exiting anyway");
+        }
+    }
+}

@@ -188,6 +188,13 @@ impl Senders {
     }
 
     pub async fn send(&self, delivery: &Delivery) -> Outcome {
+        // A team worker whose leadership lease lapsed sends nothing (always open otherwise).
+        if !crate::team::leader::side_effects_allowed("notification send") {
+            return failed(
+                "fenced",
+                "this worker lost the leadership; the active one sends",
+            );
+        }
         match &delivery.payload {
             Payload::Email { to, subject, body } => {
                 self.send_email(&delivery.key, to, subject, body).await

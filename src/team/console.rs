@@ -1,0 +1,305 @@
+//! The console role: an operator's observer. It reads every partition of the incident topic
+//! without joining the workers' group and without committing (see
+//! `kafka::consumer::start_observer`), keeps a local engine only to build the feed it shows,
+//! and runs none of the engine's effects: no journal, no notification, no dead letter. The
+//! active worker does all of that.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::{mpsc, watch};
+
+use super::commands::{AckCommand, commands_topic, parse_stdin_line};
+use super::state::{StateRecord, state_topic};
+
+use crate::config::Config;
+use crate::core::engine::{Engine, Input};
+use crate::core::event;
+use crate::kafka::consumer::{self, ConsumerControl, FetchedMessage};
+use crate::runtime::{OutputRecord, RunSummary, RuntimeHandle, RuntimeOptions};
+use crate::status::{Command, NotifierStatus, SharedSnapshot, Snapshot};
+
+struct Observer {
+    engine: Engine,
+    control: ConsumerControl,
+    output: Option<mpsc::Sender<OutputRecord>>,
+    max_message_bytes: usize,
+    operator: String,
+    summary: RunSummary,
+    /// Acknowledgements go out as records on `<topic>.commands`.
+    producer: FutureProducer,
+    commands_topic: String,
+    console_id: String,
+}
+
+/// Starts the observer's consumer and loop; the TUI and headless mode drive it like the runtime.
+pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<RuntimeHandle> {
+    let engine = Engine::new(config.engine_config());
+    let (stop_fetching, stop_rx) = watch::channel(false);
+    let source = consumer::start_observer(config, stop_rx)?;
+    let consumer_status = source.control.status();
+    // The worker's escalation state, read from the start of `<topic>.state`.
+    let mut state_config = config.clone();
+    state_config.kafka.topic = state_topic(&config.kafka.topic);
+    state_config.kafka.auto_offset_reset = "earliest".into();
+    // State records are few and small: fetched at once, not after up to 500 ms (default).
+    state_config
+        .kafka
+        .properties
+        .insert("fetch.wait.max.ms".into(), "20".into());
+    let (stop_state, stop_state_rx) = watch::channel(false);
+    let state = consumer::start_observer(&state_config, stop_state_rx)?;
+    let (commands, command_rx) = mpsc::channel(64);
+    if options.output.is_some() {
+        read_stdin(commands.clone(), options.operator.clone());
+    }
+    let observer = Observer {
+        producer: crate::kafka::consumer::client_config(config, false).create()?,
+        commands_topic: commands_topic(&config.kafka.topic),
+        console_id: format!("console-{}", std::process::id()),
+        engine,
+        control: source.control,
+        output: options.output,
+        max_message_bytes: config.kafka.max_message_bytes,
+        operator: options.operator,
+        summary: RunSummary::default(),
+    };
+    let (snapshot_tx, snapshots) = watch::channel(observer.snapshot());
+    let frame = Duration::from_secs_f64(1.0 / f64::from(config.console.max_frames_per_sec.max(1)));
+    let task = tokio::spawn(observer.run(
+        (state.messages, state.control, state.task, stop_state),
+        source.messages,
+        source.task,
+        stop_fetching,
+        command_rx,
+        snapshot_tx,
+        frame,
+        options.shutdown_timeout,
+    ));
+    Ok(RuntimeHandle {
+        commands,
+        snapshots,
+        consumer_status,
+        journal_stats: None,
+        task,
+    })
+}
+
+impl Observer {
+    fn snapshot(&self) -> SharedSnapshot {
+        Arc::new(Snapshot {
+            engine: self.engine.snapshot(chrono::Utc::now()),
+            consumer: self.control.status().borrow().clone(),
+            notifier: NotifierStatus::default(),
+            operator: self.operator.clone(),
+            demo: false,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run(
+        mut self,
+        state: StateSource,
+        mut messages: mpsc::Receiver<FetchedMessage>,
+        fetch_task: tokio::task::JoinHandle<()>,
+        stop_fetching: watch::Sender<bool>,
+        mut commands: mpsc::Receiver<Command>,
+        snapshot_tx: watch::Sender<SharedSnapshot>,
+        frame_every: Duration,
+        shutdown_timeout: Duration,
+    ) -> anyhow::Result<RunSummary> {
+        let mut status_rx = self.control.status();
+        let mut ticker = tokio::time::interval(Duration::from_secs(1));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut frame = tokio::time::interval(frame_every);
+        frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut dirty = true;
+        let (mut state_messages, state_control, state_task, stop_state) = state;
+        loop {
+            tokio::select! {
+                // Operator commands first, as in the runtime.
+                biased;
+                command = commands.recv() => {
+                    match command.unwrap_or(Command::Shutdown) {
+                        Command::Shutdown => break,
+                        Command::Pause | Command::Resume | Command::TogglePause => {
+                            // Pausing an observer only stops this console's feed.
+                            let paused = !self.control.is_paused();
+                            if let Err(error) = self.control.set_paused(paused) {
+                                tracing::warn!(%error, "pause/resume did not apply to every partition");
+                            }
+                        }
+                        Command::Acknowledge { incident_id, by } => self.acknowledge(incident_id, by).await,
+                    }
+                    snapshot_tx.send_replace(self.snapshot());
+                    dirty = false;
+                }
+                _ = frame.tick(), if dirty => {
+                    snapshot_tx.send_replace(self.snapshot());
+                    dirty = false;
+                }
+                Some(message) = state_messages.recv() => {
+                    self.state_changed(message).await;
+                    dirty = true;
+                }
+                _ = status_rx.changed() => dirty = true,
+                _ = ticker.tick() => {
+                    // Effects are the active worker's business: dropped here.
+                    let _ = self.engine.apply(Input::Tick, chrono::Utc::now());
+                    dirty = true;
+                }
+                message = messages.recv() => match message {
+                    Some(message) => {
+                        self.observe(message).await;
+                        dirty = true;
+                    }
+                    None => {
+                        tracing::error!("the Kafka fetch task ended unexpectedly");
+                        break;
+                    }
+                },
+            }
+        }
+        let _ = stop_fetching.send(true);
+        let _ = stop_state.send(true);
+        let _ = fetch_task.await;
+        let _ = state_task.await;
+        state_control.close_without_commit(shutdown_timeout).await;
+        snapshot_tx.send_replace(self.snapshot());
+        self.control.close_without_commit(shutdown_timeout).await;
+        tracing::info!(observed = self.summary.handled, "console stopped");
+        Ok(self.summary)
+    }
+
+    /// Sends the acknowledgement to the active worker as a command record; it takes effect
+    /// (here and in every console) when the worker's state record comes back.
+    async fn acknowledge(&mut self, incident_id: event::IncidentId, by: String) {
+        let command = AckCommand {
+            incident_id,
+            by,
+            at: chrono::Utc::now().to_rfc3339(),
+            console: self.console_id.clone(),
+        };
+        let (producer, topic) = (self.producer.clone(), self.commands_topic.clone());
+        tokio::spawn(async move {
+            let key = incident_id.to_string();
+            let Ok(payload) = serde_json::to_vec(&command) else {
+                return;
+            };
+            let record = FutureRecord::to(&topic).key(&key).payload(&payload);
+            match producer.send(record, Duration::from_secs(10)).await {
+                Ok(_) => {
+                    tracing::info!(incident_id, by = %command.by, "acknowledgement sent to the active worker")
+                }
+                Err((error, _)) => tracing::error!(%error, incident_id, "acknowledgement not sent"),
+            }
+        });
+    }
+
+    async fn state_changed(&mut self, message: FetchedMessage) {
+        let Some(record) = StateRecord::decode(message.payload.as_deref()) else {
+            tracing::warn!(source = %message.source, "not a state record; skipped");
+            return;
+        };
+        if let Some(by) = record.acknowledged_by {
+            // The local picture follows the worker's: shown as "acknowledged by <by>".
+            let input = Input::Acknowledge {
+                incident_id: record.incident_id,
+                by: by.clone(),
+            };
+            let _ = self.engine.apply(input, chrono::Utc::now());
+            self.emit(OutputRecord::Acknowledged {
+                incident_id: record.incident_id,
+                by,
+                worker: record.worker,
+            })
+            .await;
+        }
+    }
+
+    async fn observe(&mut self, message: FetchedMessage) {
+        let now = chrono::Utc::now();
+        let source = message.source;
+        match event::decode(message.payload.as_deref(), self.max_message_bytes) {
+            Ok(event) => {
+                let raw: Arc<str> =
+                    String::from_utf8_lossy(message.payload.as_deref().unwrap_or_default()).into();
+                self.emit(OutputRecord::Event {
+                    event_type: event.event_type(),
+                    incident_id: event.incident_id(),
+                    topic: source.topic.clone(),
+                    partition: source.partition,
+                    offset: source.offset,
+                    received_at: now,
+                    data: Box::new(event.clone()),
+                })
+                .await;
+                let input = Input::Event {
+                    event,
+                    source: Some(source),
+                    raw,
+                };
+                let _ = self.engine.apply(input, now);
+                self.summary.handled += 1;
+            }
+            Err(error) => {
+                // Shown in the feed; the active worker dead-letters it.
+                let raw: Arc<str> = match &message.payload {
+                    None => "(tombstone)".into(),
+                    Some(bytes) => {
+                        String::from_utf8_lossy(&bytes[..bytes.len().min(64 * 1024)]).into()
+                    }
+                };
+                let input = Input::Rejected {
+                    error,
+                    source: Some(source),
+                    raw,
+                };
+                let _ = self.engine.apply(input, now);
+            }
+        }
+    }
+
+    async fn emit(&mut self, record: OutputRecord) {
+        if let Some(output) = &self.output
+            && output.send(record).await.is_err()
+        {
+            self.output = None;
+        }
+    }
+}
+
+type StateSource = (
+    mpsc::Receiver<FetchedMessage>,
+    ConsumerControl,
+    tokio::task::JoinHandle<()>,
+    watch::Sender<bool>,
+);
+
+/// Headless consoles take `ack INCIDENT_ID` lines on stdin (for scripts and tests).
+fn read_stdin(commands: mpsc::Sender<Command>, operator: String) {
+    let spawned = std::thread::Builder::new()
+        .name("console-stdin".into())
+        .spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+                match parse_stdin_line(&line) {
+                    Ok(Some(incident_id)) => {
+                        let by = operator.clone();
+                        if commands
+                            .blocking_send(Command::Acknowledge { incident_id, by })
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(error) => tracing::warn!("{error}"),
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(%error, "cannot read stdin; acknowledge from the console instead");
+    }
+}

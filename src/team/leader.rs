@@ -1,0 +1,347 @@
+//! Leadership from Kafka, and the lease that guards every side effect of the active worker.
+//!
+//! Every worker joins the consumer group `<group>.leader` on the one-partition topic
+//! `<topic>.leader`; the member that holds partition 0 may become the active worker. Holding
+//! it is not enough to act: a worker paused past its session (SIGSTOP, a long GC, a frozen
+//! VM) still believes it holds the partition when it wakes up, although the coordinator gave
+//! it to a standby meanwhile. So the active worker also holds a **lease**:
+//!
+//! - Every `RENEW_EVERY` it commits an offset on `<topic>.leader` synchronously. The group
+//!   coordinator accepts an offset commit only from a current member of the current
+//!   generation, so a successful commit confirms the membership (after the request was sent);
+//!   so does `REBALANCE_IN_PROGRESS`, which it answers only after checking both.
+//! - The lease then runs until the moment the request was *sent* plus `lease_length` (session
+//!   timeout minus one heartbeat interval), on the monotonic clock, which keeps running while
+//!   the process is stopped.
+//! - A new holder of partition 0 waits `lease_length` after its assignment before it acts:
+//!   the old holder was expired by the coordinator no earlier than its last confirmation, so
+//!   its lease has lapsed by then, whatever the broker does with commits and sessions.
+//! - `side_effects_allowed()` is checked before every notification send and offset store;
+//!   once the lease lapses it refuses, and the worker reports that it was fenced.
+//!
+//! What this does not give yet: a fenced worker's notification already on the wire at the
+//! moment of the pause still completes (as with a kill today), and a leader epoch on records.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::kafka::consumer::{HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS, client_config};
+
+/// How often the active worker confirms its membership.
+pub const RENEW_EVERY: Duration = Duration::from_millis(1000);
+
+/// The coordination topic of an incident topic.
+pub fn leader_topic(topic: &str) -> String {
+    format!("{topic}.leader")
+}
+
+/// The topics team mode uses besides the incident topic. On a real cluster the operator
+/// creates them; the embedded broker creates them with one partition each.
+pub fn team_topics(topic: &str) -> [String; 3] {
+    [
+        leader_topic(topic),
+        format!("{topic}.state"),
+        format!("{topic}.commands"),
+    ]
+}
+
+/// The worker's view of its leadership. Pure bookkeeping on instants passed in, so the
+/// rules are tested without a broker or a clock.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseState {
+    /// Since when this member holds partition 0 of the leader topic (monotonic).
+    pub held_since: Option<Instant>,
+    /// Until when the coordinator's last confirmation lets it act.
+    pub confirmed_until: Option<Instant>,
+}
+
+impl LeaseState {
+    pub fn assigned(&mut self, now: Instant) {
+        self.held_since.get_or_insert(now);
+    }
+
+    /// Revoked or lost: nothing is allowed from now on.
+    pub fn revoked(&mut self) {
+        self.held_since = None;
+        self.confirmed_until = None;
+    }
+
+    /// A commit sent at `sent_at` (while holding since `held_since`) succeeded.
+    pub fn confirmed(&mut self, held_since: Instant, sent_at: Instant, length: Duration) {
+        if self.held_since == Some(held_since) {
+            self.confirmed_until = Some(sent_at + length);
+        }
+    }
+
+    /// Active: holds the partition, waited out any previous holder's lease, and was confirmed
+    /// recently enough.
+    pub fn active(&self, now: Instant, length: Duration) -> bool {
+        match (self.held_since, self.confirmed_until) {
+            (Some(since), Some(until)) => now >= since + length && now < until,
+            _ => false,
+        }
+    }
+}
+
+/// Shared between the leader consumer's callbacks, the renewal task and the gate.
+#[derive(Clone)]
+pub struct Lease {
+    state: Arc<Mutex<LeaseState>>,
+    length: Duration,
+}
+
+impl Lease {
+    pub fn new(length: Duration) -> Self {
+        Self {
+            state: Arc::default(),
+            length,
+        }
+    }
+
+    pub fn length(&self) -> Duration {
+        self.length
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.lock().active(Instant::now(), self.length)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LeaseState> {
+        // The state is a pair of instants: a panic elsewhere cannot leave it half-written.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The lease of this process, when it runs as a worker. Side effects check it; a process
+/// without one (standalone, console, tests in-process) is never gated.
+static GATE: OnceLock<Lease> = OnceLock::new();
+/// Set once a refusal was logged, so a fenced worker logs it once, not per message.
+static REFUSAL_LOGGED: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process may perform a side effect now (send a notification, store an
+/// offset). `what` names it in the log when refused.
+pub fn side_effects_allowed(what: &str) -> bool {
+    let Some(lease) = GATE.get() else {
+        return true;
+    };
+    let allowed = lease.is_active();
+    if allowed {
+        REFUSAL_LOGGED.store(false, Ordering::Relaxed);
+    } else if !REFUSAL_LOGGED.swap(true, Ordering::Relaxed) {
+        tracing::warn!("fenced: the leadership lease has lapsed; {what} refused");
+    }
+    allowed
+}
+
+struct LeaderContext {
+    lease: Lease,
+    topic: String,
+}
+
+impl ClientContext for LeaderContext {}
+
+impl ConsumerContext for LeaderContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // Revocation takes effect before librdkafka gives the partition up.
+        match rebalance {
+            Rebalance::Revoke(list) if holds_zero(list, &self.topic) => {
+                self.lease.lock().revoked();
+                tracing::info!("leadership partition revoked");
+            }
+            Rebalance::Error(error) => {
+                self.lease.lock().revoked();
+                tracing::warn!(%error, "leader group rebalance failed; not active");
+            }
+            _ => {}
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(list) = rebalance
+            && holds_zero(list, &self.topic)
+        {
+            self.lease.lock().assigned(Instant::now());
+            tracing::info!(
+                wait_ms = self.lease.length.as_millis() as u64,
+                "leadership partition assigned; waiting out any previous holder's lease"
+            );
+        }
+    }
+}
+
+fn holds_zero(list: &TopicPartitionList, topic: &str) -> bool {
+    list.elements()
+        .iter()
+        .any(|e| e.topic() == topic && e.partition() == 0)
+}
+
+/// The running leader election: its consumer is polled on a thread of its own (rebalance
+/// callbacks run inside the poll), and the lease is renewed from there too.
+pub struct Leader {
+    pub lease: Lease,
+    stop: watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Leader {
+    pub fn start(config: &Config) -> anyhow::Result<Self> {
+        let session = config
+            .kafka
+            .properties
+            .get("session.timeout.ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(u64::from(SESSION_TIMEOUT_MS));
+        let heartbeat = config
+            .kafka
+            .properties
+            .get("heartbeat.interval.ms")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(u64::from(HEARTBEAT_INTERVAL_MS));
+        anyhow::ensure!(
+            session > heartbeat + RENEW_EVERY.as_millis() as u64,
+            "session.timeout.ms ({session}) must exceed heartbeat.interval.ms ({heartbeat}) \
+             plus {} ms for a worker's lease",
+            RENEW_EVERY.as_millis()
+        );
+        let lease = Lease::new(Duration::from_millis(session - heartbeat));
+        let topic = leader_topic(&config.kafka.topic);
+        let mut client = client_config(config, true);
+        client
+            .set("group.id", format!("{}.leader", config.kafka.group_id))
+            .set("session.timeout.ms", session.to_string())
+            .set("heartbeat.interval.ms", heartbeat.to_string())
+            // Sticky: a worker joining or leaving does not move the leadership from a
+            // healthy holder.
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "latest");
+        let context = LeaderContext {
+            lease: lease.clone(),
+            topic: topic.clone(),
+        };
+        let consumer: BaseConsumer<LeaderContext> = client.create_with_context(context)?;
+        consumer.subscribe(&[&topic])?;
+        let (stop, stop_rx) = watch::channel(false);
+        let renewing = lease.clone();
+        let thread =
+            tokio::task::spawn_blocking(move || poll_and_renew(consumer, renewing, topic, stop_rx));
+        Ok(Self {
+            lease,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// Makes the lease the gate of this process's side effects.
+    pub fn install_gate(&self) {
+        let _ = GATE.set(self.lease.clone());
+    }
+
+    /// Leaves the group (a standby takes over at once rather than after the session).
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(thread) = self.thread.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), thread).await;
+        }
+    }
+}
+
+fn poll_and_renew(
+    consumer: BaseConsumer<LeaderContext>,
+    lease: Lease,
+    topic: String,
+    stop: watch::Receiver<bool>,
+) {
+    let mut last_renewal = Instant::now() - RENEW_EVERY;
+    let mut failures_logged = false;
+    while !*stop.borrow() {
+        // Rebalance callbacks run inside the poll; the topic's records are not used.
+        let _ = consumer.poll(Duration::from_millis(100));
+        if last_renewal.elapsed() < RENEW_EVERY {
+            continue;
+        }
+        last_renewal = Instant::now();
+        let Some(held_since) = lease.lock().held_since else {
+            continue;
+        };
+        let mut list = TopicPartitionList::new();
+        if list
+            .add_partition_offset(&topic, 0, Offset::Offset(0))
+            .is_err()
+        {
+            continue;
+        }
+        let sent_at = Instant::now();
+        match consumer.commit(&list, CommitMode::Sync) {
+            // The coordinator checks member id and generation before the group's state, so
+            // "rebalance in progress" also confirms the membership. Without this a worker
+            // joining the group fenced the active one for the length of the rebalance.
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress)) => {
+                lease.lock().confirmed(held_since, sent_at, lease.length);
+                failures_logged = false;
+            }
+            Err(error) => {
+                if !failures_logged {
+                    tracing::warn!(%error, "the coordinator did not confirm the leadership");
+                    failures_logged = true;
+                }
+            }
+        }
+    }
+    consumer.unsubscribe();
+    drop(consumer);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LENGTH: Duration = Duration::from_secs(4);
+
+    #[test]
+    fn a_new_holder_waits_out_the_previous_lease_then_acts_while_confirmed() {
+        let start = Instant::now();
+        let mut state = LeaseState::default();
+        assert!(!state.active(start, LENGTH), "nothing held");
+        state.assigned(start);
+        state.confirmed(start, start, LENGTH);
+        assert!(
+            !state.active(start + Duration::from_secs(3), LENGTH),
+            "waiting out"
+        );
+        // Renewed at 3 s: active from 4 s (held + length) to 7 s (sent + length).
+        state.confirmed(start, start + Duration::from_secs(3), LENGTH);
+        assert!(state.active(start + LENGTH, LENGTH));
+        assert!(state.active(start + Duration::from_millis(6999), LENGTH));
+        assert!(
+            !state.active(start + Duration::from_secs(7), LENGTH),
+            "lapsed"
+        );
+    }
+
+    #[test]
+    fn a_paused_worker_is_not_active_when_it_wakes_and_revocation_is_immediate() {
+        let start = Instant::now();
+        let mut state = LeaseState::default();
+        state.assigned(start);
+        state.confirmed(start, start + Duration::from_secs(5), LENGTH);
+        assert!(state.active(start + Duration::from_secs(6), LENGTH));
+        // Stopped for 30 s: still "held" as far as it knows, but the lease is long gone.
+        assert!(!state.active(start + Duration::from_secs(36), LENGTH));
+        state.revoked();
+        assert!(!state.active(start + Duration::from_secs(6), LENGTH));
+        // A confirmation from before the revocation does not revive it.
+        state.assigned(start + Duration::from_secs(40));
+        state.confirmed(start, start + Duration::from_secs(41), LENGTH);
+        assert_eq!(state.confirmed_until, None);
+    }
+}
