@@ -756,70 +756,6 @@ async fn fetch_loop(
     tracing::debug!("fetch loop stopped");
 }
 
-#[cfg(test)]
-mod range_tests {
-    use super::*;
-
-    fn plan(partition: i32, start: i64, end: Option<i64>) -> PartitionPlan {
-        PartitionPlan {
-            partition,
-            start,
-            end,
-            skip_before_ms: None,
-            stop_after_ms: None,
-        }
-    }
-
-    #[test]
-    fn partition_offsets_parse_or_name_the_flag() {
-        assert_eq!(
-            parse_partition_offset("--from-offset", "2:150"),
-            Ok((2, 150))
-        );
-        for bad in ["2", "x:1", "1:y", "-1:5", "1:-5", ""] {
-            let error = parse_partition_offset("--from-offset", bad).unwrap_err();
-            assert!(error.starts_with("--from-offset"), "{error}");
-        }
-    }
-
-    #[test]
-    fn a_bounded_read_ends_when_every_partition_reached_its_end() {
-        let finished = Arc::new(AtomicBool::new(false));
-        let plans = HashMap::from([(0, plan(0, 5, Some(7))), (1, plan(1, 3, Some(3)))]);
-        let mut state = RangeState::new(plans, finished.clone());
-        assert!(!state.over(), "partition 1 is empty, 0 is not");
-        assert_eq!(state.judge(0, 5, None), Verdict::Forward);
-        assert!(!state.close(0, Some(5)));
-        assert_eq!(state.judge(0, 6, None), Verdict::Forward);
-        assert!(state.close(0, Some(6)));
-        assert!(finished.load(Ordering::SeqCst));
-    }
-
-    #[test]
-    fn times_skip_before_the_start_and_end_after_the_stop() {
-        let finished = Arc::new(AtomicBool::new(false));
-        let mut timed = plan(0, 0, Some(100));
-        timed.skip_before_ms = Some(1_000);
-        timed.stop_after_ms = Some(2_000);
-        let mut state = RangeState::new(HashMap::from([(0, timed)]), finished);
-        assert_eq!(state.judge(0, 0, Some(500)), Verdict::Skip);
-        assert_eq!(state.judge(0, 1, Some(1_000)), Verdict::Forward);
-        // Once started, an older timestamp (producer clocks differ) is not skipped.
-        assert_eq!(state.judge(0, 2, Some(900)), Verdict::Forward);
-        assert_eq!(state.judge(0, 3, Some(2_001)), Verdict::PastEnd);
-        assert!(state.close(0, None));
-    }
-
-    #[test]
-    fn an_unbounded_partition_keeps_the_read_going() {
-        let finished = Arc::new(AtomicBool::new(false));
-        let plans = HashMap::from([(0, plan(0, 0, Some(1))), (1, plan(1, 0, None))]);
-        let mut state = RangeState::new(plans, finished);
-        assert!(!state.close(0, Some(0)));
-        assert!(!state.over());
-    }
-}
-
 /// Where an observer starts reading each partition: `earliest` (or `--from-beginning`) reads
 /// the retained history, anything else only what arrives from now on.
 fn observer_start(auto_offset_reset: &str) -> Offset {
@@ -949,5 +885,69 @@ impl ConsumerControl {
         if tokio::time::timeout(timeout, work).await.is_err() {
             tracing::warn!("consumer did not close within {timeout:?}; exiting anyway");
         }
+    }
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::*;
+
+    fn plan(partition: i32, start: i64, end: Option<i64>) -> PartitionPlan {
+        PartitionPlan {
+            partition,
+            start,
+            end,
+            skip_before_ms: None,
+            stop_after_ms: None,
+        }
+    }
+
+    #[test]
+    fn partition_offsets_parse_or_name_the_flag() {
+        assert_eq!(
+            parse_partition_offset("--from-offset", "2:150"),
+            Ok((2, 150))
+        );
+        for bad in ["2", "x:1", "1:y", "-1:5", "1:-5", ""] {
+            let error = parse_partition_offset("--from-offset", bad).unwrap_err();
+            assert!(error.starts_with("--from-offset"), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_bounded_read_ends_when_every_partition_reached_its_end() {
+        let finished = Arc::new(AtomicBool::new(false));
+        let plans = HashMap::from([(0, plan(0, 5, Some(7))), (1, plan(1, 3, Some(3)))]);
+        let mut state = RangeState::new(plans, finished.clone());
+        assert!(!state.over(), "partition 1 is empty, 0 is not");
+        assert_eq!(state.judge(0, 5, None), Verdict::Forward);
+        assert!(!state.close(0, Some(5)));
+        assert_eq!(state.judge(0, 6, None), Verdict::Forward);
+        assert!(state.close(0, Some(6)));
+        assert!(finished.load(Ordering::SeqCst));
+    }
+
+    #[test]
+    fn times_skip_before_the_start_and_end_after_the_stop() {
+        let finished = Arc::new(AtomicBool::new(false));
+        let mut timed = plan(0, 0, Some(100));
+        timed.skip_before_ms = Some(1_000);
+        timed.stop_after_ms = Some(2_000);
+        let mut state = RangeState::new(HashMap::from([(0, timed)]), finished);
+        assert_eq!(state.judge(0, 0, Some(500)), Verdict::Skip);
+        assert_eq!(state.judge(0, 1, Some(1_000)), Verdict::Forward);
+        // Once started, an older timestamp (producer clocks differ) is not skipped.
+        assert_eq!(state.judge(0, 2, Some(900)), Verdict::Forward);
+        assert_eq!(state.judge(0, 3, Some(2_001)), Verdict::PastEnd);
+        assert!(state.close(0, None));
+    }
+
+    #[test]
+    fn an_unbounded_partition_keeps_the_read_going() {
+        let finished = Arc::new(AtomicBool::new(false));
+        let plans = HashMap::from([(0, plan(0, 0, Some(1))), (1, plan(1, 0, None))]);
+        let mut state = RangeState::new(plans, finished);
+        assert!(!state.close(0, Some(0)));
+        assert!(!state.over());
     }
 }
