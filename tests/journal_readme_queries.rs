@@ -1,4 +1,4 @@
-//! The `sqlite3` queries in the README's journal section, run against a journal written from
+//! The `sqlite3` queries in docs/journal.md, run against a journal written from
 //! what the real engine decided, so that the documentation cannot drift from the schema.
 //!
 //! `JOURNAL_README_KEEP=/some/file.sqlite3 cargo test --test journal_readme_queries` keeps a
@@ -145,10 +145,10 @@ fn resolved(id: i64, title: &str, at: Timestamp) -> String {
     )
 }
 
-/// The ```sql blocks of the README's journal section, in order.
+/// The ```sql blocks of docs/journal.md, in order.
 fn readme_queries() -> Vec<String> {
     let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/journal.md")).unwrap();
     let start = readme.find("<!-- journal:start -->").unwrap();
     let end = readme.find("<!-- journal:end -->").unwrap();
     readme[start..end]
@@ -242,7 +242,7 @@ fn the_readme_queries_answer_from_a_real_journal() {
     let connection = journal_common::inspect(&path);
 
     let queries = readme_queries();
-    assert_eq!(queries.len(), 4, "the README shows four queries");
+    assert_eq!(queries.len(), 4, "docs/journal.md shows four queries");
 
     let history = run(&connection, &queries[0]);
     let what: Vec<&str> = history

@@ -1,10 +1,10 @@
-//! The README's notification example is a configuration that parses, validates and starts.
+//! The notification example in docs/notifications.md is a configuration that parses, validates and starts.
 
 use incident_console::config::{Config, DEFAULT_CONFIG};
 use incident_console::notify::{Channel, Notifier};
 
 fn readme_example() -> String {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../docs/notifications.md");
     let start = readme
         .find("<!-- notifications:start -->")
         .expect("start marker");
