@@ -107,6 +107,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
                 count: *count,
                 seed: *seed,
                 poison_ratio: *poison,
+                pace: None,
             };
             run_simulate(&config, &options).await?;
             return Ok(RunSummary::default());
@@ -141,6 +142,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
                 count: cli.demo_count,
                 seed: rand_seed(),
                 poison_ratio: cli.demo_poison,
+                pace: None,
             },
         )?)
     } else {
@@ -162,6 +164,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
             shutdown_timeout: Duration::from_secs(10),
         },
     )?;
+    if let Some(demo) = &demo {
+        demo.pace_by(handle.fetched.clone());
+    }
     tracing::info!(
         brokers = %config.kafka.brokers,
         topic = %config.kafka.topic,

@@ -68,6 +68,8 @@ pub struct RuntimeHandle {
     pub commands: mpsc::Sender<Command>,
     pub snapshots: watch::Receiver<SharedSnapshot>,
     pub consumer_status: watch::Receiver<ConsumerStatus>,
+    /// Messages fetched so far (see `ConsumerControl::fetched`).
+    pub fetched: Arc<std::sync::atomic::AtomicU64>,
     pub task: JoinHandle<anyhow::Result<RunSummary>>,
 }
 
@@ -261,6 +263,7 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
     let (commands, command_rx) = mpsc::channel(64);
     let (dead_letter_done, done_rx) = mpsc::channel(1024);
     let consumer_status = source.control.status();
+    let fetched = source.control.fetched();
     let now = chrono::Utc::now();
     let initial = Arc::new(Snapshot {
         engine: engine.snapshot(now),
@@ -300,6 +303,7 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
         commands,
         snapshots,
         consumer_status,
+        fetched,
         task,
     })
 }

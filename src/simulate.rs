@@ -2,6 +2,8 @@
 //! commented on, escalated and resolved, with a burst now and then. The generator is
 //! deterministic for a seed; `produce` sends its output to any broker.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::TimeDelta;
@@ -273,6 +275,43 @@ impl Simulator {
     }
 }
 
+/// Keeps a producer at most `max_ahead` events ahead of a consumer in the same process.
+/// Until the consumer's counter is known, it counts as zero.
+#[derive(Debug, Clone)]
+pub struct Pace {
+    pub consumed: tokio::sync::watch::Receiver<Option<Arc<AtomicU64>>>,
+    pub max_ahead: u64,
+}
+
+impl Pace {
+    fn consumed(&self) -> u64 {
+        self.consumed
+            .borrow()
+            .as_ref()
+            .map_or(0, |counter| counter.load(Ordering::Relaxed))
+    }
+
+    /// Waits until fewer than `max_ahead` of the `sent` events are unread, or `stop` fires.
+    /// Returns false on stop.
+    async fn wait_for_room(
+        &self,
+        sent: u64,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> bool {
+        while sent.saturating_sub(self.consumed()) >= self.max_ahead {
+            // The consumer's counter is a plain atomic bumped per message on its hot path; a
+            // short poll here costs the flood nothing, where a wake-up per message would.
+            tokio::select! {
+                _ = stop.changed() => return false,
+                _ = tokio::time::sleep(PACE_POLL) => {}
+            }
+        }
+        true
+    }
+}
+
+const PACE_POLL: Duration = Duration::from_millis(2);
+
 #[derive(Debug, Clone)]
 pub struct ProduceOptions {
     /// Events per second; 0 sends as fast as the producer takes them.
@@ -280,6 +319,8 @@ pub struct ProduceOptions {
     pub count: Option<u64>,
     pub seed: u64,
     pub poison_ratio: f64,
+    /// `None` produces regardless of any reader (the `simulate` command).
+    pub pace: Option<Pace>,
 }
 
 /// Sends the simulated stream to `topic` until `count` events are sent or `stop` fires.
@@ -315,6 +356,11 @@ pub async fn produce(
         };
         for _ in 0..burst {
             if options.count.is_some_and(|count| sent >= count) {
+                break 'outer;
+            }
+            if let Some(pace) = &options.pace
+                && !pace.wait_for_room(sent, &mut stop).await
+            {
                 break 'outer;
             }
             let item = simulator.next(chrono::Utc::now());

@@ -1,8 +1,9 @@
 //! The Kafka consumer: a task that fetches messages and hands them to the runtime through a
 //! bounded channel, plus a control handle for pausing, storing offsets and committing.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -36,6 +37,9 @@ pub struct ConsoleContext {
     status: watch::Sender<ConsumerStatus>,
     paused: Arc<AtomicBool>,
     topic: String,
+    /// Bumped on every assignment change, so the fetch loop forgets where each partition was:
+    /// a partition given back may resume where another member left it.
+    generation: Arc<AtomicU64>,
 }
 
 impl ClientContext for ConsoleContext {
@@ -95,6 +99,7 @@ impl ClientContext for ConsoleContext {
 
 impl ConsumerContext for ConsoleContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let partitions = match rebalance {
             Rebalance::Assign(list) => {
                 // Partitions that arrive in a rebalance must honour the operator's pause.
@@ -179,9 +184,16 @@ pub struct ConsumerControl {
     paused: Arc<AtomicBool>,
     status: watch::Sender<ConsumerStatus>,
     topic: String,
+    fetched: Arc<AtomicU64>,
 }
 
 impl ConsumerControl {
+    /// How many messages the fetch task has handed on since it started. The demo's simulator
+    /// reads it to stay within what the embedded broker keeps.
+    pub fn fetched(&self) -> Arc<AtomicU64> {
+        self.fetched.clone()
+    }
+
     pub fn status(&self) -> watch::Receiver<ConsumerStatus> {
         self.status.subscribe()
     }
@@ -266,10 +278,13 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> KafkaResult<KafkaS
         ..ConsumerStatus::default()
     });
     let paused = Arc::new(AtomicBool::new(false));
+    let generation = Arc::new(AtomicU64::new(0));
+    let fetched = Arc::new(AtomicU64::new(0));
     let context = ConsoleContext {
         status: status.clone(),
         paused: paused.clone(),
         topic: config.kafka.topic.clone(),
+        generation: generation.clone(),
     };
     let mut client = client_config(config, true);
     client
@@ -314,7 +329,11 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> KafkaResult<KafkaS
         sender,
         stop,
         poll_timeout,
-        status.clone(),
+        FetchCounters {
+            status: status.clone(),
+            fetched: fetched.clone(),
+            generation,
+        },
     ));
     Ok(KafkaSource {
         control: ConsumerControl {
@@ -322,10 +341,41 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> KafkaResult<KafkaS
             paused,
             status,
             topic: config.kafka.topic.clone(),
+            fetched,
         },
         messages,
         task,
     })
+}
+
+/// What the fetch loop reports besides the messages themselves.
+struct FetchCounters {
+    status: watch::Sender<ConsumerStatus>,
+    fetched: Arc<AtomicU64>,
+    generation: Arc<AtomicU64>,
+}
+
+/// Notices offsets that were never delivered: within one assignment, each partition's next
+/// message should carry the offset after the previous one.
+#[derive(Debug, Default)]
+pub struct OffsetGaps {
+    next: HashMap<i32, i64>,
+}
+
+impl OffsetGaps {
+    /// Records `offset` of `partition`; returns how many offsets before it were skipped.
+    pub fn observe(&mut self, partition: i32, offset: i64) -> u64 {
+        let skipped = match self.next.get(&partition) {
+            Some(&expected) if offset > expected => (offset - expected) as u64,
+            _ => 0,
+        };
+        self.next.insert(partition, offset + 1);
+        skipped
+    }
+
+    pub fn forget(&mut self) {
+        self.next.clear();
+    }
 }
 
 async fn fetch_loop(
@@ -333,8 +383,15 @@ async fn fetch_loop(
     sender: mpsc::Sender<FetchedMessage>,
     mut stop: watch::Receiver<bool>,
     poll_timeout: Duration,
-    status: watch::Sender<ConsumerStatus>,
+    counters: FetchCounters,
 ) {
+    let FetchCounters {
+        status,
+        fetched,
+        generation,
+    } = counters;
+    let mut gaps = OffsetGaps::default();
+    let mut seen_generation = generation.load(Ordering::SeqCst);
     let mut consecutive_errors = 0u32;
     loop {
         if *stop.borrow() {
@@ -359,6 +416,24 @@ async fn fetch_loop(
             }
             Ok(Ok(message)) => {
                 consecutive_errors = 0;
+                let current = generation.load(Ordering::SeqCst);
+                if current != seen_generation {
+                    seen_generation = current;
+                    gaps.forget();
+                }
+                let skipped = gaps.observe(message.partition(), message.offset());
+                if skipped > 0 {
+                    tracing::warn!(
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        skipped,
+                        "offsets skipped: messages before this one were never delivered \
+                         (dropped by the broker's retention before they were read, or \
+                         compaction / transaction markers)"
+                    );
+                    status.send_modify(|s| s.offsets_skipped += skipped);
+                }
+                fetched.fetch_add(1, Ordering::Relaxed);
                 FetchedMessage {
                     source: SourceRef {
                         topic: message.topic().to_string(),
@@ -378,4 +453,25 @@ async fn fetch_loop(
         }
     }
     tracing::debug!("fetch loop stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OffsetGaps;
+
+    #[test]
+    fn gaps_count_missing_offsets_per_partition_and_reset_on_forget() {
+        let mut gaps = OffsetGaps::default();
+        assert_eq!(
+            gaps.observe(0, 10),
+            0,
+            "the first offset seen is where reading starts"
+        );
+        assert_eq!(gaps.observe(0, 11), 0);
+        assert_eq!(gaps.observe(1, 500), 0);
+        assert_eq!(gaps.observe(0, 15), 3, "12, 13 and 14 never arrived");
+        assert_eq!(gaps.observe(0, 15), 0, "a re-delivery is not a gap");
+        gaps.forget();
+        assert_eq!(gaps.observe(0, 40), 0, "a new assignment starts afresh");
+    }
 }
