@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -30,7 +31,14 @@ pub struct FetchedMessage {
     /// `None` is a tombstone.
     pub payload: Option<Vec<u8>>,
     pub fetched_at: Instant,
+    /// The Kafka message timestamp (ms since the epoch), for produce-to-handled latency.
+    pub timestamp_ms: Option<i64>,
 }
+
+/// Messages cross from the fetch task to the runtime in batches of at most this many: one
+/// hand-off (and one wake-up) per batch instead of per message. A batch takes only what
+/// librdkafka already has queued, so at low rates it is one message and adds no delay.
+pub const MAX_BATCH: usize = 512;
 
 /// librdkafka calls these from inside `recv()`; they only update shared state.
 pub struct ConsoleContext {
@@ -226,16 +234,25 @@ impl ConsumerControl {
     /// Records that everything below `next_offset` in the partition is handled; auto-commit
     /// sends it to the broker.
     pub fn store(&self, key: &PartitionKey, next_offset: i64) {
+        self.store_many(std::iter::once((key, next_offset)));
+    }
+
+    /// `store` for several partitions in one call to librdkafka.
+    pub fn store_many<'a>(&self, offsets: impl IntoIterator<Item = (&'a PartitionKey, i64)>) {
         let mut list = TopicPartitionList::new();
-        if let Err(error) =
-            list.add_partition_offset(&key.topic, key.partition, Offset::Offset(next_offset))
-        {
-            tracing::warn!(%error, "bad offset {next_offset} for {}/{}", key.topic, key.partition);
+        for (key, next_offset) in offsets {
+            if let Err(error) =
+                list.add_partition_offset(&key.topic, key.partition, Offset::Offset(next_offset))
+            {
+                tracing::warn!(%error, "bad offset {next_offset} for {}/{}", key.topic, key.partition);
+            }
+        }
+        if list.count() == 0 {
             return;
         }
         if let Err(error) = self.consumer.store_offsets(&list) {
             // A partition revoked meanwhile: its new owner re-reads from the last commit.
-            tracing::debug!(%error, partition = key.partition, next_offset, "offset not stored");
+            tracing::debug!(%error, "offsets not stored");
         }
     }
 
@@ -265,7 +282,7 @@ impl ConsumerControl {
 
 pub struct KafkaSource {
     pub control: ConsumerControl,
-    pub messages: mpsc::Receiver<FetchedMessage>,
+    pub messages: mpsc::Receiver<Vec<FetchedMessage>>,
     pub task: JoinHandle<()>,
 }
 
@@ -322,7 +339,8 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> KafkaResult<KafkaS
     let consumer: ConsoleConsumer = client.create_with_context(context)?;
     consumer.subscribe(&[&config.kafka.topic])?;
     let consumer = Arc::new(consumer);
-    let (sender, messages) = mpsc::channel(config.kafka.channel_capacity);
+    // `channel_capacity` counts messages; the channel carries batches of up to MAX_BATCH.
+    let (sender, messages) = mpsc::channel(config.kafka.channel_capacity.div_ceil(MAX_BATCH));
     let poll_timeout = Duration::from_millis(config.kafka.poll_timeout_ms);
     let task = tokio::spawn(fetch_loop(
         consumer.clone(),
@@ -346,6 +364,36 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> KafkaResult<KafkaS
         messages,
         task,
     })
+}
+
+/// Copies a message out of librdkafka's buffers, noting any offsets skipped before it.
+fn copy_message(
+    message: &rdkafka::message::BorrowedMessage<'_>,
+    gaps: &mut OffsetGaps,
+    status: &watch::Sender<ConsumerStatus>,
+) -> FetchedMessage {
+    let skipped = gaps.observe(message.partition(), message.offset());
+    if skipped > 0 {
+        tracing::warn!(
+            partition = message.partition(),
+            offset = message.offset(),
+            skipped,
+            "offsets skipped: messages before this one were never delivered (dropped by the \
+             broker's retention before they were read, or compaction / transaction markers)"
+        );
+        status.send_modify(|s| s.offsets_skipped += skipped);
+    }
+    FetchedMessage {
+        source: SourceRef {
+            topic: message.topic().to_string(),
+            partition: message.partition(),
+            offset: message.offset(),
+        },
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec),
+        fetched_at: Instant::now(),
+        timestamp_ms: message.timestamp().to_millis(),
+    }
 }
 
 /// What the fetch loop reports besides the messages themselves.
@@ -380,7 +428,7 @@ impl OffsetGaps {
 
 async fn fetch_loop(
     consumer: Arc<ConsoleConsumer>,
-    sender: mpsc::Sender<FetchedMessage>,
+    sender: mpsc::Sender<Vec<FetchedMessage>>,
     mut stop: watch::Receiver<bool>,
     poll_timeout: Duration,
     counters: FetchCounters,
@@ -401,7 +449,7 @@ async fn fetch_loop(
             _ = stop.changed() => break,
             received = tokio::time::timeout(poll_timeout, consumer.recv()) => received,
         };
-        let message = match received {
+        let batch = match received {
             Err(_idle) => continue,
             Ok(Err(error)) => {
                 consecutive_errors += 1;
@@ -421,35 +469,29 @@ async fn fetch_loop(
                     seen_generation = current;
                     gaps.forget();
                 }
-                let skipped = gaps.observe(message.partition(), message.offset());
-                if skipped > 0 {
-                    tracing::warn!(
-                        partition = message.partition(),
-                        offset = message.offset(),
-                        skipped,
-                        "offsets skipped: messages before this one were never delivered \
-                         (dropped by the broker's retention before they were read, or \
-                         compaction / transaction markers)"
-                    );
-                    status.send_modify(|s| s.offsets_skipped += skipped);
+                let mut batch = Vec::with_capacity(MAX_BATCH.min(64));
+                batch.push(copy_message(&message, &mut gaps, &status));
+                drop(message);
+                // Whatever else is already queued joins the batch, without waiting.
+                while batch.len() < MAX_BATCH {
+                    match consumer.recv().now_or_never() {
+                        Some(Ok(message)) => batch.push(copy_message(&message, &mut gaps, &status)),
+                        Some(Err(error)) => {
+                            tracing::warn!(%error, "fetch error; retrying");
+                            status.send_modify(|s| s.last_error = Some(error.to_string()));
+                            break;
+                        }
+                        None => break,
+                    }
                 }
-                fetched.fetch_add(1, Ordering::Relaxed);
-                FetchedMessage {
-                    source: SourceRef {
-                        topic: message.topic().to_string(),
-                        partition: message.partition(),
-                        offset: message.offset(),
-                    },
-                    key: message.key().map(<[u8]>::to_vec),
-                    payload: message.payload().map(<[u8]>::to_vec),
-                    fetched_at: Instant::now(),
-                }
+                fetched.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                batch
             }
         };
         // Waiting here when the runtime is behind is the backpressure.
         tokio::select! {
             _ = stop.changed() => break,
-            sent = sender.send(message) => if sent.is_err() { break },
+            sent = sender.send(batch) => if sent.is_err() { break },
         }
     }
     tracing::debug!("fetch loop stopped");
