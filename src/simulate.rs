@@ -311,6 +311,7 @@ impl Pace {
 }
 
 const PACE_POLL: Duration = Duration::from_millis(2);
+const MIN_TICK: Duration = Duration::from_millis(1);
 
 #[derive(Debug, Clone)]
 pub struct ProduceOptions {
@@ -333,7 +334,12 @@ pub async fn produce(
 ) -> anyhow::Result<u64> {
     let mut simulator = Simulator::new(options.seed, options.poison_ratio);
     let mut sent = 0u64;
-    let interval = (options.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / options.rate));
+    // tokio's timer has a 1 ms resolution: above 1,000 events/s a tick sends several, so the
+    // asked rate is kept rather than silently capped near 1,000/s.
+    let interval = (options.rate > 0.0)
+        .then(|| Duration::from_secs_f64((1.0 / options.rate).max(MIN_TICK.as_secs_f64())));
+    let per_tick = interval.map_or(1.0, |period| options.rate * period.as_secs_f64());
+    let mut owed = 0.0f64;
     let mut ticker = interval.map(|period| {
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -350,7 +356,10 @@ pub async fn produce(
             break;
         }
         let burst = if ticker.is_some() {
-            simulator.burst_size()
+            owed += per_tick;
+            let due = owed.floor();
+            owed -= due;
+            (0..due as u64).map(|_| simulator.burst_size()).sum()
         } else {
             1
         };
