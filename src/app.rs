@@ -213,6 +213,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
                 count: *count,
                 seed: *seed,
                 poison_ratio: *poison,
+                pace: None,
             };
             run_simulate(&config, &options).await?;
             return Ok(RunSummary::default());
@@ -253,6 +254,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
                 count: cli.demo_count,
                 seed: rand_seed(),
                 poison_ratio: cli.demo_poison,
+                pace: None,
             },
         )?)
     } else {
@@ -282,6 +284,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
             shutdown_timeout: Duration::from_secs(10),
         },
     )?;
+    if let Some(demo) = &demo {
+        demo.pace_by(handle.fetched.clone());
+    }
     tracing::info!(
         brokers = %config.kafka.brokers,
         topic = %config.kafka.topic,

@@ -95,6 +95,8 @@ pub struct RuntimeHandle {
     pub consumer_status: watch::Receiver<ConsumerStatus>,
     /// The journal writer's counters, for the metrics endpoint; `None` without a journal.
     pub journal_stats: Option<crate::observe::JournalStatsFn>,
+    /// Messages fetched so far (see `ConsumerControl::fetched`).
+    pub fetched: Arc<std::sync::atomic::AtomicU64>,
     pub task: JoinHandle<anyhow::Result<RunSummary>>,
 }
 
@@ -116,7 +118,8 @@ struct DeadLetterDone {
 /// The journal as the runtime uses it: a writer whose completions release offsets, a reader
 /// for recognising re-delivered messages, and how far each partition got before the restart.
 struct JournalLink {
-    writer: JournalWriter<SourceRef>,
+    /// A submission's token is every message it completes: offsets are released per batch.
+    writer: JournalWriter<Vec<SourceRef>>,
     reader: JournalReader,
     highest_before_start: HashMap<(String, i32), i64>,
     sweep: DecidedSweep,
@@ -147,6 +150,10 @@ impl JournalLink {
     ) -> bool {
         // Records from another cluster (or topic incarnation) say nothing about these offsets.
         self.reader.check_cluster(&source.topic, cluster_id);
+        // A journal with nothing from before the start (the common case) needs no key built.
+        if self.highest_before_start.is_empty() {
+            return false;
+        }
         let key = (source.topic.clone(), source.partition);
         if self
             .highest_before_start
@@ -168,7 +175,7 @@ impl JournalLink {
 /// to resume.
 struct OpenedJournal {
     link: JournalLink,
-    completions: mpsc::UnboundedReceiver<Completion<SourceRef>>,
+    completions: mpsc::UnboundedReceiver<Completion<Vec<SourceRef>>>,
     resumed: ResumedNotifications,
 }
 
@@ -258,6 +265,17 @@ struct Runtime {
     output_gate: Option<OutputGate>,
     max_message_bytes: usize,
     summary: RunSummary,
+    /// Offsets finished since the last store: stored once per batch, not per message.
+    to_store: HashMap<PartitionKey, i64>,
+    /// Kafka message timestamp to handled (its output record sent), logged at exit.
+    latency: crate::core::metrics::LatencyHistogram,
+}
+
+/// What a batch of messages leaves to journal: one submission for all of them.
+#[derive(Default)]
+struct PendingCommit {
+    sources: Vec<SourceRef>,
+    records: Vec<JournalRecord>,
 }
 
 /// Holds finished offsets until the output lines emitted before them are flushed.
@@ -309,6 +327,7 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
     let (commands, command_rx) = mpsc::channel(64);
     let (dead_letter_done, done_rx) = mpsc::channel(1024);
     let consumer_status = source.control.status();
+    let fetched = source.control.fetched();
     let now = chrono::Utc::now();
     let initial = Arc::new(Snapshot {
         engine: engine.snapshot(now),
@@ -339,6 +358,8 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
         }),
         max_message_bytes: config.kafka.max_message_bytes,
         summary: RunSummary::default(),
+        to_store: HashMap::new(),
+        latency: Default::default(),
     };
     let frame = Duration::from_secs_f64(1.0 / f64::from(config.console.max_frames_per_sec.max(1)));
     let task = tokio::spawn(runtime.run(RunLoop {
@@ -359,17 +380,18 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
         snapshots,
         consumer_status,
         journal_stats,
+        fetched,
         task,
     })
 }
 
 struct RunLoop {
-    messages: mpsc::Receiver<FetchedMessage>,
+    messages: mpsc::Receiver<Vec<FetchedMessage>>,
     fetch_task: JoinHandle<()>,
     stop_fetching: watch::Sender<bool>,
     commands: mpsc::Receiver<Command>,
     dead_letter_done: mpsc::Receiver<DeadLetterDone>,
-    journal_completions: Option<mpsc::UnboundedReceiver<Completion<SourceRef>>>,
+    journal_completions: Option<mpsc::UnboundedReceiver<Completion<Vec<SourceRef>>>>,
     snapshot_tx: watch::Sender<SharedSnapshot>,
     frame: Duration,
     operator: String,
@@ -429,9 +451,9 @@ impl Runtime {
                     self.sweep_decided();
                     dirty = true;
                 }
-                message = io.messages.recv() => match message {
-                    Some(message) => {
-                        self.handle_message(message).await;
+                batch = io.messages.recv() => match batch {
+                    Some(batch) => {
+                        self.handle_batch(batch).await;
                         dirty = true;
                         if self.output_broken() {
                             tracing::error!("stdout is broken: stopping consumption");
@@ -456,9 +478,9 @@ impl Runtime {
         // What was fetched before the stop is handled, so its offsets can be committed; not
         // when stdout broke, as its lines could not be written.
         while !self.output_broken()
-            && let Ok(message) = io.messages.try_recv()
+            && let Ok(batch) = io.messages.try_recv()
         {
-            self.handle_message(message).await;
+            self.handle_batch(batch).await;
         }
         let deadline = tokio::time::Instant::now() + io.shutdown_timeout;
         while self.tracker.in_flight() > self.unstorable() {
@@ -495,10 +517,15 @@ impl Runtime {
             .clone()
             .commit_and_close(io.shutdown_timeout)
             .await;
+        let latency = &self.latency;
         tracing::info!(
             handled = self.summary.handled,
             dead_lettered = self.summary.dead_lettered,
-            "stopped"
+            latency_samples = latency.count(),
+            latency_p50_ms = latency.percentile_ms(0.50),
+            latency_p99_ms = latency.percentile_ms(0.99),
+            latency_max_ms = latency.max_ms(),
+            "stopped (latency: Kafka message timestamp to handled, whole milliseconds)"
         );
         Ok(self.summary)
     }
@@ -535,7 +562,20 @@ impl Runtime {
         Flow::Continue
     }
 
-    async fn handle_message(&mut self, message: FetchedMessage) {
+    /// Handles a batch in order; its journal records go in one submission and its offsets
+    /// are stored once.
+    async fn handle_batch(&mut self, batch: Vec<FetchedMessage>) {
+        let mut pending = PendingCommit::default();
+        for message in batch {
+            self.handle_message(message, &mut pending).await;
+        }
+        if !pending.sources.is_empty() {
+            self.commit(pending.sources, pending.records).await;
+        }
+        self.flush_stores();
+    }
+
+    async fn handle_message(&mut self, message: FetchedMessage, pending: &mut PendingCommit) {
         let started = Instant::now();
         let key = PartitionKey {
             topic: message.source.topic.clone(),
@@ -555,8 +595,11 @@ impl Runtime {
         let received_at = chrono::Utc::now();
         match event::decode(message.payload.as_deref(), self.max_message_bytes) {
             Ok(event) => {
-                let raw: Arc<str> =
-                    String::from_utf8_lossy(message.payload.as_deref().unwrap_or_default()).into();
+                // A decoded payload is valid UTF-8 (JSON): taken, not copied twice.
+                let raw: Arc<str> = match String::from_utf8(message.payload.unwrap_or_default()) {
+                    Ok(text) => text.into(),
+                    Err(error) => String::from_utf8_lossy(error.as_bytes()).into(),
+                };
                 self.emit(OutputRecord::Event {
                     event_type: event.event_type(),
                     incident_id: event.incident_id(),
@@ -587,7 +630,12 @@ impl Runtime {
                 .await;
                 self.summary.handled += 1;
                 self.engine.record_processing(started.elapsed());
-                self.commit(source, records).await;
+                if let Some(produced_ms) = message.timestamp_ms {
+                    let now_ms = chrono::Utc::now().timestamp_millis();
+                    self.latency.record_ms(now_ms - produced_ms);
+                }
+                pending.sources.push(source);
+                pending.records.append(&mut records);
             }
             Err(error) => self.dead_letter(message, error, received_at).await,
         }
@@ -595,14 +643,18 @@ impl Runtime {
 
     /// Journals what handling a message produced; its offset is stored once that commits.
     /// Without a journal the offset is stored at once.
-    async fn commit(&mut self, source: SourceRef, records: Vec<JournalRecord>) {
+    async fn commit(&mut self, sources: Vec<SourceRef>, records: Vec<JournalRecord>) {
         let Some(journal) = &self.journal else {
-            self.finish(&source);
+            for source in &sources {
+                self.finish(source);
+            }
             return;
         };
-        if let Err(error) = journal.writer.submit(source.clone(), records).await {
-            // The offset stays uncommitted: the message is read again after a restart.
-            tracing::error!(%error, %source, "cannot journal a handled message");
+        let count = sources.len();
+        let first = sources.first().cloned();
+        if let Err(error) = journal.writer.submit(sources, records).await {
+            // The offsets stay uncommitted: the messages are read again after a restart.
+            tracing::error!(%error, count, first = ?first, "cannot journal handled messages");
         }
     }
 
@@ -643,13 +695,19 @@ impl Runtime {
         }
     }
 
-    fn journal_committed(&mut self, completion: Completion<SourceRef>) {
+    fn journal_committed(&mut self, completion: Completion<Vec<SourceRef>>) {
         match completion.result {
-            Ok(()) => self.finish(&completion.token),
+            Ok(()) => {
+                for source in &completion.token {
+                    self.finish(source);
+                }
+                self.flush_stores();
+            }
             Err(error) => tracing::error!(
                 %error,
-                source = %completion.token,
-                "journal write failed; the offset is held so the message is re-read after a restart"
+                count = completion.token.len(),
+                first = ?completion.token.first(),
+                "journal write failed; the offsets are held so the messages are re-read after a restart"
             ),
         }
     }
@@ -661,8 +719,9 @@ impl Runtime {
             done.received_at,
             chrono::Utc::now(),
         );
-        self.commit(done.source, vec![JournalRecord::Event(record)])
+        self.commit(vec![done.source], vec![JournalRecord::Event(record)])
             .await;
+        self.flush_stores();
     }
 
     async fn dead_letter(
@@ -751,6 +810,7 @@ impl Runtime {
         for source in ready {
             self.store_finished(&source);
         }
+        self.flush_stores();
         broken
     }
 
@@ -773,10 +833,21 @@ impl Runtime {
             topic: source.topic.clone(),
             partition: source.partition,
         };
-        if let Some(next) = self.tracker.finish(&key, source.offset)
-            && crate::team::leader::side_effects_allowed("offset store")
-        {
-            self.control.store(&key, next);
+        if let Some(next) = self.tracker.finish(&key, source.offset) {
+            let stored = self.to_store.entry(key).or_insert(next);
+            *stored = (*stored).max(next);
+        }
+    }
+
+    /// Stores the offsets finished since the last call, one call for all partitions; none
+    /// when this worker no longer holds the lease (team mode).
+    fn flush_stores(&mut self) {
+        if !self.to_store.is_empty() {
+            if crate::team::leader::side_effects_allowed("offset store") {
+                self.control
+                    .store_many(self.to_store.iter().map(|(k, v)| (k, *v)));
+            }
+            self.to_store.clear();
         }
     }
 

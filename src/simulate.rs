@@ -2,6 +2,8 @@
 //! commented on, escalated and resolved, with a burst now and then. The generator is
 //! deterministic for a seed; `produce` sends its output to any broker.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::TimeDelta;
@@ -273,6 +275,44 @@ impl Simulator {
     }
 }
 
+/// Keeps a producer at most `max_ahead` events ahead of a consumer in the same process.
+/// Until the consumer's counter is known, it counts as zero.
+#[derive(Debug, Clone)]
+pub struct Pace {
+    pub consumed: tokio::sync::watch::Receiver<Option<Arc<AtomicU64>>>,
+    pub max_ahead: u64,
+}
+
+impl Pace {
+    fn consumed(&self) -> u64 {
+        self.consumed
+            .borrow()
+            .as_ref()
+            .map_or(0, |counter| counter.load(Ordering::Relaxed))
+    }
+
+    /// Waits until fewer than `max_ahead` of the `sent` events are unread, or `stop` fires.
+    /// Returns false on stop.
+    async fn wait_for_room(
+        &self,
+        sent: u64,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> bool {
+        while sent.saturating_sub(self.consumed()) >= self.max_ahead {
+            // The consumer's counter is a plain atomic bumped per message on its hot path; a
+            // short poll here costs the flood nothing, where a wake-up per message would.
+            tokio::select! {
+                _ = stop.changed() => return false,
+                _ = tokio::time::sleep(PACE_POLL) => {}
+            }
+        }
+        true
+    }
+}
+
+const PACE_POLL: Duration = Duration::from_millis(2);
+const MIN_TICK: Duration = Duration::from_millis(1);
+
 #[derive(Debug, Clone)]
 pub struct ProduceOptions {
     /// Events per second; 0 sends as fast as the producer takes them.
@@ -280,6 +320,8 @@ pub struct ProduceOptions {
     pub count: Option<u64>,
     pub seed: u64,
     pub poison_ratio: f64,
+    /// `None` produces regardless of any reader (the `simulate` command).
+    pub pace: Option<Pace>,
 }
 
 /// Sends the simulated stream to `topic` until `count` events are sent or `stop` fires.
@@ -292,7 +334,12 @@ pub async fn produce(
 ) -> anyhow::Result<u64> {
     let mut simulator = Simulator::new(options.seed, options.poison_ratio);
     let mut sent = 0u64;
-    let interval = (options.rate > 0.0).then(|| Duration::from_secs_f64(1.0 / options.rate));
+    // tokio's timer has a 1 ms resolution: above 1,000 events/s a tick sends several, so the
+    // asked rate is kept rather than silently capped near 1,000/s.
+    let interval = (options.rate > 0.0)
+        .then(|| Duration::from_secs_f64((1.0 / options.rate).max(MIN_TICK.as_secs_f64())));
+    let per_tick = interval.map_or(1.0, |period| options.rate * period.as_secs_f64());
+    let mut owed = 0.0f64;
     let mut ticker = interval.map(|period| {
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -309,12 +356,20 @@ pub async fn produce(
             break;
         }
         let burst = if ticker.is_some() {
-            simulator.burst_size()
+            owed += per_tick;
+            let due = owed.floor();
+            owed -= due;
+            (0..due as u64).map(|_| simulator.burst_size()).sum()
         } else {
             1
         };
         for _ in 0..burst {
             if options.count.is_some_and(|count| sent >= count) {
+                break 'outer;
+            }
+            if let Some(pace) = &options.pace
+                && !pace.wait_for_room(sent, &mut stop).await
+            {
                 break 'outer;
             }
             let item = simulator.next(chrono::Utc::now());

@@ -52,6 +52,10 @@ pub struct ConsumerStatus {
     /// Sum over assigned partitions of high watermark minus committed offset, from librdkafka
     /// statistics; `None` until the first statistics arrive.
     pub lag: Option<i64>,
+    /// Offsets that were never delivered: a jump in a partition's offsets between two fetched
+    /// messages (data the broker dropped before it was read, or compaction / transaction
+    /// markers on a real topic).
+    pub offsets_skipped: u64,
     pub last_error: Option<String>,
     /// Per assigned partition, from the same statistics (for the metrics endpoint).
     #[serde(skip_serializing_if = "Vec::is_empty")]

@@ -162,6 +162,63 @@ impl DurationStats {
     }
 }
 
+/// Every sample of a latency, counted in 1 ms buckets up to `LATENCY_BUCKETS` ms (later ones
+/// share the last bucket): exact percentiles over a whole run at a fixed 120 KB, where a
+/// window of recent samples would cover only a fraction of a second at high rates.
+#[derive(Debug, Clone)]
+pub struct LatencyHistogram {
+    buckets: Vec<u32>,
+    count: u64,
+    max_ms: u64,
+}
+
+pub const LATENCY_BUCKETS: usize = 30_000;
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        Self {
+            buckets: vec![0; LATENCY_BUCKETS],
+            count: 0,
+            max_ms: 0,
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// A negative latency (clocks apart) counts as 0.
+    pub fn record_ms(&mut self, ms: i64) {
+        let ms = ms.max(0) as u64;
+        let bucket = (ms as usize).min(LATENCY_BUCKETS - 1);
+        self.buckets[bucket] = self.buckets[bucket].saturating_add(1);
+        self.count += 1;
+        self.max_ms = self.max_ms.max(ms);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    pub fn max_ms(&self) -> u64 {
+        self.max_ms
+    }
+
+    /// The smallest whole millisecond at or below which a fraction `p` of the samples lie.
+    pub fn percentile_ms(&self, p: f64) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = ((p * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0u64;
+        for (ms, &n) in self.buckets.iter().enumerate() {
+            seen += u64::from(n);
+            if seen >= rank {
+                return Some(ms as u64);
+            }
+        }
+        Some(self.max_ms)
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct TypeCounter {
     count: u64,
@@ -319,6 +376,25 @@ mod tests {
         window.record(t(100, 0));
         window.record(t(0, 0));
         assert_eq!(window.history(t(100, 0)).iter().sum::<u64>(), 2);
+    }
+
+    #[test]
+    fn latency_histogram_percentiles_cover_every_sample() {
+        let mut histogram = LatencyHistogram::default();
+        assert_eq!(histogram.percentile_ms(0.5), None);
+        for ms in 1..=100 {
+            histogram.record_ms(ms);
+        }
+        histogram.record_ms(-5);
+        histogram.record_ms(1_000_000);
+        assert_eq!(histogram.count(), 102);
+        assert_eq!(histogram.percentile_ms(0.5), Some(50));
+        assert_eq!(histogram.percentile_ms(0.99), Some(100));
+        assert_eq!(
+            histogram.percentile_ms(1.0),
+            Some(LATENCY_BUCKETS as u64 - 1)
+        );
+        assert_eq!(histogram.max_ms(), 1_000_000);
     }
 
     #[test]

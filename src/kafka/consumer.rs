@@ -7,9 +7,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -35,13 +36,23 @@ pub struct FetchedMessage {
     /// `None` is a tombstone.
     pub payload: Option<Vec<u8>>,
     pub fetched_at: Instant,
+    /// The Kafka message timestamp (ms since the epoch), for produce-to-handled latency.
+    pub timestamp_ms: Option<i64>,
 }
+
+/// Messages cross from the fetch task to the runtime in batches of at most this many: one
+/// hand-off (and one wake-up) per batch instead of per message. A batch takes only what
+/// librdkafka already has queued, so at low rates it is one message and adds no delay.
+pub const MAX_BATCH: usize = 512;
 
 /// librdkafka calls these from inside `recv()`; they only update shared state.
 pub struct ConsoleContext {
     status: watch::Sender<ConsumerStatus>,
     paused: Arc<AtomicBool>,
     topic: String,
+    /// Bumped on every assignment change, so the fetch loop forgets where each partition was:
+    /// a partition given back may resume where another member left it.
+    generation: Arc<AtomicU64>,
 }
 
 impl ClientContext for ConsoleContext {
@@ -126,6 +137,7 @@ impl ClientContext for ConsoleContext {
 
 impl ConsumerContext for ConsoleContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let partitions = match rebalance {
             Rebalance::Assign(list) => {
                 // Partitions that arrive in a rebalance must honour the operator's pause.
@@ -375,6 +387,8 @@ pub struct ConsumerControl {
     commits: bool,
     /// Set when a positioned read has reached its end in every partition.
     finished: Arc<AtomicBool>,
+    /// Messages handed on by the fetch task so far.
+    fetched: Arc<AtomicU64>,
 }
 
 impl ConsumerControl {
@@ -415,19 +429,34 @@ impl ConsumerControl {
         result
     }
 
+    /// How many messages the fetch task has handed on since it started. The demo's simulator
+    /// reads it to stay within what the embedded broker keeps.
+    pub fn fetched(&self) -> Arc<AtomicU64> {
+        self.fetched.clone()
+    }
+
     /// Records that everything below `next_offset` in the partition is handled; auto-commit
     /// sends it to the broker.
     pub fn store(&self, key: &PartitionKey, next_offset: i64) {
+        self.store_many(std::iter::once((key, next_offset)));
+    }
+
+    /// `store` for several partitions in one call to librdkafka.
+    pub fn store_many<'a>(&self, offsets: impl IntoIterator<Item = (&'a PartitionKey, i64)>) {
         let mut list = TopicPartitionList::new();
-        if let Err(error) =
-            list.add_partition_offset(&key.topic, key.partition, Offset::Offset(next_offset))
-        {
-            tracing::warn!(%error, "bad offset {next_offset} for {}/{}", key.topic, key.partition);
+        for (key, next_offset) in offsets {
+            if let Err(error) =
+                list.add_partition_offset(&key.topic, key.partition, Offset::Offset(next_offset))
+            {
+                tracing::warn!(%error, "bad offset {next_offset} for {}/{}", key.topic, key.partition);
+            }
+        }
+        if list.count() == 0 {
             return;
         }
         if let Err(error) = self.consumer.store_offsets(&list) {
             // A partition revoked meanwhile: its new owner re-reads from the last commit.
-            tracing::debug!(%error, partition = key.partition, next_offset, "offset not stored");
+            tracing::debug!(%error, "offsets not stored");
         }
     }
 
@@ -467,7 +496,7 @@ impl ConsumerControl {
 
 pub struct KafkaSource {
     pub control: ConsumerControl,
-    pub messages: mpsc::Receiver<FetchedMessage>,
+    pub messages: mpsc::Receiver<Vec<FetchedMessage>>,
     pub task: JoinHandle<()>,
 }
 
@@ -482,10 +511,13 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> anyhow::Result<Kaf
         ..ConsumerStatus::default()
     });
     let paused = Arc::new(AtomicBool::new(false));
+    let generation = Arc::new(AtomicU64::new(0));
+    let fetched = Arc::new(AtomicU64::new(0));
     let context = ConsoleContext {
         status: status.clone(),
         paused: paused.clone(),
         topic: config.kafka.topic.clone(),
+        generation: generation.clone(),
     };
     let mut client = client_config(config, true);
     client
@@ -505,7 +537,12 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> anyhow::Result<Kaf
         // thread keeps a session alive, so a slow handler never loses it (that is
         // `max.poll.interval.ms`, 5 min). `-X session.timeout.ms=...` overrides it.
         .set("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
-        .set("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS.to_string());
+        .set("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS.to_string())
+        // How long a fetch may wait at the broker for data. A real broker answers as soon as
+        // data arrives, so this only paces idle polling; the embedded broker (librdkafka's mock)
+        // always waits it out, which at librdkafka's 500 ms made a quiet stream's events
+        // 250 ms late on average. 50 ms keeps that small for one request per broker per 50 ms.
+        .set("fetch.wait.max.ms", "50");
     apply_passthrough(&mut client, config, true);
     if config
         .kafka
@@ -556,14 +593,19 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> anyhow::Result<Kaf
     }
     let consumer = Arc::new(consumer);
     let finished = Arc::new(AtomicBool::new(false));
-    let (sender, messages) = mpsc::channel(config.kafka.channel_capacity);
+    // `channel_capacity` counts messages; the channel carries batches of up to MAX_BATCH.
+    let (sender, messages) = mpsc::channel(config.kafka.channel_capacity.div_ceil(MAX_BATCH));
     let poll_timeout = Duration::from_millis(config.kafka.poll_timeout_ms);
     let task = tokio::spawn(fetch_loop(
         consumer.clone(),
         sender,
         stop,
         poll_timeout,
-        status.clone(),
+        FetchCounters {
+            status: status.clone(),
+            fetched: fetched.clone(),
+            generation,
+        },
         RangeState::new(limits, finished.clone()),
     ));
     Ok(KafkaSource {
@@ -574,6 +616,7 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> anyhow::Result<Kaf
             topic: config.kafka.topic.clone(),
             commits: !range.is_active(),
             finished,
+            fetched,
         },
         messages,
         task,
@@ -668,14 +711,84 @@ fn pause_partition(consumer: &ConsoleConsumer, topic: &str, partition: i32) {
     }
 }
 
+/// Copies a message out of librdkafka's buffers, noting any offsets skipped before it.
+fn copy_message(
+    message: &rdkafka::message::BorrowedMessage<'_>,
+    gaps: &mut OffsetGaps,
+    status: &watch::Sender<ConsumerStatus>,
+) -> FetchedMessage {
+    let skipped = gaps.observe(message.partition(), message.offset());
+    if skipped > 0 {
+        tracing::warn!(
+            partition = message.partition(),
+            offset = message.offset(),
+            skipped,
+            "offsets skipped: messages before this one were never delivered (dropped by the \
+             broker's retention before they were read, or compaction / transaction markers)"
+        );
+        status.send_modify(|s| s.offsets_skipped += skipped);
+    }
+    FetchedMessage {
+        source: SourceRef {
+            topic: message.topic().to_string(),
+            partition: message.partition(),
+            offset: message.offset(),
+        },
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec),
+        fetched_at: Instant::now(),
+        timestamp_ms: message.timestamp().to_millis(),
+    }
+}
+
+/// What the fetch loop reports besides the messages themselves.
+struct FetchCounters {
+    status: watch::Sender<ConsumerStatus>,
+    fetched: Arc<AtomicU64>,
+    generation: Arc<AtomicU64>,
+}
+
+/// Notices offsets that were never delivered: within one assignment, each partition's next
+/// message should carry the offset after the previous one.
+#[derive(Debug, Default)]
+pub struct OffsetGaps {
+    next: HashMap<i32, i64>,
+}
+
+impl OffsetGaps {
+    /// Records `offset` of `partition`; returns how many offsets before it were skipped.
+    pub fn observe(&mut self, partition: i32, offset: i64) -> u64 {
+        let skipped = match self.next.get(&partition) {
+            Some(&expected) if offset > expected => (offset - expected) as u64,
+            _ => 0,
+        };
+        self.next.insert(partition, offset + 1);
+        skipped
+    }
+
+    pub fn forget(&mut self) {
+        self.next.clear();
+    }
+}
+
+/// Fetches messages and hands them on in batches: the first waits, the rest are whatever
+/// librdkafka already holds (at most `MAX_BATCH`). A positioned read (`range`) skips what is
+/// before its start and stops each partition at its end.
 async fn fetch_loop(
     consumer: Arc<ConsoleConsumer>,
-    sender: mpsc::Sender<FetchedMessage>,
+    sender: mpsc::Sender<Vec<FetchedMessage>>,
     mut stop: watch::Receiver<bool>,
     poll_timeout: Duration,
-    status: watch::Sender<ConsumerStatus>,
+    counters: FetchCounters,
     mut range: RangeState,
 ) {
+    let FetchCounters {
+        status,
+        fetched,
+        generation,
+    } = counters;
+    let mut gaps = OffsetGaps::default();
+    let mut seen_generation = generation.load(Ordering::SeqCst);
     let mut consecutive_errors = 0u32;
     if range.over() {
         tracing::info!("replay: nothing to read in the requested range");
@@ -689,7 +802,7 @@ async fn fetch_loop(
             _ = stop.changed() => break,
             received = tokio::time::timeout(poll_timeout, consumer.recv()) => received,
         };
-        let message = match received {
+        let first = match received {
             Err(_idle) => continue,
             Ok(Err(error)) => {
                 consecutive_errors += 1;
@@ -704,53 +817,64 @@ async fn fetch_loop(
                     _ = tokio::time::sleep(pause) => continue,
                 }
             }
-            Ok(Ok(message)) => {
-                consecutive_errors = 0;
-                let (partition, offset) = (message.partition(), message.offset());
-                match range.judge(partition, offset, message.timestamp().to_millis()) {
-                    Verdict::Forward => {}
-                    Verdict::Skip => continue,
-                    Verdict::PastEnd => {
-                        pause_partition(&consumer, message.topic(), partition);
-                        if range.close(partition, None) {
-                            tracing::info!("replay: every partition reached its end");
-                            break;
+            Ok(Ok(message)) => message,
+        };
+        consecutive_errors = 0;
+        let current = generation.load(Ordering::SeqCst);
+        if current != seen_generation {
+            seen_generation = current;
+            gaps.forget();
+        }
+        let mut batch = Vec::with_capacity(MAX_BATCH.min(64));
+        let mut over = false;
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            let (partition, offset) = (message.partition(), message.offset());
+            match range.judge(partition, offset, message.timestamp().to_millis()) {
+                Verdict::Forward => {
+                    batch.push(copy_message(&message, &mut gaps, &status));
+                    if range.open.contains(&partition) {
+                        let before = range.open.len();
+                        over = range.close(partition, Some(offset));
+                        if range.open.len() < before {
+                            pause_partition(&consumer, message.topic(), partition);
                         }
-                        continue;
                     }
                 }
-                FetchedMessage {
-                    source: SourceRef {
-                        topic: message.topic().to_string(),
-                        partition: message.partition(),
-                        offset: message.offset(),
-                    },
-                    key: message.key().map(<[u8]>::to_vec),
-                    payload: message.payload().map(<[u8]>::to_vec),
-                    fetched_at: Instant::now(),
+                // Not handed on, but read: no gap before the next one.
+                Verdict::Skip => {
+                    gaps.observe(partition, offset);
+                }
+                Verdict::PastEnd => {
+                    pause_partition(&consumer, message.topic(), partition);
+                    over = range.close(partition, None);
                 }
             }
-        };
-        let (topic, partition, offset) = (
-            message.source.topic.clone(),
-            message.source.partition,
-            message.source.offset,
-        );
-        // Waiting here when the runtime is behind is the backpressure.
-        tokio::select! {
-            _ = stop.changed() => break,
-            sent = sender.send(message) => if sent.is_err() { break },
-        }
-        if range.plans.contains_key(&partition) && range.open.contains(&partition) {
-            let before = range.open.len();
-            let over = range.close(partition, Some(offset));
-            if range.open.len() < before {
-                pause_partition(&consumer, &topic, partition);
-            }
-            if over {
-                tracing::info!("replay: every partition reached its end");
+            drop(message);
+            if over || batch.len() >= MAX_BATCH {
                 break;
             }
+            // Whatever else is already queued joins the batch, without waiting.
+            match consumer.recv().now_or_never() {
+                Some(Ok(message)) => next = Some(message),
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "fetch error; retrying");
+                    status.send_modify(|s| s.last_error = Some(error.to_string()));
+                }
+                None => {}
+            }
+        }
+        fetched.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if !batch.is_empty() {
+            // Waiting here when the runtime is behind is the backpressure.
+            tokio::select! {
+                _ = stop.changed() => break,
+                sent = sender.send(batch) => if sent.is_err() { break },
+            }
+        }
+        if over {
+            tracing::info!("replay: every partition reached its end");
+            break;
         }
     }
     tracing::debug!("fetch loop stopped");
@@ -778,10 +902,13 @@ pub fn start_observer(config: &Config, stop: watch::Receiver<bool>) -> KafkaResu
         ..ConsumerStatus::default()
     });
     let paused = Arc::new(AtomicBool::new(false));
+    let generation = Arc::new(AtomicU64::new(0));
+    let fetched = Arc::new(AtomicU64::new(0));
     let context = ConsoleContext {
         status: status.clone(),
         paused: paused.clone(),
         topic: config.kafka.topic.clone(),
+        generation: generation.clone(),
     };
     let mut client = client_config(config, true);
     client
@@ -807,10 +934,12 @@ pub fn start_observer(config: &Config, stop: watch::Receiver<bool>) -> KafkaResu
         .set("enable.auto.offset.store", "false");
     let consumer: ConsoleConsumer = client.create_with_context(context)?;
     let consumer = Arc::new(consumer);
-    let (sender, messages) = mpsc::channel(config.kafka.channel_capacity);
+    // `channel_capacity` counts messages; the channel carries batches of up to MAX_BATCH.
+    let (sender, messages) = mpsc::channel(config.kafka.channel_capacity.div_ceil(MAX_BATCH));
     let poll_timeout = Duration::from_millis(config.kafka.poll_timeout_ms);
     let topic = config.kafka.topic.clone();
     let start = observer_start(&config.kafka.auto_offset_reset);
+    let observed = fetched.clone();
     let task = {
         let consumer = consumer.clone();
         let status = status.clone();
@@ -858,7 +987,12 @@ pub fn start_observer(config: &Config, stop: watch::Receiver<bool>) -> KafkaResu
             tracing::info!(%topic, partitions, "observing every partition (no group, no commits)");
             status.send_modify(|s| s.assigned_partitions = (0..partitions).collect());
             let range = RangeState::new(HashMap::new(), Arc::new(AtomicBool::new(false)));
-            fetch_loop(consumer, sender, stop, poll_timeout, status, range).await;
+            let counters = FetchCounters {
+                status,
+                fetched,
+                generation,
+            };
+            fetch_loop(consumer, sender, stop, poll_timeout, counters, range).await;
         })
     };
     Ok(KafkaSource {
@@ -870,6 +1004,7 @@ pub fn start_observer(config: &Config, stop: watch::Receiver<bool>) -> KafkaResu
             // An observer never moves a group's offsets.
             commits: false,
             finished: Arc::new(AtomicBool::new(false)),
+            fetched: observed,
         },
         messages,
         task,
@@ -949,5 +1084,26 @@ mod range_tests {
         let mut state = RangeState::new(plans, finished);
         assert!(!state.close(0, Some(0)));
         assert!(!state.over());
+    }
+}
+
+#[cfg(test)]
+mod gap_tests {
+    use super::OffsetGaps;
+
+    #[test]
+    fn gaps_count_missing_offsets_per_partition_and_reset_on_forget() {
+        let mut gaps = OffsetGaps::default();
+        assert_eq!(
+            gaps.observe(0, 10),
+            0,
+            "the first offset seen is where reading starts"
+        );
+        assert_eq!(gaps.observe(0, 11), 0);
+        assert_eq!(gaps.observe(1, 500), 0);
+        assert_eq!(gaps.observe(0, 15), 3, "12, 13 and 14 never arrived");
+        assert_eq!(gaps.observe(0, 15), 0, "a re-delivery is not a gap");
+        gaps.forget();
+        assert_eq!(gaps.observe(0, 40), 0, "a new assignment starts afresh");
     }
 }

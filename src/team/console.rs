@@ -82,6 +82,7 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
         snapshots,
         consumer_status,
         journal_stats: None,
+        fetched: Default::default(),
         task,
     })
 }
@@ -101,7 +102,7 @@ impl Observer {
     async fn run(
         mut self,
         state: StateSource,
-        mut messages: mpsc::Receiver<FetchedMessage>,
+        mut messages: mpsc::Receiver<Vec<FetchedMessage>>,
         fetch_task: tokio::task::JoinHandle<()>,
         stop_fetching: watch::Sender<bool>,
         mut commands: mpsc::Receiver<Command>,
@@ -139,8 +140,10 @@ impl Observer {
                     snapshot_tx.send_replace(self.snapshot());
                     dirty = false;
                 }
-                Some(message) = state_messages.recv() => {
-                    self.state_changed(message).await;
+                Some(batch) = state_messages.recv() => {
+                    for message in batch {
+                        self.state_changed(message).await;
+                    }
                     dirty = true;
                 }
                 _ = status_rx.changed() => dirty = true,
@@ -149,9 +152,11 @@ impl Observer {
                     let _ = self.engine.apply(Input::Tick, chrono::Utc::now());
                     dirty = true;
                 }
-                message = messages.recv() => match message {
-                    Some(message) => {
-                        self.observe(message).await;
+                batch = messages.recv() => match batch {
+                    Some(batch) => {
+                        for message in batch {
+                            self.observe(message).await;
+                        }
                         dirty = true;
                     }
                     None => {
@@ -271,7 +276,7 @@ impl Observer {
 }
 
 type StateSource = (
-    mpsc::Receiver<FetchedMessage>,
+    mpsc::Receiver<Vec<FetchedMessage>>,
     ConsumerControl,
     tokio::task::JoinHandle<()>,
     watch::Sender<bool>,

@@ -67,6 +67,7 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
         snapshots,
         consumer_status,
         journal_stats: None,
+        fetched: Default::default(),
         task,
     })
 }

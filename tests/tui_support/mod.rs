@@ -250,6 +250,7 @@ pub fn consumer(paused: bool) -> ConsumerStatus {
         assigned_partitions: vec![2, 0, 1],
         paused,
         lag: Some(12),
+        offsets_skipped: 0,
         last_error: None,
         partitions: Vec::new(),
     }
