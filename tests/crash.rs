@@ -13,8 +13,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use incident_console::config::Config;
-use incident_console::notify::Channel;
-use incident_console::notify::config::RouteConfig;
 use rand::{Rng, SeedableRng};
 use servers::SmtpSink;
 
@@ -54,29 +52,11 @@ fn start_broker(topic: &str) -> (Process, String) {
 }
 
 fn write_config(dir: &Path, smtp_port: u16) -> std::path::PathBuf {
-    let mut config = Config::built_in();
-    let notify = &mut config.notifications;
-    notify.administrators = vec!["admins@example.com".into()];
-    notify.routes = vec![RouteConfig {
-        kinds: vec!["incident_created".into()],
-        channels: vec![Channel::Email],
-        ..RouteConfig::default()
-    }];
-    notify.escalation_levels.clear();
-    notify.email.smtp_host = Some("127.0.0.1".into());
-    notify.email.smtp_port = Some(smtp_port);
-    notify.email.tls = incident_console::notify::config::SmtpTls::None;
-    notify.delivery.initial_backoff_ms = 100;
-    notify.delivery.max_backoff_ms = 1000;
-    notify.rate_limit.burst = 1_000_000;
-    notify.rate_limit.per_minute = 1_000_000;
+    let mut config = servers::mail_admins_config(smtp_port);
+    config.notifications.delivery.initial_backoff_ms = 100;
+    config.notifications.delivery.max_backoff_ms = 1000;
     let path = dir.join("config.ron");
-    std::fs::write(&path, config.to_redacted_ron()).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    servers::write_private_config(&config, &path);
     path
 }
 

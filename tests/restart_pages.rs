@@ -16,8 +16,6 @@ use std::time::{Duration, Instant};
 use incident_console::config::Config;
 use incident_console::journal::JournalReader;
 use incident_console::kafka::embedded::EmbeddedBroker;
-use incident_console::notify::Channel;
-use incident_console::notify::config::{RouteConfig, SmtpTls};
 use incident_console::runtime::{self, OutputRecord, RuntimeOptions};
 use incident_console::status::Command;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -27,22 +25,11 @@ const LONG: Duration = Duration::from_secs(120);
 const TOPIC: &str = "restart-incidents";
 
 fn config(broker: &EmbeddedBroker, smtp_port: u16, journal: &Path) -> Config {
-    let mut config = Config::built_in();
+    let mut config = servers::mail_admins_config(smtp_port);
     config.kafka.brokers = broker.bootstrap_servers().to_string();
     config.kafka.topic = TOPIC.into();
     config.kafka.auto_offset_reset = "earliest".into();
     config.journal.path = Some(journal.to_path_buf());
-    let notify = &mut config.notifications;
-    notify.administrators = vec!["admins@example.com".into()];
-    notify.routes = vec![RouteConfig {
-        kinds: vec!["incident_created".into()],
-        channels: vec![Channel::Email],
-        ..RouteConfig::default()
-    }];
-    notify.escalation_levels.clear();
-    notify.email.smtp_host = Some("127.0.0.1".into());
-    notify.email.smtp_port = Some(smtp_port);
-    notify.email.tls = SmtpTls::None;
     config
 }
 

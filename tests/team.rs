@@ -231,32 +231,11 @@ fn two_consoles_with_the_default_configuration_each_see_every_event_and_commit_n
 
 /// A worker configuration that mails every new incident to the administrators.
 fn worker_config(dir: &std::path::Path, smtp_port: u16) -> std::path::PathBuf {
-    use incident_console::config::Config;
-    use incident_console::notify::Channel;
-    use incident_console::notify::config::RouteConfig;
-    let mut config = Config::built_in();
-    let notify = &mut config.notifications;
-    notify.administrators = vec!["admins@example.com".into()];
-    notify.routes = vec![RouteConfig {
-        kinds: vec!["incident_created".into()],
-        channels: vec![Channel::Email],
-        ..RouteConfig::default()
-    }];
-    notify.escalation_levels.clear();
-    notify.email.smtp_host = Some("127.0.0.1".into());
-    notify.email.smtp_port = Some(smtp_port);
-    notify.email.tls = incident_console::notify::config::SmtpTls::None;
-    notify.delivery.initial_backoff_ms = 100;
-    notify.delivery.max_backoff_ms = 500;
-    notify.rate_limit.burst = 1_000_000;
-    notify.rate_limit.per_minute = 1_000_000;
+    let mut config = servers::mail_admins_config(smtp_port);
+    config.notifications.delivery.initial_backoff_ms = 100;
+    config.notifications.delivery.max_backoff_ms = 500;
     let path = dir.join("worker.ron");
-    std::fs::write(&path, config.to_redacted_ron()).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    servers::write_private_config(&config, &path);
     path
 }
 

@@ -452,3 +452,33 @@ pub fn self_signed_certificate(dir: &Path) -> (PathBuf, PathBuf) {
     assert!(status.success(), "openssl req failed");
     (cert, key)
 }
+
+/// The shipped configuration with every new incident mailed to `admins@example.com` through
+/// the SMTP sink on `smtp_port` (no TLS), no escalation recipients, and no rate limit in the
+/// way of a flood. Callers change what their test is about.
+pub fn mail_admins_config(smtp_port: u16) -> incident_console::config::Config {
+    use incident_console::notify::Channel;
+    use incident_console::notify::config::{RouteConfig, SmtpTls};
+    let mut config = incident_console::config::Config::built_in();
+    let notify = &mut config.notifications;
+    notify.administrators = vec!["admins@example.com".into()];
+    notify.routes = vec![RouteConfig {
+        kinds: vec!["incident_created".into()],
+        channels: vec![Channel::Email],
+        ..RouteConfig::default()
+    }];
+    notify.escalation_levels.clear();
+    notify.email.smtp_host = Some("127.0.0.1".into());
+    notify.email.smtp_port = Some(smtp_port);
+    notify.email.tls = SmtpTls::None;
+    notify.rate_limit.burst = 1_000_000;
+    notify.rate_limit.per_minute = 1_000_000;
+    config
+}
+
+/// Writes `config` to `path` readable by its owner only (it may hold secrets).
+pub fn write_private_config(config: &incident_console::config::Config, path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, config.to_redacted_ron()).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
