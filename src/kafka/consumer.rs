@@ -500,25 +500,53 @@ pub struct KafkaSource {
     pub task: JoinHandle<()>,
 }
 
+/// What a consumer and its fetch task share: its status, pause flag, assignment generation and
+/// fetched count, and the librdkafka context that updates them.
+struct Shared {
+    status: watch::Sender<ConsumerStatus>,
+    paused: Arc<AtomicBool>,
+    generation: Arc<AtomicU64>,
+    fetched: Arc<AtomicU64>,
+    context: ConsoleContext,
+}
+
+impl Shared {
+    fn new(config: &Config, group: String) -> Self {
+        let status = watch::Sender::new(ConsumerStatus {
+            brokers: config.kafka.brokers.clone(),
+            topic: config.kafka.topic.clone(),
+            group,
+            ..ConsumerStatus::default()
+        });
+        let paused = Arc::new(AtomicBool::new(false));
+        let generation = Arc::new(AtomicU64::new(0));
+        let context = ConsoleContext {
+            status: status.clone(),
+            paused: paused.clone(),
+            topic: config.kafka.topic.clone(),
+            generation: generation.clone(),
+        };
+        Self {
+            status,
+            paused,
+            generation,
+            fetched: Arc::new(AtomicU64::new(0)),
+            context,
+        }
+    }
+}
+
 /// Creates the consumer, subscribes (or, for a positioned read, assigns), and starts the fetch
 /// task. `stop` ends fetching.
 pub fn start(config: &Config, stop: watch::Receiver<bool>) -> anyhow::Result<KafkaSource> {
     let range = &config.kafka.range;
-    let status = watch::Sender::new(ConsumerStatus {
-        brokers: config.kafka.brokers.clone(),
-        topic: config.kafka.topic.clone(),
-        group: config.kafka.group_id.clone(),
-        ..ConsumerStatus::default()
-    });
-    let paused = Arc::new(AtomicBool::new(false));
-    let generation = Arc::new(AtomicU64::new(0));
-    let fetched = Arc::new(AtomicU64::new(0));
-    let context = ConsoleContext {
-        status: status.clone(),
-        paused: paused.clone(),
-        topic: config.kafka.topic.clone(),
-        generation: generation.clone(),
-    };
+    let Shared {
+        status,
+        paused,
+        generation,
+        fetched,
+        context,
+    } = Shared::new(config, config.kafka.group_id.clone());
     let mut client = client_config(config, true);
     client
         .set("group.id", &config.kafka.group_id)
@@ -895,21 +923,13 @@ fn observer_start(auto_offset_reset: &str) -> Offset {
 /// nothing (`enable.auto.commit=false`, and no `group.id` to commit under), so it can never
 /// move the workers' offsets. The partitions are those the topic has at start-up.
 pub fn start_observer(config: &Config, stop: watch::Receiver<bool>) -> KafkaResult<KafkaSource> {
-    let status = watch::Sender::new(ConsumerStatus {
-        brokers: config.kafka.brokers.clone(),
-        topic: config.kafka.topic.clone(),
-        group: "(none: observer)".into(),
-        ..ConsumerStatus::default()
-    });
-    let paused = Arc::new(AtomicBool::new(false));
-    let generation = Arc::new(AtomicU64::new(0));
-    let fetched = Arc::new(AtomicU64::new(0));
-    let context = ConsoleContext {
-        status: status.clone(),
-        paused: paused.clone(),
-        topic: config.kafka.topic.clone(),
-        generation: generation.clone(),
-    };
+    let Shared {
+        status,
+        paused,
+        generation,
+        fetched,
+        context,
+    } = Shared::new(config, "(none: observer)".into());
     let mut client = client_config(config, true);
     client
         .set(

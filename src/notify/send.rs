@@ -284,13 +284,7 @@ impl HttpEndpoint {
         let response = match request.send().await {
             Ok(response) => response,
             Err(error) => {
-                let reason = if error.is_timeout() {
-                    "timeout"
-                } else if error.is_connect() {
-                    "connect"
-                } else {
-                    "http_error"
-                };
+                let reason = transport_reason(&error);
                 // reqwest's message names the URL whole, which may carry a secret: it is
                 // named here without userinfo and query values (Slack's is secret throughout).
                 let shown = if self.secret_url {
@@ -344,13 +338,7 @@ impl SmsEndpoint {
         let response = match request.send().await {
             Ok(response) => response,
             Err(error) => {
-                let reason = if error.is_timeout() {
-                    "timeout"
-                } else if error.is_connect() {
-                    "connect"
-                } else {
-                    "http_error"
-                };
+                let reason = transport_reason(&error);
                 return retry(reason, error.without_url().to_string());
             }
         };
@@ -439,6 +427,17 @@ pub fn message_id(key: &str) -> String {
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
     }
     format!("<{hash:016x}@incident-console>")
+}
+
+/// The failure reason counted for a request that got no HTTP answer.
+fn transport_reason(error: &reqwest::Error) -> &'static str {
+    if error.is_timeout() {
+        "timeout"
+    } else if error.is_connect() {
+        "connect"
+    } else {
+        "http_error"
+    }
 }
 
 #[cfg(test)]
