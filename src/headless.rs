@@ -85,28 +85,33 @@ pub fn output_channel() -> OutputChannel {
 
 /// Writes records as JSON lines until the runtime closes the channel. Flushes whenever the
 /// channel is momentarily empty (so `jq` sees events promptly without a write per line) and at
-/// least every `FLUSH_EVERY` records, then publishes how many records are out. On the first
-/// write error it returns at once: dropping both ends tells the runtime to stop.
+/// least every `FLUSH_EVERY` records, then publishes how many gated records
+/// (`OutputRecord::is_gated`) are out. On the first write error it returns at once: dropping
+/// both ends tells the runtime to stop.
 pub async fn write_records(
     mut records: mpsc::Receiver<OutputRecord>,
     mut out: impl Write,
     flushed: watch::Sender<u64>,
 ) -> Result<u64, OutputFailed> {
     let mut written = 0u64;
+    let mut gated = 0u64;
     let fail = |error, written| OutputFailed { error, written };
     while let Some(record) = records.recv().await {
         write_line(&mut out, &record).map_err(|e| fail(e, written))?;
         let mut batch = 1;
+        let mut batch_gated = u64::from(record.is_gated());
         while batch < FLUSH_EVERY {
             let Ok(record) = records.try_recv() else {
                 break;
             };
             write_line(&mut out, &record).map_err(|e| fail(e, written))?;
             batch += 1;
+            batch_gated += u64::from(record.is_gated());
         }
         out.flush().map_err(|e| fail(e, written))?;
         written += batch as u64;
-        flushed.send_replace(written);
+        gated += batch_gated;
+        flushed.send_replace(gated);
     }
     out.flush().map_err(|e| fail(e, written))?;
     Ok(written)
@@ -178,5 +183,44 @@ pub fn shutdown_signals() -> impl std::future::Future<Output = ()> + Send + 'sta
 pub fn shutdown_signals() -> impl std::future::Future<Output = ()> + Send + 'static {
     async {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dead_letter(offset: i64) -> OutputRecord {
+        OutputRecord::DeadLetter {
+            reason: "invalid_json",
+            error: "x".into(),
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            dead_letter_topic: "t.dlq".into(),
+        }
+    }
+
+    /// The runtime's gate counts only its own records: a self-alert written between two of
+    /// them must not advance the count it waits on.
+    #[tokio::test]
+    async fn only_gated_records_count_as_flushed() {
+        let channel = output_channel();
+        let alert = OutputRecord::SelfAlert {
+            alert: "stuck".into(),
+            state: "firing",
+            detail: String::new(),
+        };
+        for record in [dead_letter(0), alert, dead_letter(1)] {
+            channel.records.send(record).await.unwrap();
+        }
+        drop(channel.records);
+        let mut out = Vec::new();
+        let written = write_records(channel.writer_records, &mut out, channel.writer_flushed)
+            .await
+            .unwrap();
+        assert_eq!(written, 3);
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 3);
+        assert_eq!(*channel.flushed.borrow(), 2);
     }
 }

@@ -4,6 +4,13 @@ use incident_console::app;
 use incident_console::cli::Cli;
 
 fn main() -> std::process::ExitCode {
+    // A file-size limit (`ulimit -f`) then fails the journal's write with EFBIG, which is
+    // reported and held like a full disk, instead of SIGXFSZ killing the process with nothing
+    // committed.
+    // SAFETY: setting a signal to SIG_IGN before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -19,10 +26,17 @@ fn main() -> std::process::ExitCode {
         Ok(_) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("incident-console: {error:#}");
-            // A broken stdout has its own documented status (README, headless output).
-            match error.downcast_ref::<incident_console::headless::OutputFailed>() {
-                Some(failed) => std::process::ExitCode::from(failed.exit_code()),
-                None => std::process::ExitCode::FAILURE,
+            // A broken stdout and a journal that refused writes have their own documented
+            // statuses (README, headless output).
+            if let Some(failed) = error.downcast_ref::<incident_console::headless::OutputFailed>() {
+                std::process::ExitCode::from(failed.exit_code())
+            } else if error
+                .downcast_ref::<incident_console::journal::JournalFailed>()
+                .is_some()
+            {
+                std::process::ExitCode::from(incident_console::journal::JournalFailed::EXIT_CODE)
+            } else {
+                std::process::ExitCode::FAILURE
             }
         }
     }

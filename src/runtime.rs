@@ -17,8 +17,8 @@ use crate::core::engine::{Effect, Engine, Input, SourceRef};
 use crate::core::event::{self, IncidentEvent};
 use crate::core::offsets::{OffsetTracker, PartitionKey};
 use crate::journal::{
-    Completion, Decision, EscalationRecord, Journal, JournalReader, JournalRecord, JournalWriter,
-    ProcessedEvent, ResumedNotifications,
+    Completion, Decision, EscalationRecord, Journal, JournalFailed, JournalReader, JournalRecord,
+    JournalWriter, ProcessedEvent, ResumedNotifications,
 };
 use crate::kafka::consumer::{self, ConsumerControl, FetchedMessage};
 use crate::kafka::dead_letter::DeadLetterProducer;
@@ -76,13 +76,25 @@ pub enum OutputRecord {
     },
 }
 
+impl OutputRecord {
+    /// Records the runtime emits for a message it handled, the ones its output gate waits
+    /// for. Records from elsewhere on the same channel (self-alerts, roles) are not counted,
+    /// so they cannot make the gate believe a message's lines were already written.
+    pub fn is_gated(&self) -> bool {
+        matches!(
+            self,
+            Self::Event { .. } | Self::Effect { .. } | Self::DeadLetter { .. }
+        )
+    }
+}
+
 pub struct RuntimeOptions {
     pub operator: String,
     pub demo: bool,
     /// Where headless records go; `None` in the console. Sending waits when it is full.
     pub output: Option<mpsc::Sender<OutputRecord>>,
-    /// How many of the records sent on `output` have been written and flushed (headless
-    /// stdout). When given, an offset is stored only once every record emitted before it is
+    /// How many of the gated records (`OutputRecord::is_gated`) sent on `output` have been
+    /// written and flushed (headless stdout). When given, an offset is stored only once every record emitted before it is
     /// out, and the sender's end going away means the output broke: the runtime stops at once.
     pub output_flushed: Option<watch::Receiver<u64>>,
     /// How long shutdown may take to finish in-flight work and commit.
@@ -118,8 +130,13 @@ struct DeadLetterDone {
 /// The journal as the runtime uses it: a writer whose completions release offsets, a reader
 /// for recognising re-delivered messages, and how far each partition got before the restart.
 struct JournalLink {
+    path: std::path::PathBuf,
     /// A submission's token is every message it completes: offsets are released per batch.
     writer: JournalWriter<Vec<SourceRef>>,
+    /// Writes that failed (a full disk, a file-size limit): the run then ends with an error
+    /// even if everything else went well, so a process manager sees it.
+    failed_writes: u64,
+    last_error: Option<String>,
     reader: JournalReader,
     highest_before_start: HashMap<(String, i32), i64>,
     sweep: DecidedSweep,
@@ -231,7 +248,10 @@ fn open_journal(
     tracing::info!(path = %path.display(), "journal open");
     Ok(Some(OpenedJournal {
         link: JournalLink {
+            path,
             writer,
+            failed_writes: 0,
+            last_error: None,
             reader,
             highest_before_start,
             sweep: DecidedSweep {
@@ -262,6 +282,9 @@ struct Runtime {
     tracker: OffsetTracker,
     notifier: Notifier,
     output: Option<mpsc::Sender<OutputRecord>>,
+    /// Records emitted while handling the current batch, sent together after it. Bounded by
+    /// what one batch (at most `MAX_BATCH` messages) or one tick emits.
+    unsent_output: Vec<OutputRecord>,
     output_gate: Option<OutputGate>,
     max_message_bytes: usize,
     summary: RunSummary,
@@ -350,6 +373,7 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
         tracker: OffsetTracker::default(),
         notifier,
         output: options.output,
+        unsent_output: Vec::new(),
         output_gate: options.output_flushed.map(|flushed| OutputGate {
             flushed,
             emitted: 0,
@@ -454,6 +478,7 @@ impl Runtime {
                 batch = io.messages.recv() => match batch {
                     Some(batch) => {
                         self.handle_batch(batch).await;
+                        self.send_output().await;
                         dirty = true;
                         if self.output_broken() {
                             tracing::error!("stdout is broken: stopping consumption");
@@ -467,7 +492,10 @@ impl Runtime {
                     }
                 },
             }
+            // What a command, a tick or a completion emitted.
+            self.send_output().await;
         }
+        self.send_output().await;
         self.shutdown(io).await
     }
 
@@ -481,6 +509,7 @@ impl Runtime {
             && let Ok(batch) = io.messages.try_recv()
         {
             self.handle_batch(batch).await;
+            self.send_output().await;
         }
         let deadline = tokio::time::Instant::now() + io.shutdown_timeout;
         while self.tracker.in_flight() > self.unstorable() {
@@ -492,7 +521,10 @@ impl Runtime {
                 }
             };
             match tokio::time::timeout_at(deadline, next).await {
-                Ok(Some(Ok(done))) => self.dead_lettered(done).await,
+                Ok(Some(Ok(done))) => {
+                    self.dead_lettered(done).await;
+                    self.send_output().await;
+                }
                 Ok(Some(Err(completion))) => self.journal_committed(completion),
                 Ok(None) => {
                     self.release_flushed();
@@ -508,10 +540,23 @@ impl Runtime {
         }
         self.publish(&io);
         self.notifier.shutdown(io.shutdown_timeout).await;
-        if let Some(journal) = self.journal.take()
-            && let Err(error) = journal.writer.shutdown().await
-        {
-            tracing::error!(%error, "journal did not close cleanly");
+        let mut journal_failed = None;
+        if let Some(mut journal) = self.journal.take() {
+            let closed = journal.writer.shutdown().await;
+            if let Err(error) = &closed {
+                tracing::error!(%error, "journal did not close cleanly");
+            }
+            if journal.failed_writes > 0 || closed.is_err() {
+                journal_failed = Some(JournalFailed {
+                    path: journal.path,
+                    failed_writes: journal.failed_writes,
+                    closed_cleanly: closed.is_ok(),
+                    last_error: closed
+                        .err()
+                        .map(|error| error.to_string())
+                        .or(journal.last_error.take()),
+                });
+            }
         }
         self.control
             .clone()
@@ -527,6 +572,11 @@ impl Runtime {
             latency_max_ms = latency.max_ms(),
             "stopped (latency: Kafka message timestamp to handled, whole milliseconds)"
         );
+        // Offsets of what the journal did not take were held, so nothing is lost; but a run
+        // that could not keep its record must not look like a clean one to a process manager.
+        if let Some(failed) = journal_failed {
+            return Err(failed.into());
+        }
         Ok(self.summary)
     }
 
@@ -608,8 +658,7 @@ impl Runtime {
                     offset: message.source.offset,
                     received_at: chrono::Utc::now(),
                     data: Box::new(event.clone()),
-                })
-                .await;
+                });
                 let source = message.source.clone();
                 let record = ProcessedEvent::handled(
                     source.clone(),
@@ -703,12 +752,18 @@ impl Runtime {
                 }
                 self.flush_stores();
             }
-            Err(error) => tracing::error!(
-                %error,
-                count = completion.token.len(),
-                first = ?completion.token.first(),
-                "journal write failed; the offsets are held so the messages are re-read after a restart"
-            ),
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    count = completion.token.len(),
+                    first = ?completion.token.first(),
+                    "journal write failed; the offsets are held so the messages are re-read after a restart"
+                );
+                if let Some(journal) = self.journal.as_mut() {
+                    journal.failed_writes += 1;
+                    journal.last_error = Some(error.to_string());
+                }
+            }
         }
     }
 
@@ -743,8 +798,7 @@ impl Runtime {
             partition: source.partition,
             offset: source.offset,
             dead_letter_topic: self.dead_letters.topic().to_string(),
-        })
-        .await;
+        });
         let reason = error.reason();
         let text = error.to_string();
         self.apply(
@@ -897,8 +951,7 @@ impl Runtime {
                 partition: source.map(|s| s.partition),
                 offset: source.map(|s| s.offset),
                 effect,
-            })
-            .await;
+            });
         }
     }
 
@@ -929,20 +982,41 @@ impl Runtime {
         }
     }
 
-    async fn emit(&mut self, record: OutputRecord) {
-        let Some(output) = &self.output else {
+    /// Queues an output record; `send_output` hands the queue to the writer once per batch,
+    /// so the writer thread wakes (and flushes) once per batch rather than once per record.
+    fn emit(&mut self, record: OutputRecord) {
+        if self.output.is_none() {
             return;
-        };
-        if output.send(record).await.is_err() {
-            // The writer has gone (stdout broke): stop writing, and with a gate, consuming.
-            self.output = None;
-            if let Some(gate) = &mut self.output_gate {
-                gate.broken = true;
-                gate.held.clear();
-            }
-        } else if let Some(gate) = &mut self.output_gate {
+        }
+        self.unsent_output.push(record);
+        if let Some(gate) = &mut self.output_gate {
             gate.emitted += 1;
         }
+    }
+
+    async fn send_output(&mut self) {
+        if self.unsent_output.is_empty() {
+            return;
+        }
+        let Some(output) = &self.output else {
+            self.unsent_output.clear();
+            return;
+        };
+        let output = output.clone();
+        let mut records = std::mem::take(&mut self.unsent_output);
+        for record in records.drain(..) {
+            if output.send(record).await.is_err() {
+                // The writer has gone (stdout broke): stop writing, and with a gate, consuming.
+                self.output = None;
+                if let Some(gate) = &mut self.output_gate {
+                    gate.broken = true;
+                    gate.held.clear();
+                }
+                return;
+            }
+        }
+        // The emptied buffer is kept: no allocation per batch.
+        self.unsent_output = records;
     }
 }
 

@@ -597,3 +597,90 @@ fn a_topic_on_another_cluster_is_not_taken_for_handled() {
         COUNT as i64
     );
 }
+
+/// Issue 13, item 12: a run whose journal refused writes (a full disk; here the file-size
+/// limit `ulimit -f`, which fails a write the same way without needing a small filesystem)
+/// used to exit 0. It exits 74 naming the journal, holds back the offsets of what was not
+/// journaled, and a restart with room handles the rest: nothing lost.
+#[test]
+fn a_journal_that_cannot_be_written_fails_the_run_and_loses_nothing() {
+    use std::os::unix::process::CommandExt;
+    let topic = "fsize-incidents";
+    let (_broker, bootstrap) = start_broker(topic);
+    const MANY: u64 = 3_000;
+    produce(&bootstrap, topic, MANY);
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.db");
+    let journal_arg = journal.to_str().unwrap().to_string();
+    let console = |limited: bool| {
+        let mut command = console_command(&["--no-tui", "--from-beginning"]);
+        command
+            .args(["--journal", &journal_arg])
+            .args(["-b", &bootstrap, "-t", topic, "-g", "fsize1"])
+            .args(["-X", "auto.commit.interval.ms=200"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if limited {
+            // Room for the new journal's schema and a few hundred events, not 3,000.
+            const LIMIT: libc::rlim_t = 400 * 1024;
+            // SAFETY: setrlimit in the child between fork and exec; no allocation.
+            unsafe {
+                command.pre_exec(|| {
+                    let limit = libc::rlimit {
+                        rlim_cur: LIMIT,
+                        rlim_max: LIMIT,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut process = Process(command.spawn().unwrap());
+        let stdout = lines_of(process.0.stdout.take().unwrap());
+        let stderr = lines_of(process.0.stderr.take().unwrap());
+        (process, stdout, stderr)
+    };
+    // Until every event was handled (printed): the journal refused some of them meanwhile.
+    let await_events = |stdout: &mpsc::Receiver<String>, count: u64| {
+        let mut seen = 0;
+        while seen < count {
+            let line = stdout
+                .recv_timeout(DEADLINE)
+                .unwrap_or_else(|_| panic!("{seen} of {count} events printed"));
+            if is_event(&line) {
+                seen += 1;
+            }
+        }
+    };
+
+    let (mut first, stdout, stderr) = console(true);
+    await_events(&stdout, MANY);
+    first.signal(libc::SIGTERM);
+    let status = first.wait("the console whose journal is full");
+    let log: Vec<String> = stderr.try_iter().collect();
+    assert_eq!(status.code(), Some(74), "{status:?}\n{log:#?}");
+    assert!(
+        log.iter().any(|l| l.contains("the journal")
+            && l.contains("refused")
+            && l.contains("read again at the next start")),
+        "{log:#?}"
+    );
+    let held = committed(&bootstrap, "fsize1", topic);
+    assert!(
+        held < MANY as i64,
+        "everything was committed although the journal refused writes"
+    );
+
+    // With room: the events the journal did not take come again and are handled.
+    let (mut second, stdout, _stderr) = console(false);
+    await_events(&stdout, MANY - held as u64);
+    let deadline = Instant::now() + DEADLINE;
+    while committed(&bootstrap, "fsize1", topic) < MANY as i64 {
+        assert!(Instant::now() < deadline, "the restart did not commit all");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    second.signal(libc::SIGTERM);
+    assert!(second.wait("the restart").success());
+}

@@ -103,3 +103,40 @@ impl JournalError {
         }
     }
 }
+
+/// A run ended, but its journal refused writes or did not close cleanly (a full disk, a
+/// file-size limit). The offsets of everything not journaled were held back, so those events
+/// are read again at the next start; the process exits with [`JournalFailed::EXIT_CODE`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JournalFailed {
+    pub path: PathBuf,
+    pub failed_writes: u64,
+    pub closed_cleanly: bool,
+    pub last_error: Option<String>,
+}
+
+impl JournalFailed {
+    /// EX_IOERR, as for a stdout that cannot be written.
+    pub const EXIT_CODE: u8 = 74;
+}
+
+impl std::fmt::Display for JournalFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the journal {} ", self.path.display())?;
+        match (self.failed_writes, self.closed_cleanly) {
+            (0, _) => write!(f, "did not close cleanly")?,
+            (n, true) => write!(f, "refused {n} writes")?,
+            (n, false) => write!(f, "refused {n} writes and did not close cleanly")?,
+        }
+        if let Some(error) = &self.last_error {
+            write!(f, " ({error})")?;
+        }
+        write!(
+            f,
+            "; the events it did not record were not committed and are read again at the next \
+             start; free space on its disk (or raise the file-size limit)"
+        )
+    }
+}
+
+impl std::error::Error for JournalFailed {}

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::notify::{DeliveryChange, DeliveryRecorder};
 
-pub use error::JournalError;
+pub use error::{JournalError, JournalFailed};
 pub use record::{
     Decision, EscalationRecord, EventOutcome, JournalRecord, ProcessedEvent, ResumedNotifications,
     change_incident, escalation_records,
