@@ -244,6 +244,99 @@ async fn broker_down_mails_the_administrators_once_at_start_and_once_at_clear() 
     assert_eq!(self_alert_mails(&smtp), pair("broker_unreachable"));
     let mail = &smtp.mails()[0];
     assert!(mail.body().contains("Kafka unreachable"), "{}", mail.body());
+    // The journal has them like any notification: decided, routed, delivered.
+    let journal = rusqlite::Connection::open(config.journal.path.as_ref().unwrap()).unwrap();
+    let mut statement = journal
+        .prepare("SELECT dedup_key, state FROM notifications WHERE kind = 'self_alert' ORDER BY id")
+        .unwrap();
+    let rows: Vec<(String, String)> = statement
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(
+        rows[0].0.starts_with("self-alert/broker_unreachable/") && rows[0].0.ends_with("/firing")
+    );
+    assert!(rows[1].0.ends_with("/cleared"));
+    assert!(
+        rows.iter().all(|(_, state)| state == "delivered"),
+        "{rows:?}"
+    );
+}
+
+/// Held paused while events arrive (the operator's pause key; the headless binary has none,
+/// so this one runs the runtime and the metrics server in process, with the real notifier
+/// and SMTP server): lag grows and `lag_high` is mailed once; paused is not stuck. Resumed,
+/// the backlog drains and the clear is mailed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_held_paused_while_events_arrive_mails_lag_once_each_way() {
+    use incident_console::observe::{self, Sources};
+    use incident_console::runtime::OutputRecord;
+    use incident_console::status::{Command as RuntimeCommand, ConnectionState};
+    let setup = setup(1);
+    let smtp = SmtpSink::start().await;
+    let mut config = config(&setup, smtp.port);
+    config.monitoring.alerts.lag_above = 5;
+    config.monitoring.alerts.lag_for_secs = 2;
+    config.monitoring.alerts.stuck_for_secs = 1;
+    let (handle, _records) = spawn_runtime(&config);
+    let (alert_tx, mut alerts) = mpsc::channel(16);
+    let sources = Sources::new(
+        handle.snapshots.clone(),
+        handle.consumer_status.clone(),
+        handle.journal_stats.clone(),
+    )
+    .with_output(Some(alert_tx.downgrade()))
+    .with_commands(&handle.commands);
+    let observer = observe::start("127.0.0.1:0", &config, sources)
+        .await
+        .expect("metrics endpoint");
+    let mut status = handle.consumer_status.clone();
+    wait_for(&mut status, "assignment", |s| {
+        s.connection == ConnectionState::Connected && !s.assigned_partitions.is_empty()
+    })
+    .await;
+    // One event handled and committed first, so lag has a committed offset to count from.
+    let producer = producer(&config);
+    send(&producer, &config.kafka.topic, "k", Some(&created(1))).await;
+    wait_for(&mut status, "a commit", |s| {
+        s.partitions.iter().any(|p| p.committed_offset == Some(1))
+    })
+    .await;
+    handle.commands.send(RuntimeCommand::Pause).await.unwrap();
+    wait_for(&mut status, "paused", |s| s.paused).await;
+    for id in 2..=21 {
+        send(&producer, &config.kafka.topic, "k", Some(&created(id))).await;
+    }
+    let mut next = async || match tokio::time::timeout(DEADLINE, alerts.recv()).await {
+        Ok(Some(OutputRecord::SelfAlert { alert, state, .. })) => (alert, state.to_string()),
+        other => panic!("expected a self-alert record, got {other:?}"),
+    };
+    assert_eq!(
+        next().await,
+        pair("lag_high")[0],
+        "paused is lag, not stuck"
+    );
+    mailed(&smtp, "lag_high", "firing").await;
+    handle.commands.send(RuntimeCommand::Resume).await.unwrap();
+    assert_eq!(next().await, pair("lag_high")[1]);
+    mailed(&smtp, "lag_high", "cleared").await;
+
+    handle
+        .commands
+        .send(RuntimeCommand::Shutdown)
+        .await
+        .unwrap();
+    handle.task.await.unwrap().unwrap();
+    observer.shutdown();
+    assert!(
+        alerts.try_recv().is_err(),
+        "nothing more, stuck never fired"
+    );
+    assert_eq!(self_alert_mails(&smtp), pair("lag_high"));
+    // The 21 incidents were mailed too, the 20 held ones once resumed.
+    assert_eq!(smtp.mails().len(), 21 + 2);
 }
 
 /// Every fetch fails while events arrive: lag grows (the metrics server asks the broker for
