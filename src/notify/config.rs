@@ -954,6 +954,18 @@ mod tests {
             ),
             (Box::new(|c| c.sms.api_url = "twilio".into()), "sms.api_url"),
             (
+                Box::new(|c| c.routes[0].kinds = vec!["self_alert".into()]),
+                "kinds",
+            ),
+            (
+                Box::new(|c| c.self_alerts.emails = vec!["ops at example".into()]),
+                "self_alerts.emails",
+            ),
+            (
+                Box::new(|c| c.self_alerts.min_interval_secs = u64::MAX),
+                "self_alerts.min_interval_secs",
+            ),
+            (
                 Box::new(|c| {
                     c.escalation_levels = vec![
                         LevelRecipients {
