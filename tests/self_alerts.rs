@@ -505,3 +505,31 @@ async fn a_refusing_mail_server_is_reported_on_the_webhook_and_cleared_when_mail
     assert_eq!(smtp.mails().len(), 1);
     assert!(self_alert_mails(&smtp).is_empty());
 }
+
+/// The configuration example in docs/server.md parses and names the administrators' channels.
+#[test]
+fn the_documented_example_parses() {
+    let doc = include_str!("../docs/server.md");
+    let example = doc
+        .split("```ron\n")
+        .map(|block| block.split("```").next().unwrap())
+        .find(|block| block.contains("self_alerts"))
+        .expect("an example with self_alerts");
+    let config = Config::parse(example, "docs/server.md").expect("the example parses");
+    assert_eq!(
+        config.notifications.self_alerts.channels,
+        [Channel::Email, Channel::Webhook, Channel::PagerDuty]
+    );
+    assert_eq!(
+        config.notifications.self_alerts.min_interval_secs, 900,
+        "left out: the default"
+    );
+    assert!(
+        Config::built_in()
+            .notifications
+            .self_alerts
+            .channels
+            .is_empty(),
+        "nobody is notified unless configured"
+    );
+}
