@@ -302,7 +302,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
                 handle.consumer_status.clone(),
                 handle.journal_stats.clone(),
             )
-            .with_output(alert_output);
+            .with_output(alert_output)
+            .with_commands(&handle.commands);
             Some(crate::observe::start(addr, &config, sources).await?)
         }
     };

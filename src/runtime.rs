@@ -607,9 +607,30 @@ impl Runtime {
                 self.apply(Input::Acknowledge { incident_id, by }, None)
                     .await;
             }
+            Command::Notify(notification) => self.notify(*notification).await,
             Command::Shutdown => return Flow::Stop,
         }
         Flow::Continue
+    }
+
+    /// A notification decided outside the engine (a self-alert): journaled as decided and
+    /// submitted like the engine's own, so it is delivered, retried and resumed the same way.
+    async fn notify(&mut self, notification: crate::core::engine::Notification) {
+        if !crate::team::leader::side_effects_allowed("notification") {
+            return;
+        }
+        if let Some(journal) = &self.journal
+            && self.notifier.has_channels()
+        {
+            let record = JournalRecord::Decided(Decision {
+                notification: notification.clone(),
+                at: chrono::Utc::now(),
+            });
+            if let Err(error) = journal.writer.record(vec![record]).await {
+                tracing::error!(%error, "cannot journal a self-alert notification");
+            }
+        }
+        self.notifier.submit(notification);
     }
 
     /// Handles a batch in order; its journal records go in one submission and its offsets

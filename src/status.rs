@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::core::engine::EngineSnapshot;
+use crate::core::engine::{EngineSnapshot, Notification};
 use crate::core::event::IncidentId;
 
 /// Operator requests, from keys in the console or signals in headless mode.
@@ -14,7 +14,13 @@ pub enum Command {
     Pause,
     Resume,
     TogglePause,
-    Acknowledge { incident_id: IncidentId, by: String },
+    Acknowledge {
+        incident_id: IncidentId,
+        by: String,
+    },
+    /// A self-alert starting or clearing, to be notified through the runtime's notifier (the
+    /// one owner of notification state) and recorded in its journal like any notification.
+    Notify(Box<Notification>),
     Shutdown,
 }
 

@@ -373,6 +373,13 @@ async fn prometheus_scrapes_events_lag_and_escalations() {
     prometheus
         .wait_for_value("incident_console_processing_seconds_count", 19.0)
         .await;
+    // The journal's writer times its transactions: some have been committed by now.
+    prometheus
+        .wait_for_value(
+            "clamp_max(incident_console_journal_write_seconds_count, 1)",
+            1.0,
+        )
+        .await;
 
     // The exposition passes Prometheus's own linter.
     let (code, text) = get(&format!("http://{}/metrics", observer.addr)).await;

@@ -325,6 +325,7 @@ fn tls_sink_options(
         servers::SinkOptions {
             tls: Some((mode, cert.clone(), key)),
             auth: Some("mailer:s3cret".into()),
+            ..servers::SinkOptions::default()
         },
         cert,
     )

@@ -59,6 +59,9 @@ pub enum NotificationKind {
     Escalation,
     EscalationAcknowledged,
     Resolved,
+    /// An alert about the console itself starting or clearing (not from the engine: the
+    /// watch task in `observe` decides these and the runtime submits them).
+    SelfAlert,
 }
 
 impl NotificationKind {
@@ -70,6 +73,7 @@ impl NotificationKind {
             Self::Escalation => "escalation",
             Self::EscalationAcknowledged => "escalation_acknowledged",
             Self::Resolved => "resolved",
+            Self::SelfAlert => "self_alert",
         }
     }
 }
@@ -83,7 +87,7 @@ pub enum Audience {
     EscalationLevel { level: u32 },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Notification {
     #[serde(rename = "notification")]
     pub kind: NotificationKind,

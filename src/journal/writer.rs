@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::record::JournalRecord;
 use super::store::Journal;
 use super::{JournalConfig, JournalError};
+use crate::core::metrics::{DURATION_BUCKETS, DurationSummary};
 
 /// How often retention runs, and how soon again while it still has rows to delete.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -30,7 +31,7 @@ pub struct Completion<T> {
 }
 
 /// Counters for a status line.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct JournalStats {
     pub committed_records: u64,
     pub transactions: u64,
@@ -38,6 +39,10 @@ pub struct JournalStats {
     /// Submissions waiting for the writer.
     pub queued: usize,
     pub last_error: Option<String>,
+    /// How long each transaction took to write and commit (count, sum and histogram buckets
+    /// only: no percentiles are kept).
+    #[serde(skip)]
+    pub write_seconds: DurationSummary,
 }
 
 #[derive(Default)]
@@ -46,6 +51,23 @@ struct SharedStats {
     transactions: AtomicU64,
     failed_submissions: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// Fixed buckets: constant memory however long the writer runs.
+    write_seconds: Mutex<DurationSummary>,
+}
+
+impl SharedStats {
+    fn record_write(&self, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let mut summary = self
+            .write_seconds
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        summary.count += 1;
+        summary.sum_secs += seconds;
+        if let Some(bucket) = DURATION_BUCKETS.iter().position(|bound| seconds <= *bound) {
+            summary.buckets[bucket] += 1;
+        }
+    }
 }
 
 struct Submission<T> {
@@ -227,6 +249,12 @@ impl<T: Send + 'static> JournalWriter<T> {
                 .lock()
                 .map(|error| error.clone())
                 .unwrap_or_default(),
+            write_seconds: self
+                .stats
+                .write_seconds
+                .lock()
+                .map(|summary| summary.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -333,11 +361,13 @@ impl<T: Send + 'static> WriterThread<T> {
     /// Commits `batch` in one transaction. If that fails, each submission is tried on its
     /// own, so one bad submission cannot fail the others queued with it.
     fn commit(&mut self, batch: Vec<Submission<T>>) {
+        let started = Instant::now();
         let result = self
             .journal
             .write_groups(batch.iter().map(|submission| submission.records.as_slice()));
         match result {
             Ok(()) => {
+                self.stats.record_write(started.elapsed());
                 self.count_committed(&batch);
                 for submission in batch {
                     self.complete(submission.reply, Ok(()));
@@ -349,8 +379,10 @@ impl<T: Send + 'static> WriterThread<T> {
             }
             Err(_) => {
                 for submission in batch {
+                    let started = Instant::now();
                     match self.journal.write(&submission.records) {
                         Ok(()) => {
+                            self.stats.record_write(started.elapsed());
                             self.count_committed(std::slice::from_ref(&submission));
                             self.complete(submission.reply, Ok(()));
                         }

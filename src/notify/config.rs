@@ -59,13 +59,14 @@ impl fmt::Display for Channel {
     }
 }
 
-pub const KINDS: [NotificationKind; 6] = [
+pub const KINDS: [NotificationKind; 7] = [
     NotificationKind::IncidentCreated,
     NotificationKind::StatusChanged,
     NotificationKind::AssignmentChanged,
     NotificationKind::Escalation,
     NotificationKind::EscalationAcknowledged,
     NotificationKind::Resolved,
+    NotificationKind::SelfAlert,
 ];
 
 pub fn kind_from_str(name: &str) -> Option<NotificationKind> {
@@ -259,6 +260,33 @@ pub struct RouteConfig {
     pub emails: Vec<String>,
 }
 
+/// Who is told about alerts on the console itself (`monitoring.alerts`: Kafka unreachable,
+/// lag, stuck, dead letters, a channel failing): one notification when an alert starts, one
+/// when it clears. Routes do not apply to them. Nobody is told unless `channels` names some.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SelfAlertRecipients {
+    /// Channels that carry self-alerts; empty (the default): they are only logged, shown and
+    /// exposed as metrics. An alert about a failing channel skips that channel.
+    pub channels: Vec<Channel>,
+    /// Email goes to `administrators` and these addresses; SMS to `sms.numbers`.
+    pub emails: Vec<String>,
+    /// After an alert's start was notified, that alert starting again is notified no sooner
+    /// than this: a flapping condition pages once, and a start it held back is notified when
+    /// the quiet spell ends if the alert still holds (its clear follows as usual).
+    pub min_interval_secs: u64,
+}
+
+impl Default for SelfAlertRecipients {
+    fn default() -> Self {
+        Self {
+            channels: Vec::new(),
+            emails: Vec::new(),
+            min_interval_secs: 900,
+        }
+    }
+}
+
 /// Who is paged at one escalation level, and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -370,6 +398,7 @@ pub struct NotifyConfig {
     pub delivery: DeliveryConfig,
     pub rate_limit: RateLimitConfig,
     pub dedup: DedupConfig,
+    pub self_alerts: SelfAlertRecipients,
 }
 
 impl Default for NotifyConfig {
@@ -408,6 +437,7 @@ impl Default for NotifyConfig {
             delivery: DeliveryConfig::default(),
             rate_limit: RateLimitConfig::default(),
             dedup: DedupConfig::default(),
+            self_alerts: SelfAlertRecipients::default(),
         }
     }
 }
@@ -513,8 +543,23 @@ impl NotifyConfig {
             check_address("user_email", &pattern.replace("{user}", "name"))?;
         }
         for route in &self.routes {
+            if route
+                .kinds
+                .iter()
+                .any(|k| k == NotificationKind::SelfAlert.as_str())
+            {
+                return Err(invalid(
+                    "kinds",
+                    "`self_alert` is not routed by routes: name its channels in \
+                     notifications.self_alerts.channels",
+                ));
+            }
             if let Some(kind) = route.kinds.iter().find(|k| kind_from_str(k).is_none()) {
-                let known: Vec<&str> = KINDS.iter().map(|k| k.as_str()).collect();
+                let known: Vec<&str> = KINDS
+                    .iter()
+                    .filter(|k| **k != NotificationKind::SelfAlert)
+                    .map(|k| k.as_str())
+                    .collect();
                 return Err(invalid(
                     "kinds",
                     format!("unknown kind `{kind}`; known: {}", known.join(", ")),
@@ -524,6 +569,14 @@ impl NotifyConfig {
                 check_address("emails", address)?;
             }
         }
+        for address in &self.self_alerts.emails {
+            check_address("self_alerts.emails", address)?;
+        }
+        within(
+            "self_alerts.min_interval_secs",
+            self.self_alerts.min_interval_secs.max(1),
+            DAY_SECS,
+        )?;
         let mut levels = std::collections::BTreeSet::new();
         for level in &self.escalation_levels {
             if level.level == 0 {
@@ -900,6 +953,18 @@ mod tests {
                 "sms.account_sid",
             ),
             (Box::new(|c| c.sms.api_url = "twilio".into()), "sms.api_url"),
+            (
+                Box::new(|c| c.routes[0].kinds = vec!["self_alert".into()]),
+                "kinds",
+            ),
+            (
+                Box::new(|c| c.self_alerts.emails = vec!["ops at example".into()]),
+                "self_alerts.emails",
+            ),
+            (
+                Box::new(|c| c.self_alerts.min_interval_secs = u64::MAX),
+                "self_alerts.min_interval_secs",
+            ),
             (
                 Box::new(|c| {
                     c.escalation_levels = vec![

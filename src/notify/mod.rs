@@ -141,6 +141,16 @@ impl Notifier {
             channels: queues,
         };
         tasks.push(tokio::spawn(dispatcher.run(receiver)));
+        // Like routes, self-alerts skip channels that are not configured: say so at start
+        // rather than leave the administrators believing they will be told.
+        for channel in &config.self_alerts.channels {
+            if !config.enabled(*channel) {
+                tracing::warn!(
+                    channel = %channel,
+                    "notifications.self_alerts.channels names a channel that is not configured: self-alerts are not sent on it"
+                );
+            }
+        }
         if enabled.is_empty() {
             tracing::info!("notifications: no channel configured; notifications are only logged");
         } else {

@@ -99,6 +99,21 @@ impl Router {
         let mut channels = BTreeSet::new();
         let mut emails = Vec::new();
         let mut users = Vec::new();
+        if notification.kind == NotificationKind::SelfAlert {
+            // Only the channels named for self-alerts; never the failing channel an alert is
+            // about (its mail would fail too, and keep the channel failing).
+            let failing = notification.fields.get("channel");
+            let wanted = &self.config.self_alerts;
+            channels.extend(
+                wanted
+                    .channels
+                    .iter()
+                    .filter(|channel| failing.is_none_or(|name| name != channel.as_str())),
+            );
+            emails.extend(self.config.administrators.iter().cloned());
+            emails.extend(wanted.emails.iter().cloned());
+            return (channels, emails, users);
+        }
         match &notification.audience {
             Audience::EscalationLevel { level } => {
                 if let Some(entry) = self.level(*level) {
@@ -297,11 +312,21 @@ impl Router {
     /// The Events API v2 body, without `routing_key` (added when sending).
     fn pagerduty_event(&self, notification: &Notification) -> Option<serde_json::Value> {
         let pagerduty = &self.config.pagerduty;
-        let dedup_key = format!("{}{}", pagerduty.dedup_key_prefix, notification.incident_id);
+        let mut dedup_key = format!("{}{}", pagerduty.dedup_key_prefix, notification.incident_id);
         let action = match notification.kind {
             NotificationKind::Escalation => "trigger",
             NotificationKind::EscalationAcknowledged => "acknowledge",
             NotificationKind::Resolved => "resolve",
+            NotificationKind::SelfAlert => {
+                // One PagerDuty alert per self-alert name and console (`source`): its start
+                // triggers it, its clear resolves it.
+                let alert = notification.fields.get("alert").map_or("", String::as_str);
+                dedup_key = format!("{}/self-alert/{alert}", pagerduty.source);
+                match notification.fields.get("state").map(String::as_str) {
+                    Some("firing") => "trigger",
+                    _ => "resolve",
+                }
+            }
             _ => return None,
         };
         if action != "trigger" {
@@ -735,6 +760,71 @@ mod tests {
                 "42/resolved|slack|slack",
                 "42/resolved|webhook|webhook",
             ]
+        );
+    }
+
+    #[test]
+    fn self_alerts_go_only_to_their_channels_and_never_to_the_failing_one() {
+        let alert = |alert: &str, state: &str| Notification {
+            kind: NotificationKind::SelfAlert,
+            audience: Audience::Administrators,
+            incident_id: 0,
+            title: format!("self-alert {alert} {state}"),
+            priority: Some(Priority::Critical),
+            dedup_key: format!("self-alert/{alert}/1/{state}"),
+            fields: [("alert", alert), ("state", state), ("detail", "down")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .chain(
+                    alert
+                        .strip_prefix("channel_failing:")
+                        .map(|c| ("channel".to_string(), c.to_string())),
+                )
+                .collect(),
+        };
+        use Channel::*;
+        let s = |x: &str| x.to_string();
+        // Not named (the default): nobody, although routes match every kind.
+        assert!(
+            router()
+                .route(&alert("stuck", "firing"), now())
+                .deliveries
+                .is_empty()
+        );
+        let mut config = config();
+        config.self_alerts.channels = vec![Email, PagerDuty, Webhook];
+        config.self_alerts.emails = vec!["ops@example.com".into()];
+        let router = Router::new(config, TemplateSet::load(None).unwrap());
+        let firing = router.route(&alert("stuck", "firing"), now());
+        assert_eq!(
+            targets(&firing),
+            [
+                (Email, s("admins@example.com")),
+                (Email, s("ops@example.com")),
+                (PagerDuty, s("pagerduty")),
+                (Webhook, s("webhook")),
+            ]
+        );
+        let Payload::Email { subject, .. } = &firing.deliveries[0].payload else {
+            panic!("email");
+        };
+        assert_eq!(subject, "[incident-console] self-alert firing: stuck: down");
+        let pagerduty = |routed: &Routed| match &routed.deliveries[2].payload {
+            Payload::Json { body, .. } => body.clone(),
+            _ => panic!("pagerduty sends JSON"),
+        };
+        let trigger = pagerduty(&firing);
+        assert_eq!(trigger["event_action"], "trigger");
+        assert_eq!(trigger["dedup_key"], "incident-console/self-alert/stuck");
+        assert_eq!(trigger["payload"]["severity"], "critical");
+        let resolve = pagerduty(&router.route(&alert("stuck", "cleared"), now()));
+        assert_eq!(resolve["event_action"], "resolve");
+        assert_eq!(resolve["dedup_key"], trigger["dedup_key"]);
+        // About the failing email channel: everywhere but email.
+        let failing = router.route(&alert("channel_failing:email", "firing"), now());
+        assert_eq!(
+            targets(&failing),
+            [(PagerDuty, s("pagerduty")), (Webhook, s("webhook"))]
         );
     }
 }

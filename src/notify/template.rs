@@ -158,6 +158,14 @@ pub fn kind_fields(kind: NotificationKind) -> &'static [(&'static str, &'static 
             ("time_to_resolve", "1h 02m"),
             ("updated_at", "2026-01-01T00:00:00+00:00"),
         ],
+        NotificationKind::SelfAlert => &[
+            ("alert", "broker_unreachable"),
+            ("state", "firing"),
+            ("detail", "Kafka unreachable for 60 s: 1/1 brokers are down"),
+            ("since", "2026-01-01T00:00:00+00:00"),
+            ("duration", "4m 10s"),
+            ("console", "incident-console"),
+        ],
     }
 }
 
@@ -243,7 +251,7 @@ impl TemplateSlot {
 
     fn kinds(self) -> &'static [NotificationKind] {
         match self {
-            Self::PagerDuty => &[NotificationKind::Escalation],
+            Self::PagerDuty => &[NotificationKind::Escalation, NotificationKind::SelfAlert],
             _ => &KINDS,
         }
     }
@@ -266,25 +274,30 @@ pub const SHIPPED: &[(&str, &str)] = shipped![
     "email" / "escalation",
     "email" / "escalation_acknowledged",
     "email" / "resolved",
+    "email" / "self_alert",
     "slack" / "incident_created",
     "slack" / "status_changed",
     "slack" / "assignment_changed",
     "slack" / "escalation",
     "slack" / "escalation_acknowledged",
     "slack" / "resolved",
+    "slack" / "self_alert",
     "webhook" / "incident_created",
     "webhook" / "status_changed",
     "webhook" / "assignment_changed",
     "webhook" / "escalation",
     "webhook" / "escalation_acknowledged",
     "webhook" / "resolved",
+    "webhook" / "self_alert",
     "pagerduty" / "escalation",
+    "pagerduty" / "self_alert",
     "sms" / "incident_created",
     "sms" / "status_changed",
     "sms" / "assignment_changed",
     "sms" / "escalation",
     "sms" / "escalation_acknowledged",
     "sms" / "resolved",
+    "sms" / "self_alert",
 ];
 
 /// An email template: subject and body.
@@ -562,6 +575,8 @@ mod tests {
                 "{text}"
             );
             values.insert("title".into(), "x\ny ".repeat(100));
+            // Self-alerts carry their long text in `detail`.
+            values.insert("detail".into(), "x\ny ".repeat(100));
             let long = set.text(TemplateSlot::Sms, kind, &values).unwrap();
             assert_eq!(long.chars().count(), SMS_MAX_CHARS, "{long}");
             assert!(!long.contains('\n') && long.ends_with('…'), "{long}");

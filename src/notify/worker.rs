@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::core::engine::Notification;
+use crate::core::engine::{Notification, NotificationKind};
 use crate::status::{ChannelStatus, NotifierStatus};
 
 use super::config::{Channel, KINDS};
@@ -63,7 +63,7 @@ pub struct Shared {
     /// The journal, when there is one: every delivery change is recorded there.
     pub recorder: Option<Arc<dyn DeliveryRecorder>>,
     /// Notifications refused because the outbox was full, by kind (index in `KINDS`).
-    pub overflowed: [AtomicU64; 6],
+    pub overflowed: [AtomicU64; KINDS.len()],
     /// Set by `submit` on the first overflow since the dispatcher last reported them.
     pub overflow_pending_report: AtomicBool,
     /// Notifications put in the outbox, and those the dispatcher has finished routing: the
@@ -275,9 +275,12 @@ impl Dispatcher {
                 board.channel(delivery.channel).deduplicated += 1;
                 continue;
             }
-            // Acknowledge and resolve close PagerDuty alerts: never held back.
-            let exempt = delivery.channel == super::config::Channel::PagerDuty
-                && delivery.kind != "escalation";
+            // Acknowledge and resolve close PagerDuty alerts: never held back. Nor are
+            // self-alerts: the incident flood that fills the bucket is often what they are
+            // about, and they are already limited per alert (`self_alerts.min_interval_secs`).
+            let exempt = (delivery.channel == super::config::Channel::PagerDuty
+                && delivery.kind != "escalation")
+                || delivery.kind == NotificationKind::SelfAlert.as_str();
             if let Some(limiter) = self.limiters.get_mut(&delivery.channel)
                 && !exempt
                 && !limiter.admit(Instant::now())

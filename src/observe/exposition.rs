@@ -351,6 +351,12 @@ impl Collector for SnapshotCollector {
                 "Journal submissions that failed to commit.",
                 journal.failed_submissions,
             )?;
+            histogram(
+                enc,
+                "journal_write_seconds",
+                "Time to write and commit one journal transaction.",
+                &journal.write_seconds,
+            )?;
         }
         family(
             enc,

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::journal::JournalStats;
 use crate::runtime::OutputRecord;
-use crate::status::{ConnectionState, ConsumerStatus, PartitionLag, SharedSnapshot};
+use crate::status::{Command, ConnectionState, ConsumerStatus, PartitionLag, SharedSnapshot};
 
 use health::{Observation, ProgressWatch, Readiness};
 
@@ -100,6 +100,9 @@ pub struct Sources {
     firing: Arc<watch::Sender<Vec<String>>>,
     /// Where self-alert records go in headless mode.
     output: Option<mpsc::WeakSender<OutputRecord>>,
+    /// The runtime's commands: self-alert notifications go through its notifier. Weak, so
+    /// the runtime still sees every face gone when the console and headless writer are.
+    commands: Option<mpsc::WeakSender<Command>>,
 }
 
 impl std::fmt::Debug for Sources {
@@ -125,7 +128,15 @@ impl Sources {
             watermarks: Watermarks::default(),
             firing: Arc::new(watch::Sender::new(Vec::new())),
             output: None,
+            commands: None,
         }
+    }
+
+    /// Self-alerts are notified (to `notifications.self_alerts`) through the runtime that
+    /// `commands` reaches.
+    pub fn with_commands(mut self, commands: &mpsc::Sender<Command>) -> Self {
+        self.commands = Some(commands.downgrade());
+        self
     }
 
     /// Headless mode: self-alerts also go out as `self_alert` records.
@@ -227,6 +238,7 @@ pub async fn start(addr: &str, config: &Config, sources: Sources) -> anyhow::Res
     let mut progress = ProgressWatch::new(Duration::from_secs(config.monitoring.stuck_after_secs));
     let poller = watermark_poller(config, &sources)?;
     let mut self_alerts = alerts::SelfAlerts::new(config.monitoring.alerts.clone());
+    let mut notices = Notices::new(config, &sources);
     let watched = sources.clone();
     let watch_task = tokio::spawn(async move {
         let mut ticker = tokio::time::interval(EVALUATE_EVERY);
@@ -247,7 +259,11 @@ pub async fn start(addr: &str, config: &Config, sources: Sources) -> anyhow::Res
                     notifier: snapshot.notifier.clone(),
                 }
             };
-            for transition in self_alerts.evaluate(now, &inputs) {
+            let transitions = self_alerts.evaluate(now, &inputs);
+            if let Some(notices) = &mut notices {
+                notices.update(now, &transitions);
+            }
+            for transition in transitions {
                 report(&watched, transition);
             }
             let firing = self_alerts.firing();
@@ -308,6 +324,77 @@ fn report(sources: &Sources, transition: alerts::Transition) {
         // Never waits: a slow stdout reader must not hold up the health checks.
         if output.try_send(record).is_err() {
             tracing::warn!("headless output full or closed: self-alert record dropped");
+        }
+    }
+}
+
+/// Self-alert notifications on their way to the runtime: the gate decides which transitions
+/// are notified, and what the runtime's command queue cannot take now waits here for the next
+/// evaluation (bounded: at most a start and a clear per alert are ever owed at once).
+struct Notices {
+    gate: alerts::NotifyGate,
+    commands: mpsc::WeakSender<Command>,
+    waiting: std::collections::VecDeque<crate::core::engine::Notification>,
+    console: String,
+}
+
+const NOTICES_WAITING: usize = 64;
+
+impl Notices {
+    /// `None` when nobody is to be told (no channel in `notifications.self_alerts`) or there
+    /// is no runtime to tell them through.
+    fn new(config: &Config, sources: &Sources) -> Option<Self> {
+        let wanted = &config.notifications.self_alerts;
+        if wanted.channels.is_empty() || !config.monitoring.alerts.enabled {
+            return None;
+        }
+        Some(Self {
+            gate: alerts::NotifyGate::new(Duration::from_secs(wanted.min_interval_secs)),
+            commands: sources.commands.clone()?,
+            waiting: std::collections::VecDeque::new(),
+            console: format!(
+                "group {} on topic {}",
+                config.kafka.group_id, config.kafka.topic
+            ),
+        })
+    }
+
+    fn update(&mut self, now: Instant, transitions: &[alerts::Transition]) {
+        let wall_ms = chrono::Utc::now().timestamp_millis();
+        for notice in self.gate.update(now, wall_ms, transitions) {
+            if self.waiting.len() >= NOTICES_WAITING {
+                tracing::error!(
+                    alert = notice.alert,
+                    "self-alert notification dropped: too many waiting"
+                );
+                continue;
+            }
+            self.waiting
+                .push_back(alerts::notification(&notice, &self.console));
+        }
+        let Some(commands) = self.commands.upgrade() else {
+            if !self.waiting.is_empty() {
+                tracing::warn!(
+                    count = self.waiting.len(),
+                    "runtime gone: self-alert notifications not sent"
+                );
+                self.waiting.clear();
+            }
+            return;
+        };
+        while let Some(notification) = self.waiting.pop_front() {
+            // Never waits: a busy runtime must not hold up the health checks.
+            match commands.try_send(Command::Notify(Box::new(notification))) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(Command::Notify(notification))) => {
+                    self.waiting.push_front(*notification);
+                    break;
+                }
+                Err(_) => {
+                    self.waiting.clear();
+                    break;
+                }
+            }
         }
     }
 }

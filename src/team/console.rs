@@ -132,6 +132,8 @@ impl Observer {
                             }
                         }
                         Command::Acknowledge { incident_id, by } => self.acknowledge(incident_id, by).await,
+                        // A team console notifies nobody: the active worker does.
+                        Command::Notify(notification) => tracing::debug!(dedup_key = notification.dedup_key, "not notified from a team console"),
                     }
                     snapshot_tx.send_replace(self.snapshot());
                     dirty = false;

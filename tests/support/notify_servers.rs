@@ -103,6 +103,8 @@ pub struct SinkOptions {
     pub tls: Option<(&'static str, PathBuf, PathBuf)>,
     /// `user:password` required (AUTH PLAIN/LOGIN) before mail is accepted.
     pub auth: Option<String>,
+    /// Every message is answered `554` (refused for good) and not kept.
+    pub refuse: bool,
 }
 
 /// aiosmtpd on 127.0.0.1:`port`, writing messages into a temporary directory.
@@ -155,6 +157,9 @@ impl SmtpSink {
         if let Some(auth) = &self.options.auth {
             command.args(["--auth", auth]);
         }
+        if self.options.refuse {
+            command.arg("--refuse");
+        }
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -178,6 +183,11 @@ impl SmtpSink {
                 panic!("SMTP sink did not start on port {}: {other:?}", self.port);
             }
         }
+    }
+
+    /// Whether the next (re)start refuses every message.
+    pub fn set_refusing(&mut self, refuse: bool) {
+        self.options.refuse = refuse;
     }
 
     /// Stops the server (the process this sink started) and waits for it to exit.

@@ -5,6 +5,7 @@ it accepts to DIR/msg-<pid>-<n>.json as {"mail_from", "rcpt_tos", "data", "login
 
 Usage: /usr/bin/python3 tests/support/notify_smtp_sink.py --port PORT --dir DIR
            [--tls starttls|implicit --cert CERT.pem --key KEY.pem] [--auth USER:PASSWORD]
+           [--refuse]   (answers every message 554: a mail server that refuses)
 (Debian's python3-aiosmtpd is installed for /usr/bin/python3, see scripts/setup.)
 """
 
@@ -21,12 +22,15 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class Sink:
-    def __init__(self, directory):
+    def __init__(self, directory, refuse=False):
         self.directory = directory
+        self.refuse = refuse
         self.counter = itertools.count(1)
         self.lock = threading.Lock()
 
     async def handle_DATA(self, server, session, envelope):
+        if self.refuse:
+            return "554 5.7.1 Message refused (test sink told to refuse)"
         with self.lock:
             number = next(self.counter)
         auth = session.auth_data
@@ -68,6 +72,7 @@ def main():
     parser.add_argument("--cert")
     parser.add_argument("--key")
     parser.add_argument("--auth", help="USER:PASSWORD required before MAIL")
+    parser.add_argument("--refuse", action="store_true", help="answer every message 554")
     args = parser.parse_args()
 
     options = {}
@@ -86,7 +91,7 @@ def main():
             auth_require_tls=args.tls == "starttls",
         )
     controller = Controller(
-        Sink(args.dir),
+        Sink(args.dir, refuse=args.refuse),
         hostname="127.0.0.1",
         port=args.port,
         ssl_context=context if args.tls == "implicit" else None,
