@@ -19,6 +19,7 @@ use super::leader::Leader;
 use super::publish::StatePublisher;
 use super::state::{Restored, Restorer, StateBody, StateRecord, state_topic};
 use crate::config::Config;
+use crate::core::engine::SourceRef;
 use crate::kafka::consumer::client_config;
 use crate::runtime::{self, OutputRecord, RunSummary, RuntimeHandle, RuntimeOptions};
 use crate::status::{Command, ConsumerStatus, NotifierStatus, SharedSnapshot, Snapshot};
@@ -159,6 +160,10 @@ async fn supervise(
                         stale = restored.stale,
                         "active: the lease is held; state restored from {state_topic}; consuming incidents"
                     );
+                    let commands_from = restored
+                        .handled
+                        .get(&(commands_topic(&config.kafka.topic), 0))
+                        .map(|offset| offset + 1);
                     current = Some(runtime::spawn_with(&config, RuntimeOptions {
                         operator: options.operator.clone(),
                         demo: false,
@@ -168,7 +173,7 @@ async fn supervise(
                         shutdown_timeout: options.shutdown_timeout,
                     }, Some(runtime::TeamLink { restored, state: publisher.clone() }))?);
                     state = Some(publisher);
-                    command_reader = Some(command_consumer(&config)?);
+                    command_reader = Some(command_consumer(&config, commands_from)?);
                     emit(&options.output, role(true, "lease held", epoch)).await;
                 } else if !active && let Some(rt) = current.take() {
                     tracing::warn!(%worker, "fenced: the leadership lease lapsed or was revoked; becoming a standby");
@@ -188,12 +193,16 @@ async fn supervise(
             Some(record) = inner_records.recv() => {
                 emit(&options.output, record).await;
             }
-            Some(ack) = next_ack(&command_reader) => {
+            Some((ack, source)) = next_ack(&command_reader) => {
                 if let Some(rt) = &current
+                    && let Some(state) = &state
                     && super::leader::side_effects_allowed("acknowledgement")
                 {
                     tracing::info!(incident_id = ack.incident_id, by = %ack.by, console = %ack.console, epoch = ack.epoch, "acknowledgement from a console");
                     let _ = rt.commands.send(Command::Acknowledge { incident_id: ack.incident_id, by: ack.by }).await;
+                    // A successor reads on after it (applying one twice is refused as
+                    // already acknowledged, and changes nothing).
+                    state.progress([&source]);
                 }
             }
             Some(()) = changed(&mut snapshots) => {
@@ -280,31 +289,45 @@ fn read_state(config: &Config) -> anyhow::Result<Restored> {
     ))
 }
 
-/// The active worker's reader of `<topic>.commands`: its own group, so a new active worker
-/// goes on from where the last one committed (acks made while none was active included).
-fn command_consumer(config: &Config) -> anyhow::Result<StreamConsumer> {
+/// The active worker's reader of `<topic>.commands`, from just after the last command its
+/// predecessor applied (its progress on `<topic>.state`), or from the start. Assigned, not in
+/// a group: a killed predecessor's membership cannot hold the partition for its session.
+fn command_consumer(config: &Config, from: Option<i64>) -> anyhow::Result<StreamConsumer> {
+    let topic = commands_topic(&config.kafka.topic);
     let mut client = client_config(config, true);
     client
-        .set("group.id", format!("{}.commands", config.kafka.group_id))
+        .set(
+            "group.id",
+            format!("{}.commands-{}", config.kafka.group_id, std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "200")
         // An ack is one small record: the broker answers the fetch at once instead of
         // holding it up to the default 500 ms.
         .set("fetch.wait.max.ms", "20");
     let consumer: StreamConsumer = client.create()?;
-    consumer.subscribe(&[&commands_topic(&config.kafka.topic)])?;
+    let mut list = rdkafka::TopicPartitionList::new();
+    let offset = from.map_or(rdkafka::Offset::Beginning, rdkafka::Offset::Offset);
+    list.add_partition_offset(&topic, 0, offset)?;
+    consumer.assign(&list)?;
     Ok(consumer)
 }
 
-async fn next_ack(reader: &Option<StreamConsumer>) -> Option<AckCommand> {
+async fn next_ack(reader: &Option<StreamConsumer>) -> Option<(AckCommand, SourceRef)> {
     let Some(reader) = reader else {
         return std::future::pending().await;
     };
     loop {
         match reader.recv().await {
             Ok(message) => match AckCommand::decode(message.payload()) {
-                Some(ack) => return Some(ack),
+                Some(ack) => {
+                    let source = SourceRef {
+                        topic: message.topic().to_string(),
+                        partition: message.partition(),
+                        offset: message.offset(),
+                    };
+                    return Some((ack, source));
+                }
                 None => tracing::warn!(
                     partition = message.partition(),
                     offset = message.offset(),
