@@ -143,12 +143,18 @@ impl DeliveryRecorder for TeamRecorder {
     fn record(&self, changes: Vec<DeliveryChange>) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let bodies: Vec<StateBody> = changes.iter().filter_map(body).collect();
-            if let Some(journal) = &self.journal {
-                journal.record(changes).await;
-            }
-            if !bodies.is_empty() {
-                self.state.publish_and_wait(bodies).await;
-            }
+            // Both at once: a delivery waits for the slower of the two, not their sum.
+            let journal = async {
+                if let Some(journal) = &self.journal {
+                    journal.record(changes).await;
+                }
+            };
+            let state = async {
+                if !bodies.is_empty() {
+                    self.state.publish_and_wait(bodies).await;
+                }
+            };
+            futures::join!(journal, state);
         })
     }
 }
