@@ -63,6 +63,8 @@ pub enum OutputRecord {
     Role {
         role: &'static str,
         active: bool,
+        /// The leader epoch this worker acts under while active; 0 otherwise.
+        epoch: u64,
         worker: String,
         reason: String,
         lease_ms: u64,
@@ -275,6 +277,10 @@ enum Flow {
 
 struct Runtime {
     engine: Engine,
+    /// Team mode: where escalation changes and decisions are published.
+    team: Option<Arc<crate::team::publish::StatePublisher>>,
+    /// Team mode: how far the previous active worker handled each partition.
+    handled_before: HashMap<(String, i32), i64>,
     journal: Option<JournalLink>,
     control: ConsumerControl,
     dead_letters: DeadLetterProducer,
@@ -314,22 +320,60 @@ struct OutputGate {
     broken: bool,
 }
 
+/// Team mode: the state a new active worker restored from `<topic>.state`, which replaces
+/// what its own journal holds (the journal stays its own record), and where it publishes.
+pub struct TeamLink {
+    pub restored: crate::team::state::Restored,
+    pub state: Arc<crate::team::publish::StatePublisher>,
+}
+
 /// Starts the consumer and the runtime loop on the current tokio runtime.
 pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<RuntimeHandle> {
+    spawn_with(config, options, None)
+}
+
+/// As `spawn`; with `team`, the engine and notifier start from the restored state, before
+/// any incident is consumed, and publish their changes to `<topic>.state`.
+pub fn spawn_with(
+    config: &Config,
+    options: RuntimeOptions,
+    team: Option<TeamLink>,
+) -> anyhow::Result<RuntimeHandle> {
     crate::kafka::settings::check(config, true)?;
     let mut engine = Engine::new(config.engine_config());
-    let (journal, completions, notifier) = match open_journal(config, &mut engine, options.demo)? {
+    let opened = open_journal(config, &mut engine, options.demo)?;
+    let (journal, completions, recorder, mut resumed) = match opened {
         Some(OpenedJournal {
             link,
             completions,
             resumed,
         }) => {
+            let recorder: Arc<dyn crate::notify::DeliveryRecorder> = Arc::new(link.writer.clone());
+            (Some(link), Some(completions), Some(recorder), resumed)
+        }
+        None => (None, None, None, ResumedNotifications::default()),
+    };
+    let team_state = team.as_ref().map(|team| team.state.clone());
+    let handled_before = team
+        .as_ref()
+        .map(|team| team.restored.handled.clone())
+        .unwrap_or_default();
+    let recorder = match team {
+        Some(TeamLink { restored, state }) => {
+            engine = Engine::new(config.engine_config());
+            engine.restore_escalations(restored.escalations);
+            resumed.decided = restored.decided;
+            resumed.deliveries = restored.deliveries;
+            Some(Arc::new(crate::team::publish::TeamRecorder {
+                journal: recorder,
+                state,
+            }) as Arc<dyn crate::notify::DeliveryRecorder>)
+        }
+        None => recorder,
+    };
+    let mut notifier = match recorder {
+        Some(recorder) => {
             let resumed_deliveries = resumed.deliveries.pending.len();
-            let mut notifier = Notifier::start_with_journal(
-                &config.notifications,
-                Arc::new(link.writer.clone()),
-                resumed.deliveries,
-            )?;
             if !resumed.decided.is_empty() || resumed_deliveries > 0 {
                 tracing::info!(
                     notifications = resumed.decided.len(),
@@ -337,13 +381,13 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
                     "notifications from before the restart resumed"
                 );
             }
-            for notification in resumed.decided {
-                notifier.submit(notification);
-            }
-            (Some(link), Some(completions), notifier)
+            Notifier::start_with_journal(&config.notifications, recorder, resumed.deliveries)?
         }
-        None => (None, None, Notifier::start(&config.notifications)?),
+        None => Notifier::start(&config.notifications)?,
     };
+    for notification in resumed.decided {
+        notifier.submit(notification);
+    }
     let (stop_fetching, stop_rx) = watch::channel(false);
     let source = consumer::start(config, stop_rx)?;
     let dead_letters = DeadLetterProducer::new(config)?;
@@ -358,6 +402,7 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
         notifier: NotifierStatus::default(),
         operator: options.operator.clone(),
         demo: options.demo,
+        team: None,
     });
     let (snapshot_tx, snapshots) = watch::channel(initial);
     let journal_stats = journal.as_ref().map(|link| {
@@ -366,6 +411,8 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
     });
     let runtime = Runtime {
         engine,
+        team: team_state,
+        handled_before,
         journal,
         control: source.control,
         dead_letters,
@@ -587,6 +634,7 @@ impl Runtime {
             notifier: self.notifier.status(),
             operator: io.operator.clone(),
             demo: io.demo,
+            team: None,
         };
         io.snapshot_tx.send_replace(Arc::new(snapshot));
     }
@@ -637,8 +685,15 @@ impl Runtime {
     /// are stored once.
     async fn handle_batch(&mut self, batch: Vec<FetchedMessage>) {
         let mut pending = PendingCommit::default();
+        let sources: Vec<SourceRef> = match &self.team {
+            Some(_) => batch.iter().map(|m| m.source.clone()).collect(),
+            None => Vec::new(),
+        };
         for message in batch {
             self.handle_message(message, &mut pending).await;
+        }
+        if let Some(team) = &self.team {
+            team.progress(&sources);
         }
         if !pending.sources.is_empty() {
             self.commit(pending.sources, pending.records).await;
@@ -654,9 +709,15 @@ impl Runtime {
         };
         self.tracker.begin(&key, message.source.offset);
         let control = &self.control;
-        if self.journal.as_ref().is_some_and(|journal| {
-            journal.already_handled(&message.source, || control.cluster_id())
-        }) {
+        let handled_by_predecessor = self
+            .handled_before
+            .get(&(message.source.topic.clone(), message.source.partition))
+            .is_some_and(|highest| message.source.offset <= *highest);
+        if handled_by_predecessor
+            || self.journal.as_ref().is_some_and(|journal| {
+                journal.already_handled(&message.source, || control.cluster_id())
+            })
+        {
             // Handled before a restart, offset not yet committed: nothing to do again.
             tracing::debug!(source = %message.source, "re-delivered message already in the journal");
             self.summary.redelivered += 1;
@@ -950,6 +1011,13 @@ impl Runtime {
         let now = chrono::Utc::now();
         let effects = self.engine.apply(input, now);
         for effect in effects {
+            if let Some(team) = &self.team {
+                team.effect(
+                    &effect,
+                    self.engine.escalations(),
+                    self.notifier.has_channels(),
+                );
+            }
             if self.journal.is_some() {
                 match &effect {
                     // With no channel configured there is nothing that could be owed.

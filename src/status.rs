@@ -116,6 +116,19 @@ pub struct Snapshot {
     /// Name used for acknowledgements made from this console.
     pub operator: String,
     pub demo: bool,
+    /// Team mode, at a console: which worker is active. `None` outside a console.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team: Option<TeamView>,
+}
+
+/// Which worker a console sees acting, from the lease records on `<topic>.state`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum TeamView {
+    /// A lease record came within the lease length.
+    Active { worker: String, epoch: u64 },
+    /// None for the lease length (or none yet): nothing is escalating or paging.
+    NoActiveWorker,
 }
 
 pub type SharedSnapshot = Arc<Snapshot>;

@@ -321,6 +321,37 @@ fn connection_state_is_coloured() {
 }
 
 #[test]
+fn a_console_header_names_the_active_worker_or_says_there_is_none_in_red() {
+    use incident_console::status::TeamView;
+    let engine = story_engine();
+    let mut snapshot = (*snapshot_of(&engine, false)).clone();
+    snapshot.team = Some(TeamView::Active {
+        worker: "worker-4242".into(),
+        epoch: 3,
+    });
+    let mut app = app_for(Arc::new(snapshot.clone()));
+    let terminal = render_screen(&mut app, 160, 48);
+    let buffer = terminal.backend().buffer();
+    assert_eq!(
+        style_at(buffer, "◆ active worker-4242 · epoch 3").fg,
+        Some(Color::Green)
+    );
+    snapshot.team = Some(TeamView::NoActiveWorker);
+    let mut app = app_for(Arc::new(snapshot));
+    let terminal = render_screen(&mut app, 160, 48);
+    let buffer = terminal.backend().buffer();
+    let style = style_at(buffer, "✖ no active worker");
+    assert_eq!(style.fg, Some(Color::Red));
+    assert!(style.add_modifier.contains(Modifier::REVERSED));
+    assert!(!row_with(buffer, "no active worker").contains("epoch"));
+    // A standalone console says nothing about workers.
+    let mut app = story_app();
+    let terminal = render_screen(&mut app, 160, 48);
+    let text = lines(terminal.backend().buffer()).join("\n");
+    assert!(!text.contains("active worker"), "{text}");
+}
+
+#[test]
 fn focused_pane_has_a_thick_border_and_marker() {
     let mut app = story_app();
     let terminal = render_screen(&mut app, 160, 48);

@@ -400,6 +400,7 @@ mod tests {
             notifier: NotifierStatus::default(),
             operator: "tester".into(),
             demo: false,
+            team: None,
         });
         let (_snapshot_tx, snapshots) = watch::channel(snapshot);
         let (_status_tx, consumer) = watch::channel(ConsumerStatus {

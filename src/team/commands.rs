@@ -18,6 +18,12 @@ pub struct AckCommand {
     pub at: String,
     /// Which console asked (for the record).
     pub console: String,
+    /// The newest leader epoch the console had seen when it asked. The active worker applies
+    /// an acknowledgement whatever its epoch: it is an operator's decision, not a leader's
+    /// write, so it stays valid across a takeover (one made while no worker was active is
+    /// applied by the next one); the epoch tells which leader the operator was looking at.
+    #[serde(default)]
+    pub epoch: u64,
 }
 
 impl AckCommand {
@@ -60,6 +66,7 @@ mod tests {
             by: "alice".into(),
             at: "2026-01-01T00:00:00Z".into(),
             console: "console-1".into(),
+            epoch: 4,
         };
         let bytes = serde_json::to_vec(&ack).unwrap();
         assert_eq!(AckCommand::decode(Some(&bytes)), Some(ack));

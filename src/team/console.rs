@@ -5,20 +5,20 @@
 //! active worker does all of that.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::{mpsc, watch};
 
 use super::commands::{AckCommand, commands_topic, parse_stdin_line};
-use super::state::{StateRecord, state_topic};
+use super::state::{EpochFilter, StateBody, StateRecord, state_topic};
 
 use crate::config::Config;
 use crate::core::engine::{Engine, Input};
 use crate::core::event;
 use crate::kafka::consumer::{self, ConsumerControl, FetchedMessage};
 use crate::runtime::{OutputRecord, RunSummary, RuntimeHandle, RuntimeOptions};
-use crate::status::{Command, NotifierStatus, SharedSnapshot, Snapshot};
+use crate::status::{Command, NotifierStatus, SharedSnapshot, Snapshot, TeamView};
 
 struct Observer {
     engine: Engine,
@@ -31,6 +31,12 @@ struct Observer {
     producer: FutureProducer,
     commands_topic: String,
     console_id: String,
+    /// State records from a leader older than the newest seen are ignored.
+    epochs: EpochFilter,
+    /// The newest lease record: (worker, epoch, when it arrived here).
+    leader: Option<(String, u64, Instant)>,
+    /// Without a lease record for this long, no worker is active.
+    lease_length: Duration,
 }
 
 /// Starts the observer's consumer and loop; the TUI and headless mode drive it like the runtime.
@@ -58,6 +64,9 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
         producer: crate::kafka::consumer::client_config(config, false).create()?,
         commands_topic: commands_topic(&config.kafka.topic),
         console_id: format!("console-{}", std::process::id()),
+        epochs: EpochFilter::default(),
+        leader: None,
+        lease_length: super::leader::lease_length(config)?,
         engine,
         control: source.control,
         output: options.output,
@@ -95,7 +104,18 @@ impl Observer {
             notifier: NotifierStatus::default(),
             operator: self.operator.clone(),
             demo: false,
+            team: Some(self.team_view()),
         })
+    }
+
+    fn team_view(&self) -> TeamView {
+        match &self.leader {
+            Some((worker, epoch, seen)) if seen.elapsed() < self.lease_length => TeamView::Active {
+                worker: worker.clone(),
+                epoch: *epoch,
+            },
+            _ => TeamView::NoActiveWorker,
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -187,6 +207,7 @@ impl Observer {
             by,
             at: chrono::Utc::now().to_rfc3339(),
             console: self.console_id.clone(),
+            epoch: self.epochs.newest(),
         };
         let (producer, topic) = (self.producer.clone(), self.commands_topic.clone());
         tokio::spawn(async move {
@@ -209,15 +230,32 @@ impl Observer {
             tracing::warn!(source = %message.source, "not a state record; skipped");
             return;
         };
-        if let Some(by) = record.acknowledged_by {
+        if !self.epochs.admit(&record) {
+            tracing::info!(
+                epoch = record.epoch,
+                newest = self.epochs.newest(),
+                worker = %record.worker,
+                "state record from a stale leader ignored"
+            );
+            return;
+        }
+        if record.body == StateBody::Lease {
+            self.leader = Some((record.worker.clone(), record.epoch, Instant::now()));
+        }
+        if let StateBody::Escalation {
+            incident_id,
+            acknowledged_by: Some(by),
+            ..
+        } = record.body
+        {
             // The local picture follows the worker's: shown as "acknowledged by <by>".
             let input = Input::Acknowledge {
-                incident_id: record.incident_id,
+                incident_id,
                 by: by.clone(),
             };
             let _ = self.engine.apply(input, chrono::Utc::now());
             self.emit(OutputRecord::Acknowledged {
-                incident_id: record.incident_id,
+                incident_id,
                 by,
                 worker: record.worker,
             })

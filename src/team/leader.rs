@@ -184,6 +184,36 @@ fn holds_zero(list: &TopicPartitionList, topic: &str) -> bool {
         .any(|e| e.topic() == topic && e.partition() == 0)
 }
 
+/// Session timeout and heartbeat interval of the leader group, from the configuration.
+fn session_and_heartbeat(config: &Config) -> anyhow::Result<(u64, u64)> {
+    let session = config
+        .kafka
+        .properties
+        .get("session.timeout.ms")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(u64::from(SESSION_TIMEOUT_MS));
+    let heartbeat = config
+        .kafka
+        .properties
+        .get("heartbeat.interval.ms")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(u64::from(HEARTBEAT_INTERVAL_MS));
+    anyhow::ensure!(
+        session > heartbeat + RENEW_EVERY.as_millis() as u64,
+        "session.timeout.ms ({session}) must exceed heartbeat.interval.ms ({heartbeat}) \
+         plus {} ms for a worker's lease",
+        RENEW_EVERY.as_millis()
+    );
+    Ok((session, heartbeat))
+}
+
+/// How long a lease runs after a confirmation (session timeout minus one heartbeat interval):
+/// also how long a console waits for a lease record before it says no worker is active.
+pub fn lease_length(config: &Config) -> anyhow::Result<Duration> {
+    let (session, heartbeat) = session_and_heartbeat(config)?;
+    Ok(Duration::from_millis(session - heartbeat))
+}
+
 /// The running leader election: its consumer is polled on a thread of its own (rebalance
 /// callbacks run inside the poll), and the lease is renewed from there too.
 pub struct Leader {
@@ -194,24 +224,7 @@ pub struct Leader {
 
 impl Leader {
     pub fn start(config: &Config) -> anyhow::Result<Self> {
-        let session = config
-            .kafka
-            .properties
-            .get("session.timeout.ms")
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(u64::from(SESSION_TIMEOUT_MS));
-        let heartbeat = config
-            .kafka
-            .properties
-            .get("heartbeat.interval.ms")
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(u64::from(HEARTBEAT_INTERVAL_MS));
-        anyhow::ensure!(
-            session > heartbeat + RENEW_EVERY.as_millis() as u64,
-            "session.timeout.ms ({session}) must exceed heartbeat.interval.ms ({heartbeat}) \
-             plus {} ms for a worker's lease",
-            RENEW_EVERY.as_millis()
-        );
+        let (session, heartbeat) = session_and_heartbeat(config)?;
         let lease = Lease::new(Duration::from_millis(session - heartbeat));
         let topic = leader_topic(&config.kafka.topic);
         let mut client = client_config(config, true);

@@ -7,6 +7,7 @@
 pub mod commands;
 pub mod console;
 pub mod leader;
+pub mod publish;
 pub mod state;
 pub mod worker;
 

@@ -1,31 +1,77 @@
-//! Escalation state through Kafka: the active worker publishes each escalation change to
-//! `<topic>.state`, keyed by incident id (compacted on a real cluster: the newest record per
-//! incident is its state); consoles read it to show the queue as the worker holds it.
+//! Escalation and notification state through Kafka. The active worker publishes to
+//! `<topic>.state` everything a successor needs: each escalation as it stands after a change
+//! (level, next step due, who acknowledged), each notification decided, and each delivery's
+//! marks (queued before it is sent, delivered or given up after). A worker that becomes active
+//! reads the topic to its end and restores all of it ([`Restorer`]) before it consumes an
+//! incident. Consoles read it to show the queue as the worker holds it.
+//!
+//! Every record carries the publishing worker's **leader epoch**: one more than the highest
+//! epoch on the topic when it became active, announced by a `lease` record before it acts.
+//! Readers ignore a record whose epoch is older than the newest they have seen, so the writes
+//! of a paused worker that wakes after a takeover count for nothing.
+//!
+//! Keys (the topic is compacted on a real cluster, so each key's newest record is its state):
+//! the incident id for an escalation, `n|<dedup key>` for a notification, `d|<delivery key>`
+//! for a delivery, `leader` for the lease.
+
+use std::collections::HashMap;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::escalation::EscalationChange;
-use crate::core::event::IncidentId;
+use crate::core::engine::Notification;
+use crate::core::escalation::{Escalation, EscalationChange};
+use crate::core::event::{IncidentId, Timestamp};
+use crate::notify::{Delivery, ResumedDeliveries};
 
 pub fn state_topic(topic: &str) -> String {
     format!("{topic}.state")
 }
 
+/// One record on `<topic>.state`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StateRecord {
-    pub incident_id: IncidentId,
-    /// `opened`, `raised`, `repeated`, `exhausted`, `acknowledged`, `closed`.
-    pub change: String,
-    pub level: Option<u32>,
-    pub acknowledged_by: Option<String>,
-    /// When the worker published it, RFC 3339.
-    pub at: String,
+    /// The leader epoch of the worker that published it.
+    pub epoch: u64,
     /// The worker that published it.
     pub worker: String,
+    /// When the worker published it.
+    pub at: Timestamp,
+    #[serde(flatten)]
+    pub body: StateBody,
 }
 
-impl StateRecord {
-    pub fn from_change(change: &EscalationChange, worker: &str, at: String) -> Self {
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StateBody {
+    /// The active worker of `epoch` is alive: published when it becomes active (before it
+    /// acts) and then every second. Consoles show it in their header.
+    Lease,
+    /// An escalation changed; `current` is the escalation after it (`None` once closed).
+    Escalation {
+        incident_id: IncidentId,
+        /// `opened`, `raised`, `repeated`, `exhausted`, `acknowledged`, `closed`.
+        change: String,
+        level: Option<u32>,
+        acknowledged_by: Option<String>,
+        current: Option<Box<Escalation>>,
+    },
+    /// The engine decided on a notification: owed until it is routed.
+    Decided { notification: Box<Notification> },
+    /// The notifier dealt with the notification `dedup_key` (see `DeliveryChange::Routed`).
+    Routed { dedup_key: String },
+    /// A delivery was claimed and is about to be sent.
+    Queued { delivery: Box<Delivery> },
+    /// A delivery ended: `delivered` (its claim stands) or `gave_up` (its claim is released).
+    Finished { key: String, outcome: String },
+    /// The worker handled every message up to these offsets (topic, partition, offset), after
+    /// publishing what they changed: a successor skips them rather than handling them again
+    /// (which would page anew for an escalation since closed).
+    Progress { offsets: Vec<(String, i32, i64)> },
+}
+
+impl StateBody {
+    pub fn escalation(change: &EscalationChange, current: Option<&Escalation>) -> Self {
         use EscalationChange as C;
         let (incident_id, name, level, by) = match change {
             C::Opened {
@@ -45,24 +91,250 @@ impl StateRecord {
             } => (*incident_id, "acknowledged", None, Some(by.clone())),
             C::Closed { incident_id, .. } => (*incident_id, "closed", None, None),
         };
-        Self {
+        let current = match change {
+            C::Closed { .. } => None,
+            _ => current.cloned().map(Box::new),
+        };
+        Self::Escalation {
             incident_id,
             change: name.into(),
             level,
             acknowledged_by: by,
-            at,
-            worker: worker.to_string(),
+            current,
         }
     }
 
+    /// The record's key on the compacted topic.
+    pub fn key(&self) -> String {
+        match self {
+            Self::Lease => "leader".into(),
+            Self::Escalation { incident_id, .. } => incident_id.to_string(),
+            Self::Decided { notification } => format!("n|{}", notification.dedup_key),
+            Self::Routed { dedup_key } => format!("n|{dedup_key}"),
+            Self::Queued { delivery } => format!("d|{}", delivery.key),
+            Self::Finished { key, .. } => format!("d|{key}"),
+            Self::Progress { offsets } => match offsets.first() {
+                Some((topic, partition, _)) => format!("p|{topic}|{partition}"),
+                None => "p|".into(),
+            },
+        }
+    }
+}
+
+impl StateRecord {
     pub fn decode(payload: Option<&[u8]>) -> Option<Self> {
         serde_json::from_slice(payload?).ok()
+    }
+}
+
+/// Keeps the newest leader epoch seen; a record from an older one is stale.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EpochFilter {
+    newest: u64,
+}
+
+impl EpochFilter {
+    /// Whether `record` counts: its epoch is at least the newest seen (which it then is).
+    pub fn admit(&mut self, record: &StateRecord) -> bool {
+        if record.epoch < self.newest {
+            return false;
+        }
+        self.newest = record.epoch;
+        true
+    }
+
+    pub fn newest(&self) -> u64 {
+        self.newest
+    }
+}
+
+/// What a new active worker restores, read from `<topic>.state`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Restored {
+    /// The highest epoch on the topic: the new worker's is one more.
+    pub epoch: u64,
+    /// Open escalations as the last active worker held them.
+    pub escalations: Vec<Escalation>,
+    /// Notifications decided within the resume horizon and never routed: routed now.
+    pub decided: Vec<Notification>,
+    /// Deliveries queued and not finished (sent now), and the claims within the dedup window.
+    pub deliveries: ResumedDeliveries,
+    /// The highest offset handled per (topic, partition): a successor skips up to there.
+    pub handled: HashMap<(String, i32), i64>,
+    /// Records ignored because an older epoch wrote them after a newer one.
+    pub stale: u64,
+}
+
+/// Folds the records of `<topic>.state`, oldest first, into what a new worker restores.
+/// Pure: the caller reads the topic and passes the time.
+#[derive(Debug, Default)]
+pub struct Restorer {
+    filter: EpochFilter,
+    escalations: HashMap<IncidentId, Escalation>,
+    decided: HashMap<String, (Timestamp, Notification)>,
+    /// Delivery key -> (claimed at, the delivery while it is pending).
+    deliveries: HashMap<String, (Timestamp, Option<Delivery>)>,
+    handled: HashMap<(String, i32), i64>,
+    stale: u64,
+}
+
+impl Restorer {
+    pub fn push(&mut self, record: StateRecord) {
+        if !self.filter.admit(&record) {
+            self.stale += 1;
+            return;
+        }
+        match record.body {
+            StateBody::Lease => {}
+            StateBody::Progress { offsets } => {
+                for (topic, partition, offset) in offsets {
+                    let highest = self.handled.entry((topic, partition)).or_insert(offset);
+                    *highest = (*highest).max(offset);
+                }
+            }
+            StateBody::Escalation {
+                incident_id,
+                current,
+                ..
+            } => match current {
+                Some(escalation) => {
+                    self.escalations.insert(incident_id, *escalation);
+                }
+                None => {
+                    self.escalations.remove(&incident_id);
+                }
+            },
+            StateBody::Decided { notification } => {
+                self.decided
+                    .insert(notification.dedup_key.clone(), (record.at, *notification));
+            }
+            StateBody::Routed { dedup_key } => {
+                self.decided.remove(&dedup_key);
+            }
+            StateBody::Queued { delivery } => {
+                self.deliveries
+                    .insert(delivery.key.clone(), (record.at, Some(*delivery)));
+            }
+            StateBody::Finished { key, outcome } => {
+                if outcome == "delivered" {
+                    // Claimed when queued; the record may be gone (compaction): then now.
+                    let at = self.deliveries.get(&key).map_or(record.at, |(at, _)| *at);
+                    self.deliveries.insert(key, (at, None));
+                } else {
+                    self.deliveries.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// What to restore at `now`: older notifications than `horizon` are not sent, claims
+    /// older than `window` are forgotten, at most `max_claims` (the newest).
+    pub fn finish(
+        self,
+        now: Timestamp,
+        horizon: Duration,
+        window: Duration,
+        max_claims: usize,
+    ) -> Restored {
+        let since = |age: Duration| now - chrono::TimeDelta::from_std(age).unwrap_or_default();
+        let (horizon, window) = (since(horizon), since(window));
+        let mut escalations: Vec<Escalation> = self.escalations.into_values().collect();
+        escalations.sort_by_key(|e| (e.opened_at, e.incident_id));
+        let mut decided: Vec<(Timestamp, Notification)> = self
+            .decided
+            .into_values()
+            .filter(|(at, _)| *at >= horizon)
+            .collect();
+        decided.sort_by_key(|a| a.0);
+        let mut pending = Vec::new();
+        let mut claims = Vec::new();
+        for (key, (at, delivery)) in self.deliveries {
+            if let Some(delivery) = delivery
+                && delivery.accepted_at >= horizon
+            {
+                pending.push(delivery);
+            }
+            if at >= window {
+                claims.push((key, at));
+            }
+        }
+        pending.sort_by(|a, b| (a.accepted_at, &a.key).cmp(&(b.accepted_at, &b.key)));
+        claims.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
+        let skip = claims.len().saturating_sub(max_claims);
+        Restored {
+            epoch: self.filter.newest(),
+            escalations,
+            decided: decided.into_iter().map(|(_, n)| n).collect(),
+            deliveries: ResumedDeliveries {
+                pending,
+                claims: claims.into_iter().skip(skip).collect(),
+            },
+            handled: self.handled,
+            stale: self.stale,
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::engine::{Audience, NotificationKind};
+    use crate::notify::{Channel, Payload};
+
+    fn at(seconds: i64) -> Timestamp {
+        chrono::DateTime::from_timestamp(1_700_000_000 + seconds, 0).unwrap()
+    }
+
+    fn record(epoch: u64, seconds: i64, body: StateBody) -> StateRecord {
+        StateRecord {
+            epoch,
+            worker: format!("worker-{epoch}"),
+            at: at(seconds),
+            body,
+        }
+    }
+
+    fn escalation(id: IncidentId, level: u32, due: i64) -> Escalation {
+        Escalation {
+            incident_id: id,
+            title: format!("incident {id}"),
+            priority: crate::core::event::Priority::Critical,
+            level,
+            opened_at: at(0),
+            level_since: at(0),
+            next_step_at: Some(at(due)),
+            repeats: 0,
+            acknowledged: None,
+        }
+    }
+
+    fn notification(key: &str) -> Notification {
+        Notification {
+            kind: NotificationKind::IncidentCreated,
+            audience: Audience::Administrators,
+            incident_id: 1,
+            title: "t".into(),
+            priority: None,
+            dedup_key: key.into(),
+            fields: Default::default(),
+        }
+    }
+
+    fn delivery(key: &str, seconds: i64) -> Delivery {
+        Delivery {
+            key: key.into(),
+            channel: Channel::Webhook,
+            recipient: "webhook".into(),
+            incident_id: Some(1),
+            kind: "incident_created".into(),
+            payload: Payload::Json {
+                body: serde_json::json!({}),
+                idempotency_key: None,
+            },
+            accepted_at: at(seconds),
+            give_up_at: at(seconds + 60),
+        }
+    }
 
     #[test]
     fn an_acknowledgement_names_who_and_round_trips() {
@@ -72,11 +344,179 @@ mod tests {
             by: "alice".into(),
             time_to_acknowledge_secs: 3.0,
         };
-        let record = StateRecord::from_change(&change, "worker-1", "t".into());
-        assert_eq!(record.change, "acknowledged");
-        assert_eq!(record.acknowledged_by.as_deref(), Some("alice"));
+        let current = escalation(9, 2, 100);
+        let record = record(3, 1, StateBody::escalation(&change, Some(&current)));
+        let StateBody::Escalation {
+            change,
+            acknowledged_by,
+            ..
+        } = &record.body
+        else {
+            panic!("{record:?}")
+        };
+        assert_eq!(change, "acknowledged");
+        assert_eq!(acknowledged_by.as_deref(), Some("alice"));
+        assert_eq!(record.body.key(), "9");
         let bytes = serde_json::to_vec(&record).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains(r#""kind":"escalation""#), "{text}");
+        assert!(text.contains(r#""epoch":3"#), "{text}");
         assert_eq!(StateRecord::decode(Some(&bytes)), Some(record));
         assert_eq!(StateRecord::decode(Some(b"not json")), None);
+    }
+
+    #[test]
+    fn escalations_notifications_and_deliveries_are_restored_as_last_published() {
+        let mut restorer = Restorer::default();
+        let opened = EscalationChange::Opened {
+            incident_id: 1,
+            level: 1,
+            priority: crate::core::event::Priority::Critical,
+        };
+        let closed = EscalationChange::Closed {
+            incident_id: 2,
+            level: 1,
+            acknowledged: false,
+        };
+        for body in [
+            StateBody::Lease,
+            StateBody::escalation(&opened, Some(&escalation(1, 1, 50))),
+            StateBody::escalation(&opened, Some(&escalation(2, 1, 50))),
+            StateBody::escalation(&opened, Some(&escalation(1, 2, 80))),
+            StateBody::escalation(&closed, None),
+            StateBody::Decided {
+                notification: Box::new(notification("routed")),
+            },
+            StateBody::Decided {
+                notification: Box::new(notification("owed")),
+            },
+            StateBody::Routed {
+                dedup_key: "routed".into(),
+            },
+            StateBody::Queued {
+                delivery: Box::new(delivery("sent", 10)),
+            },
+            StateBody::Queued {
+                delivery: Box::new(delivery("in-flight", 11)),
+            },
+            StateBody::Queued {
+                delivery: Box::new(delivery("gave-up", 12)),
+            },
+            StateBody::Finished {
+                key: "sent".into(),
+                outcome: "delivered".into(),
+            },
+            StateBody::Finished {
+                key: "gave-up".into(),
+                outcome: "gave_up".into(),
+            },
+            StateBody::Progress {
+                offsets: vec![("t".into(), 0, 40), ("t".into(), 1, 7)],
+            },
+            StateBody::Progress {
+                offsets: vec![("t".into(), 0, 41)],
+            },
+        ] {
+            restorer.push(record(1, 10, body));
+        }
+        let hour = Duration::from_secs(3600);
+        let restored = restorer.finish(at(20), hour, hour, 100);
+        assert_eq!(restored.epoch, 1);
+        assert_eq!(restored.escalations, vec![escalation(1, 2, 80)]);
+        assert_eq!(restored.decided, vec![notification("owed")]);
+        assert_eq!(restored.deliveries.pending, vec![delivery("in-flight", 11)]);
+        let claims: Vec<&str> = restored
+            .deliveries
+            .claims
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(claims.len(), 2);
+        assert!(claims.contains(&"sent") && claims.contains(&"in-flight"));
+        assert_eq!(restored.handled[&("t".to_string(), 0)], 41);
+        assert_eq!(restored.handled[&("t".to_string(), 1)], 7);
+        assert_eq!(restored.stale, 0);
+    }
+
+    #[test]
+    fn a_stale_leaders_records_after_a_newer_epoch_are_ignored() {
+        let mut restorer = Restorer::default();
+        restorer.push(record(
+            1,
+            0,
+            StateBody::Queued {
+                delivery: Box::new(delivery("old-leader", 0)),
+            },
+        ));
+        // The new leader announces epoch 2; then the paused old one wakes and writes.
+        restorer.push(record(2, 5, StateBody::Lease));
+        restorer.push(record(
+            1,
+            6,
+            StateBody::Finished {
+                key: "old-leader".into(),
+                outcome: "gave_up".into(),
+            },
+        ));
+        let opened = EscalationChange::Opened {
+            incident_id: 7,
+            level: 1,
+            priority: crate::core::event::Priority::Critical,
+        };
+        restorer.push(record(
+            1,
+            6,
+            StateBody::escalation(&opened, Some(&escalation(7, 1, 60))),
+        ));
+        let hour = Duration::from_secs(3600);
+        let restored = restorer.finish(at(10), hour, hour, 100);
+        assert_eq!(restored.epoch, 2);
+        assert_eq!(restored.stale, 2);
+        assert!(restored.escalations.is_empty(), "stale escalation restored");
+        assert_eq!(
+            restored.deliveries.pending,
+            vec![delivery("old-leader", 0)],
+            "the stale leader's mark counted"
+        );
+        let mut filter = EpochFilter::default();
+        assert!(filter.admit(&record(2, 0, StateBody::Lease)));
+        assert!(!filter.admit(&record(1, 0, StateBody::Lease)));
+        assert!(filter.admit(&record(3, 0, StateBody::Lease)));
+        assert_eq!(filter.newest(), 3);
+    }
+
+    #[test]
+    fn old_notifications_are_not_resent_and_claims_are_bounded() {
+        let mut restorer = Restorer::default();
+        restorer.push(record(
+            1,
+            0,
+            StateBody::Decided {
+                notification: Box::new(notification("ancient")),
+            },
+        ));
+        for (i, key) in ["a", "b", "c"].into_iter().enumerate() {
+            restorer.push(record(
+                1,
+                100 + i as i64,
+                StateBody::Queued {
+                    delivery: Box::new(delivery(key, 100 + i as i64)),
+                },
+            ));
+        }
+        let restored = restorer.finish(
+            at(200),
+            Duration::from_secs(150),
+            Duration::from_secs(3600),
+            2,
+        );
+        assert!(restored.decided.is_empty(), "older than the horizon");
+        let claims: Vec<&str> = restored
+            .deliveries
+            .claims
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(claims, ["b", "c"], "the newest, oldest first");
     }
 }

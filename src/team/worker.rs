@@ -5,19 +5,21 @@
 //! gated by the lease. When the lease lapses it reports that it was fenced, stops that runtime
 //! (with its gate closed nothing more is sent or stored) and is a standby again.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 
 use super::commands::{AckCommand, commands_topic};
 use super::leader::Leader;
-use super::state::{StateRecord, state_topic};
+use super::publish::StatePublisher;
+use super::state::{Restored, Restorer, StateBody, StateRecord, state_topic};
 use crate::config::Config;
-use crate::core::engine::Effect;
+use crate::core::engine::SourceRef;
 use crate::kafka::consumer::client_config;
 use crate::runtime::{self, OutputRecord, RunSummary, RuntimeHandle, RuntimeOptions};
 use crate::status::{Command, ConsumerStatus, NotifierStatus, SharedSnapshot, Snapshot};
@@ -25,6 +27,10 @@ use crate::status::{Command, ConsumerStatus, NotifierStatus, SharedSnapshot, Sna
 /// How often the supervisor looks at the lease. Side effects check it themselves; this only
 /// decides when to start and stop the runtime.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
+/// How often the active worker tells the consoles it is alive (a `lease` record).
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
+/// How long reading `<topic>.state` to its end may take before the takeover is retried.
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<RuntimeHandle> {
     let leader = Leader::start(config)?;
@@ -50,6 +56,7 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
         notifier: NotifierStatus::default(),
         operator: options.operator.clone(),
         demo: false,
+        team: None,
     });
     let (snapshot_tx, snapshots) = watch::channel(standby);
     let (commands, command_rx) = mpsc::channel(64);
@@ -86,21 +93,31 @@ async fn supervise(
     let mut summary = RunSummary::default();
     let mut check = tokio::time::interval(CHECK_EVERY);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let role = |active: bool, reason: &str| OutputRecord::Role {
+    let role = |active: bool, reason: &str, epoch: u64| OutputRecord::Role {
         role: "worker",
         active,
+        epoch,
         worker: worker.clone(),
         reason: reason.to_string(),
         lease_ms: leader.lease.length().as_millis() as u64,
         since_start_ms: started.elapsed().as_millis() as u64,
     };
-    emit(&options.output, role(false, "started")).await;
-    let producer: FutureProducer = client_config(&config, false).create()?;
+    emit(&options.output, role(false, "started", 0)).await;
+    let producer: FutureProducer = client_config(&config, false)
+        // State records are JSON, mostly alike: compressed batches keep the state topic small
+        // (the embedded broker keeps only about 5 MiB per partition).
+        .set("compression.type", "lz4")
+        // A delivery waits for its mark: sent within 2 ms rather than the default 5.
+        .set("linger.ms", "2")
+        .create()?;
     let state_topic = state_topic(&config.kafka.topic);
     // The runtime's records pass through here: escalation changes are published to the
     // state topic, and everything goes on to the real output.
     let (inner_output, mut inner_records) = mpsc::channel(crate::headless::OUTPUT_CAPACITY);
     let mut command_reader: Option<StreamConsumer> = None;
+    // The active runtime's writer of `<topic>.state`, with its epoch.
+    let mut state: Option<Arc<StatePublisher>> = None;
+    let mut last_heartbeat = Instant::now();
     let result = loop {
         let mut snapshots = current.as_ref().map(|rt| rt.snapshots.clone());
         let mut statuses = current.as_ref().map(|rt| rt.consumer_status.clone());
@@ -116,40 +133,76 @@ async fn supervise(
             _ = check.tick() => {
                 let active = leader.lease.is_active();
                 if active && current.is_none() {
-                    tracing::info!(%worker, "active: the lease is held; consuming incidents");
-                    current = Some(runtime::spawn(&config, RuntimeOptions {
+                    // Before consuming an incident: the state the last active worker left.
+                    let restored = match restore(&config).await {
+                        Ok(restored) => restored,
+                        Err(error) => {
+                            tracing::error!(%error, "cannot read {state_topic}; not acting yet");
+                            continue;
+                        }
+                    };
+                    let epoch = restored.epoch + 1;
+                    let publisher = Arc::new(StatePublisher::new(
+                        producer.clone(), state_topic.clone(), worker.clone(), epoch));
+                    // The new epoch is on the topic before anything this worker does.
+                    if !publisher.publish_and_wait(vec![StateBody::Lease]).await {
+                        tracing::warn!(%worker, epoch, "leader epoch not published; not acting yet");
+                        continue;
+                    }
+                    last_heartbeat = Instant::now();
+                    tracing::info!(
+                        %worker,
+                        epoch,
+                        escalations = restored.escalations.len(),
+                        decided = restored.decided.len(),
+                        pending = restored.deliveries.pending.len(),
+                        claims = restored.deliveries.claims.len(),
+                        stale = restored.stale,
+                        "active: the lease is held; state restored from {state_topic}; consuming incidents"
+                    );
+                    let commands_from = restored
+                        .handled
+                        .get(&(commands_topic(&config.kafka.topic), 0))
+                        .map(|offset| offset + 1);
+                    current = Some(runtime::spawn_with(&config, RuntimeOptions {
                         operator: options.operator.clone(),
                         demo: false,
                         output: Some(inner_output.clone()),
                         // The records pass through this supervisor, not straight to stdout.
                         output_flushed: None,
                         shutdown_timeout: options.shutdown_timeout,
-                    })?);
-                    command_reader = Some(command_consumer(&config)?);
-                    emit(&options.output, role(true, "lease held")).await;
+                    }, Some(runtime::TeamLink { restored, state: publisher.clone() }))?);
+                    state = Some(publisher);
+                    command_reader = Some(command_consumer(&config, commands_from)?);
+                    emit(&options.output, role(true, "lease held", epoch)).await;
                 } else if !active && let Some(rt) = current.take() {
                     tracing::warn!(%worker, "fenced: the leadership lease lapsed or was revoked; becoming a standby");
-                    emit(&options.output, role(false, "fenced")).await;
+                    emit(&options.output, role(false, "fenced", 0)).await;
                     command_reader = None;
+                    state = None;
                     // Its gate is closed: stopping it sends and stores nothing more.
                     summary = add(summary, stop(rt).await);
+                } else if let Some(state) = &state
+                    && last_heartbeat.elapsed() >= HEARTBEAT_EVERY
+                {
+                    // Consoles show the active worker while these keep coming.
+                    last_heartbeat = Instant::now();
+                    state.publish(StateBody::Lease);
                 }
             }
             Some(record) = inner_records.recv() => {
-                if let OutputRecord::Effect { effect: Effect::Escalation(change), .. } = &record
-                    && super::leader::side_effects_allowed("state publish")
-                {
-                    publish_state(&producer, &state_topic, StateRecord::from_change(
-                        change, &worker, chrono::Utc::now().to_rfc3339()));
-                }
                 emit(&options.output, record).await;
             }
-            Some(ack) = next_ack(&command_reader) => {
+            Some((ack, source)) = next_ack(&command_reader) => {
                 if let Some(rt) = &current
+                    && let Some(state) = &state
                     && super::leader::side_effects_allowed("acknowledgement")
                 {
-                    tracing::info!(incident_id = ack.incident_id, by = %ack.by, console = %ack.console, "acknowledgement from a console");
+                    tracing::info!(incident_id = ack.incident_id, by = %ack.by, console = %ack.console, epoch = ack.epoch, "acknowledgement from a console");
                     let _ = rt.commands.send(Command::Acknowledge { incident_id: ack.incident_id, by: ack.by }).await;
+                    // A successor reads on after it (applying one twice is refused as
+                    // already acknowledged, and changes nothing).
+                    state.progress([&source]);
                 }
             }
             Some(()) = changed(&mut snapshots) => {
@@ -175,31 +228,106 @@ async fn supervise(
     result.map(|()| summary)
 }
 
-/// The active worker's reader of `<topic>.commands`: its own group, so a new active worker
-/// goes on from where the last one committed (acks made while none was active included).
-fn command_consumer(config: &Config) -> anyhow::Result<StreamConsumer> {
+/// Reads `<topic>.state` from its start to its end as it is now, and folds it into what a
+/// new active worker restores. Its own throwaway group: assigned, never joined or committed.
+async fn restore(config: &Config) -> anyhow::Result<Restored> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || read_state(&config)).await?
+}
+
+fn read_state(config: &Config) -> anyhow::Result<Restored> {
+    use rdkafka::consumer::BaseConsumer;
+    let topic = state_topic(&config.kafka.topic);
+    let deadline = Instant::now() + RESTORE_TIMEOUT;
     let mut client = client_config(config, true);
     client
-        .set("group.id", format!("{}.commands", config.kafka.group_id))
+        .set(
+            "group.id",
+            format!("{}.restore-{}", config.kafka.group_id, std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "200")
+        .set("fetch.wait.max.ms", "20");
+    let consumer: BaseConsumer = client.create()?;
+    let (low, high) = consumer.fetch_watermarks(&topic, 0, RESTORE_TIMEOUT)?;
+    let mut restorer = Restorer::default();
+    let mut read = 0u64;
+    if high > low {
+        let mut list = rdkafka::TopicPartitionList::new();
+        list.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(low))?;
+        consumer.assign(&list)?;
+        drop(list);
+        let mut next = low;
+        while next < high {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "{topic}: read to offset {next} of {high} in {RESTORE_TIMEOUT:?}"
+            );
+            let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let message = message?;
+            next = message.offset() + 1;
+            read += 1;
+            match StateRecord::decode(message.payload()) {
+                Some(record) => restorer.push(record),
+                None => tracing::warn!(
+                    offset = message.offset(),
+                    "{topic}: not a state record; skipped"
+                ),
+            }
+        }
+    }
+    drop(consumer);
+    tracing::info!(%topic, records = read, "state read to its end");
+    let dedup = &config.notifications.dedup;
+    Ok(restorer.finish(
+        chrono::Utc::now(),
+        Duration::from_secs(dedup.resume_horizon_secs),
+        Duration::from_secs(dedup.window_secs),
+        dedup.max_entries,
+    ))
+}
+
+/// The active worker's reader of `<topic>.commands`, from just after the last command its
+/// predecessor applied (its progress on `<topic>.state`), or from the start. Assigned, not in
+/// a group: a killed predecessor's membership cannot hold the partition for its session.
+fn command_consumer(config: &Config, from: Option<i64>) -> anyhow::Result<StreamConsumer> {
+    let topic = commands_topic(&config.kafka.topic);
+    let mut client = client_config(config, true);
+    client
+        .set(
+            "group.id",
+            format!("{}.commands-{}", config.kafka.group_id, std::process::id()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
         // An ack is one small record: the broker answers the fetch at once instead of
         // holding it up to the default 500 ms.
         .set("fetch.wait.max.ms", "20");
     let consumer: StreamConsumer = client.create()?;
-    consumer.subscribe(&[&commands_topic(&config.kafka.topic)])?;
+    let mut list = rdkafka::TopicPartitionList::new();
+    let offset = from.map_or(rdkafka::Offset::Beginning, rdkafka::Offset::Offset);
+    list.add_partition_offset(&topic, 0, offset)?;
+    consumer.assign(&list)?;
     Ok(consumer)
 }
 
-async fn next_ack(reader: &Option<StreamConsumer>) -> Option<AckCommand> {
+async fn next_ack(reader: &Option<StreamConsumer>) -> Option<(AckCommand, SourceRef)> {
     let Some(reader) = reader else {
         return std::future::pending().await;
     };
     loop {
         match reader.recv().await {
             Ok(message) => match AckCommand::decode(message.payload()) {
-                Some(ack) => return Some(ack),
+                Some(ack) => {
+                    let source = SourceRef {
+                        topic: message.topic().to_string(),
+                        partition: message.partition(),
+                        offset: message.offset(),
+                    };
+                    return Some((ack, source));
+                }
                 None => tracing::warn!(
                     partition = message.partition(),
                     offset = message.offset(),
@@ -212,26 +340,6 @@ async fn next_ack(reader: &Option<StreamConsumer>) -> Option<AckCommand> {
             }
         }
     }
-}
-
-/// Sent on its own task: a slow broker does not hold up the runtime's output.
-fn publish_state(producer: &FutureProducer, topic: &str, record: StateRecord) {
-    let (producer, topic) = (producer.clone(), topic.to_string());
-    tokio::spawn(async move {
-        let key = record.incident_id.to_string();
-        let Ok(payload) = serde_json::to_vec(&record) else {
-            return;
-        };
-        let sent = producer
-            .send(
-                FutureRecord::to(&topic).key(&key).payload(&payload),
-                Duration::from_secs(10),
-            )
-            .await;
-        if let Err((error, _)) = sent {
-            tracing::warn!(%error, incident_id = record.incident_id, "state not published");
-        }
-    });
 }
 
 async fn changed<T>(receiver: &mut Option<watch::Receiver<T>>) -> Option<()> {

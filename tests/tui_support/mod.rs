@@ -263,6 +263,7 @@ pub fn snapshot_of(engine: &Engine, paused: bool) -> Arc<Snapshot> {
         notifier: NotifierStatus::default(),
         operator: OPERATOR.into(),
         demo: true,
+        team: None,
     })
 }
 

@@ -10,7 +10,7 @@ use super::super::app::App;
 use super::super::keymap::Action;
 use super::super::sanitize::sanitize_with_limit;
 use super::super::theme;
-use crate::status::ConnectionState;
+use crate::status::{ConnectionState, TeamView};
 
 fn text(value: &str) -> String {
     sanitize_with_limit(value, 120).into_owned()
@@ -44,6 +44,24 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         }
     };
     let mut first = vec![Span::raw(" "), connection, sep()];
+    // Team mode: whether any worker is escalating and paging, and which.
+    match &snapshot.team {
+        Some(TeamView::Active { worker, epoch }) => {
+            first.push(Span::styled(
+                format!("◆ active {} · epoch {epoch}", text(worker)),
+                theme::ok(),
+            ));
+            first.push(sep());
+        }
+        Some(TeamView::NoActiveWorker) => {
+            first.push(Span::styled(
+                "✖ no active worker: nothing escalates or pages",
+                theme::error().add_modifier(ratatui::style::Modifier::REVERSED),
+            ));
+            first.push(sep());
+        }
+        None => {}
+    }
     let self_alerts = app.self_alerts();
     if !self_alerts.is_empty() {
         first.push(Span::styled(
