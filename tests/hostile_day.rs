@@ -673,9 +673,9 @@ fn a_journal_that_cannot_be_written_fails_the_run_and_loses_nothing() {
         "everything was committed although the journal refused writes"
     );
 
-    // With room: the events the journal did not take come again and are handled.
-    let (mut second, stdout, _stderr) = console(false);
-    await_events(&stdout, MANY - held as u64);
+    // With room: the events the journal did not take come again and are handled (those it
+    // took are recognised and not printed again), so the group gets to the end.
+    let (mut second, _stdout, _stderr) = console(false);
     let deadline = Instant::now() + DEADLINE;
     while committed(&bootstrap, "fsize1", topic) < MANY as i64 {
         assert!(Instant::now() < deadline, "the restart did not commit all");

@@ -15,9 +15,10 @@ use std::time::Duration;
 
 use common::*;
 use incident_console::config::Config;
+use incident_console::headless::OutputRecord;
 use incident_console::kafka::embedded::Fault;
 use incident_console::observe::{self, Observer, Sources};
-use incident_console::runtime::{OutputRecord, RuntimeHandle};
+use incident_console::runtime::RuntimeHandle;
 use incident_console::status::{Command as RuntimeCommand, ConnectionState};
 use tokio::time::Instant;
 

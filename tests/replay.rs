@@ -16,8 +16,8 @@ use common::*;
 use incident_console::config::{Config, LevelConfig};
 use incident_console::core::engine::Effect;
 use incident_console::core::escalation::EscalationChange;
+use incident_console::headless::OutputRecord;
 use incident_console::replay::{self, ReplayOptions};
-use incident_console::runtime::OutputRecord;
 use incident_console::status::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_incident-console");

@@ -227,6 +227,9 @@ impl IncidentTracker {
 pub struct Engine {
     config: EngineConfig,
     escalations: EscalationBook,
+    /// A team console's engine: its escalation book mirrors the active worker's (see
+    /// `mirror_escalation`) and never changes on its own, so events and ticks leave it alone.
+    follower: bool,
     incidents: IncidentTracker,
     metrics: Metrics,
     feed: VecDeque<Arc<FeedEntry>>,
@@ -259,7 +262,31 @@ impl Engine {
             metrics: Metrics::default(),
             feed: VecDeque::with_capacity(config.feed_capacity.min(4096)),
             feed_total: 0,
+            follower: false,
             config,
+        }
+    }
+
+    /// An engine whose escalations are those another engine holds: a team console shows the
+    /// queue as the active worker has it, not its own replay of the events.
+    pub fn follower(config: EngineConfig) -> Self {
+        Self {
+            follower: true,
+            ..Self::new(config)
+        }
+    }
+
+    /// Follower: the active worker's escalation for `incident_id` after a change, `None` once
+    /// it closed.
+    pub fn mirror_escalation(&mut self, incident_id: IncidentId, current: Option<Escalation>) {
+        match current {
+            Some(escalation) if escalation.incident_id == incident_id => {
+                self.escalations.restore(escalation)
+            }
+            Some(_) => {}
+            None => {
+                self.escalations.close(incident_id);
+            }
         }
     }
 
@@ -318,6 +345,7 @@ impl Engine {
                 Vec::new()
             }
             Input::Acknowledge { incident_id, by } => self.acknowledge(incident_id, &by, now),
+            Input::Tick if self.follower => Vec::new(),
             Input::Tick => {
                 let changes = self.escalations.tick(now);
                 let mut effects = Vec::new();
@@ -411,7 +439,9 @@ impl Engine {
                 }
                 if e.new_status.is_terminal() {
                     let escalation_level = self.escalations.get(id).map(|esc| esc.level);
-                    if let Some(change) = self.escalations.close(id) {
+                    if !self.follower
+                        && let Some(change) = self.escalations.close(id)
+                    {
                         effects.push(Effect::Escalation(change));
                     }
                     if !was_resolved {
@@ -493,6 +523,9 @@ impl Engine {
         now: Timestamp,
         effects: &mut Vec<Effect>,
     ) {
+        if self.follower {
+            return;
+        }
         for change in self
             .escalations
             .escalate(id, title, priority, level, cause, now)

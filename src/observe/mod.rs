@@ -24,8 +24,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::headless::OutputRecord;
 use crate::journal::JournalStats;
-use crate::runtime::OutputRecord;
 use crate::status::{Command, ConnectionState, ConsumerStatus, PartitionLag, SharedSnapshot};
 
 use health::{Observation, ProgressWatch, Readiness};

@@ -16,8 +16,9 @@ use super::state::{EpochFilter, StateBody, StateRecord, state_topic};
 use crate::config::Config;
 use crate::core::engine::{Engine, Input};
 use crate::core::event;
+use crate::headless::OutputRecord;
 use crate::kafka::consumer::{self, ConsumerControl, FetchedMessage};
-use crate::runtime::{OutputRecord, RunSummary, RuntimeHandle, RuntimeOptions};
+use crate::runtime::{RunSummary, RuntimeHandle, RuntimeOptions};
 use crate::status::{Command, NotifierStatus, SharedSnapshot, Snapshot, TeamView};
 
 struct Observer {
@@ -41,7 +42,7 @@ struct Observer {
 
 /// Starts the observer's consumer and loop; the TUI and headless mode drive it like the runtime.
 pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<RuntimeHandle> {
-    let engine = Engine::new(config.engine_config());
+    let engine = Engine::follower(config.engine_config());
     let (stop_fetching, stop_rx) = watch::channel(false);
     let source = consumer::start_observer(config, stop_rx)?;
     let consumer_status = source.control.status();
@@ -244,22 +245,28 @@ impl Observer {
         }
         if let StateBody::Escalation {
             incident_id,
-            acknowledged_by: Some(by),
+            acknowledged_by,
+            current,
             ..
         } = record.body
         {
-            // The local picture follows the worker's: shown as "acknowledged by <by>".
-            let input = Input::Acknowledge {
-                incident_id,
-                by: by.clone(),
-            };
-            let _ = self.engine.apply(input, chrono::Utc::now());
-            self.emit(OutputRecord::Acknowledged {
-                incident_id,
-                by,
-                worker: record.worker,
-            })
-            .await;
+            if let Some(by) = acknowledged_by {
+                // Counted in this console's metrics, shown as "acknowledged by <by>".
+                let input = Input::Acknowledge {
+                    incident_id,
+                    by: by.clone(),
+                };
+                let _ = self.engine.apply(input, chrono::Utc::now());
+                self.emit(OutputRecord::Acknowledged {
+                    incident_id,
+                    by,
+                    worker: record.worker,
+                })
+                .await;
+            }
+            // The escalation pane shows the queue as the active worker holds it.
+            self.engine
+                .mirror_escalation(incident_id, current.map(|escalation| *escalation));
         }
     }
 

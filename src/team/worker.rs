@@ -20,8 +20,9 @@ use super::publish::StatePublisher;
 use super::state::{Restored, Restorer, StateBody, StateRecord, state_topic};
 use crate::config::Config;
 use crate::core::engine::SourceRef;
+use crate::headless::OutputRecord;
 use crate::kafka::consumer::client_config;
-use crate::runtime::{self, OutputRecord, RunSummary, RuntimeHandle, RuntimeOptions};
+use crate::runtime::{self, RunSummary, RuntimeHandle, RuntimeOptions};
 use crate::status::{Command, ConsumerStatus, NotifierStatus, SharedSnapshot, Snapshot};
 
 /// How often the supervisor looks at the lease. Side effects check it themselves; this only

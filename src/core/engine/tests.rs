@@ -492,3 +492,42 @@ fn durations_format_compactly() {
     assert_eq!(format_duration(3720.0), "1h 02m");
     assert_eq!(format_duration(-1.0), "0s");
 }
+
+/// A team console's engine shows the active worker's escalations: events and ticks leave its
+/// book alone (it would otherwise page on its own clock), mirrored changes set and close them.
+#[test]
+fn a_follower_mirrors_escalations_and_never_steps_them_itself() {
+    let mut worker = engine();
+    apply_event(&mut worker, created(1, Priority::High), 0);
+    let held = worker.escalations().get(1).cloned().unwrap();
+
+    let mut console = Engine::follower(engine().config.clone());
+    let effects = apply_event(&mut console, created(1, Priority::High), 0);
+    assert!(
+        !describe(&effects)
+            .iter()
+            .any(|e| e.starts_with("escalation")),
+        "{effects:?}"
+    );
+    assert!(console.escalations().is_empty());
+
+    console.mirror_escalation(1, Some(held.clone()));
+    assert_eq!(console.escalations().get(1), Some(&held));
+    // Past the level's timeout: the worker raises it, the follower waits to be told.
+    assert!(console.apply(Input::Tick, t(120)).is_empty());
+    assert_eq!(console.escalations().get(1).map(|e| e.level), Some(1));
+    worker.apply(Input::Tick, t(120));
+    let raised = worker.escalations().get(1).cloned();
+    console.mirror_escalation(1, raised);
+    assert_eq!(console.escalations().get(1).map(|e| e.level), Some(2));
+
+    // A resolution closes it only when the worker's close arrives.
+    apply_event(
+        &mut console,
+        status(1, Status::Open, Status::Resolved, 130),
+        130,
+    );
+    assert_eq!(console.escalations().len(), 1);
+    console.mirror_escalation(1, None);
+    assert!(console.escalations().is_empty());
+}
