@@ -299,11 +299,7 @@ impl HttpEndpoint {
         if status.is_success() {
             return Outcome::Delivered;
         }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| parse_retry_after(value, chrono::Utc::now()));
+        let retry_after = retry_after_header(&response);
         let detail = format!("HTTP {status}: {}", body_excerpt(response).await);
         let reason = format!("http_{}", status.as_u16());
         if status.as_u16() == 429 || status.is_server_error() {
@@ -346,11 +342,7 @@ impl SmsEndpoint {
         if status.is_success() {
             return Outcome::Delivered;
         }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| parse_retry_after(value, chrono::Utc::now()));
+        let retry_after = retry_after_header(&response);
         let excerpt = body_excerpt(response).await;
         // Twilio answers errors with {"code": 21211, "message": "...", "status": 400, ...}.
         let error: Option<serde_json::Value> = serde_json::from_str(&excerpt).ok();
@@ -404,6 +396,15 @@ pub fn form_encode(fields: &[(&str, &str)]) -> String {
         }
     }
     out
+}
+
+/// The response's `Retry-After` (seconds or an HTTP date), if it has a usable one.
+fn retry_after_header(response: &reqwest::Response) -> Option<Duration> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| parse_retry_after(value, chrono::Utc::now()))
 }
 
 /// The start of an error response, for the log: at most 300 bytes, one line.
