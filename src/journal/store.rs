@@ -195,14 +195,7 @@ impl Journal {
 
     /// Writes `records` in one transaction: all of them, or none.
     pub fn write(&mut self, records: &[JournalRecord]) -> Result<(), JournalError> {
-        let path = &self.path;
-        let sqlite = |error| JournalError::from_sqlite(path, error);
-        let transaction = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sqlite)?;
-        query::write_records(&transaction, records).map_err(sqlite)?;
-        transaction.commit().map_err(sqlite)
+        self.write_groups(std::iter::once(records))
     }
 
     /// Writes several submissions in one transaction (the writer's group commit).
