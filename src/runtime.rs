@@ -633,10 +633,12 @@ impl Runtime {
         };
         self.tracker.begin(&key, message.source.offset);
         let control = &self.control;
-        let handled_by_predecessor = self
-            .handled_before
-            .get(&(message.source.topic.clone(), message.source.partition))
-            .is_some_and(|highest| message.source.offset <= *highest);
+        // Empty outside team mode: no key (and no topic copy) built per message then.
+        let handled_by_predecessor = !self.handled_before.is_empty()
+            && self
+                .handled_before
+                .get(&(message.source.topic.clone(), message.source.partition))
+                .is_some_and(|highest| message.source.offset <= *highest);
         if handled_by_predecessor
             || self.journal.as_ref().is_some_and(|journal| {
                 journal.already_handled(&message.source, || control.cluster_id())
