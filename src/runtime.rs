@@ -229,6 +229,11 @@ struct Runtime {
     summary: RunSummary,
     /// Offsets finished since the last store: stored once per batch, not per message.
     to_store: HashMap<PartitionKey, i64>,
+    /// Notifications decided since the last journal submission. With a journal they reach the
+    /// notifier only once their decisions are submitted: the notifier's marks go to the same
+    /// writer, and a mark written before its decision would update nothing (the notification
+    /// then stayed "decided" in the journal although it was sent).
+    decided: Vec<crate::core::engine::Notification>,
     /// Kafka message timestamp to handled (its output record sent), logged at exit.
     latency: crate::core::metrics::LatencyHistogram,
 }
@@ -362,6 +367,7 @@ pub fn spawn_with(
         max_message_bytes: config.kafka.max_message_bytes,
         summary: RunSummary::default(),
         to_store: HashMap::new(),
+        decided: Vec::new(),
         latency: Default::default(),
     };
     let frame = Duration::from_secs_f64(1.0 / f64::from(config.console.max_frames_per_sec.max(1)));
@@ -622,6 +628,7 @@ impl Runtime {
         if !pending.sources.is_empty() {
             self.commit(pending.sources, pending.records).await;
         }
+        self.release_decided();
         self.flush_stores();
     }
 
@@ -925,6 +932,15 @@ impl Runtime {
         {
             tracing::error!(%error, "cannot journal escalation changes");
         }
+        self.release_decided();
+    }
+
+    /// Hands the notifications decided so far to the notifier, after their decisions went to
+    /// the journal writer (see `decided`).
+    fn release_decided(&mut self) {
+        for notification in std::mem::take(&mut self.decided) {
+            self.notifier.submit(notification);
+        }
     }
 
     /// Runs `input` through the engine, adding what must be journaled to `records`:
@@ -976,7 +992,10 @@ impl Runtime {
     fn run_effect(&mut self, effect: &Effect) {
         match effect {
             Effect::Notify(notification) => {
-                if crate::team::leader::side_effects_allowed("notification") {
+                let allowed = crate::team::leader::side_effects_allowed("notification");
+                if allowed && self.journal.is_some() {
+                    self.decided.push(notification.clone());
+                } else if allowed {
                     self.notifier.submit(notification.clone())
                 }
             }

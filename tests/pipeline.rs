@@ -3,6 +3,8 @@
 //! restart, and pause/resume.
 
 mod common;
+#[path = "support/notify_servers.rs"]
+mod servers;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -387,4 +389,80 @@ async fn an_acknowledgement_command_reaches_the_engine() {
     .await;
     handle.commands.send(Command::Shutdown).await.unwrap();
     handle.task.await.unwrap().unwrap();
+}
+
+/// Every notification the journal records as decided reaches "delivered" there once its
+/// webhook call succeeded, also when hundreds are decided in one fetched batch: the
+/// notifier's marks go to the journal after the decisions they update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_sent_from_a_burst_are_journaled_as_delivered_not_left_decided() {
+    use incident_console::notify::config::{Channel, RouteConfig};
+    const EVENTS: usize = 2_000;
+    let Setup {
+        broker: _broker,
+        mut config,
+        journal_dir: _journal_dir,
+    } = setup(2);
+    let mut receiver = servers::HttpReceiver::start().await;
+    let notify = &mut config.notifications;
+    notify.routes = vec![RouteConfig {
+        channels: vec![Channel::Webhook],
+        ..RouteConfig::default()
+    }];
+    notify.escalation_levels.clear();
+    notify.administrators.clear();
+    notify.webhook.url = Some(receiver.url("/webhook"));
+    notify.rate_limit.burst = 1_000_000;
+    notify.rate_limit.per_minute = 1_000_000;
+    // The backlog is there before the runtime starts: it is fetched in full batches.
+    let producer = producer(&config);
+    let topic = config.kafka.topic.clone();
+    let mut simulator = Simulator::new(11, 0.0);
+    for _ in 0..EVENTS {
+        let item = simulator.next(chrono::Utc::now());
+        send(&producer, &topic, &item.key(), Some(&item.payload())).await;
+    }
+    let (handle, mut records) = spawn_runtime(&config);
+    let mut seen = Vec::new();
+    collect_until(&mut records, &mut seen, |r| count_events(r) == EVENTS).await;
+    let journal = config.journal.path.clone().unwrap();
+    let states = |table: &str| -> std::collections::BTreeMap<String, i64> {
+        incident_console::journal::JournalReader::open(&journal)
+            .and_then(|reader| reader.states(table))
+            .unwrap()
+            .into_iter()
+            .collect()
+    };
+    // Until every delivery is finished (none pending), bounded.
+    let deadline = std::time::Instant::now() + servers::WAIT * 4;
+    loop {
+        receiver.drain();
+        let deliveries = states("deliveries");
+        if deliveries.get("delivered").is_some_and(|n| *n > 0)
+            && !deliveries.contains_key("pending")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "deliveries {deliveries:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    handle.commands.send(Command::Shutdown).await.unwrap();
+    handle.task.await.unwrap().unwrap();
+    let deliveries = states("deliveries");
+    let notifications = states("notifications");
+    let sent = receiver.on("/webhook").len() as i64;
+    assert_eq!(deliveries.get("delivered"), Some(&sent), "{deliveries:?}");
+    assert!(sent > 500, "a burst of notifications: {sent}");
+    assert_eq!(
+        notifications.get("decided"),
+        None,
+        "notifications left decided although sent: {notifications:?}"
+    );
+    assert!(
+        notifications.get("delivered").is_some_and(|n| *n > 500),
+        "{notifications:?}"
+    );
 }
