@@ -182,7 +182,7 @@ async fn supervise(
                     command_reader = None;
                     state = None;
                     // Its gate is closed: stopping it sends and stores nothing more.
-                    summary = add(summary, stop(rt).await);
+                    summary = add(summary, stop(rt, &mut inner_records, &options.output).await);
                 } else if let Some(state) = &state
                     && last_heartbeat.elapsed() >= HEARTBEAT_EVERY
                 {
@@ -223,7 +223,7 @@ async fn supervise(
         }
     };
     if let Some(rt) = current.take() {
-        summary = add(summary, stop(rt).await);
+        summary = add(summary, stop(rt, &mut inner_records, &options.output).await);
     }
     leader.stop().await;
     result.map(|()| summary)
@@ -350,9 +350,32 @@ async fn changed<T>(receiver: &mut Option<watch::Receiver<T>>) -> Option<()> {
     }
 }
 
-async fn stop(rt: RuntimeHandle) -> RunSummary {
-    let _ = rt.commands.send(Command::Shutdown).await;
-    match rt.task.await {
+/// Stops a runtime and waits for it, forwarding its records meanwhile: its shutdown handles
+/// what was already fetched and emits a record for each, and with nobody reading them it
+/// would wait forever on a full channel (a fenced worker then held the leadership, doing
+/// nothing, and no standby could take over).
+async fn stop(
+    rt: RuntimeHandle,
+    records: &mut mpsc::Receiver<OutputRecord>,
+    output: &Option<mpsc::Sender<OutputRecord>>,
+) -> RunSummary {
+    // Sent aside: a runtime blocked on its output reads no commands until it is unblocked.
+    let commands = rt.commands.clone();
+    tokio::spawn(async move {
+        let _ = commands.send(Command::Shutdown).await;
+    });
+    let mut task = rt.task;
+    let joined = loop {
+        tokio::select! {
+            joined = &mut task => break joined,
+            Some(record) = records.recv() => emit(output, record).await,
+        }
+    };
+    // What it emitted last, before it finished.
+    while let Ok(record) = records.try_recv() {
+        emit(output, record).await;
+    }
+    match joined {
         Ok(Ok(summary)) => summary,
         Ok(Err(error)) => {
             tracing::error!(%error, "the worker's runtime failed");
@@ -376,5 +399,71 @@ fn add(a: RunSummary, b: RunSummary) -> RunSummary {
 async fn emit(output: &Option<mpsc::Sender<OutputRecord>>, record: OutputRecord) {
     if let Some(output) = output {
         let _ = output.send(record).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A runtime whose shutdown emits more records than the channel between it and the
+    /// supervisor holds, as one with a fetched backlog does.
+    fn busy_runtime(records: mpsc::Sender<OutputRecord>, count: u64) -> RuntimeHandle {
+        let (commands, mut command_rx) = mpsc::channel(1);
+        let config = Config::built_in();
+        let engine = crate::core::engine::Engine::new(config.engine_config());
+        let snapshot = Arc::new(Snapshot {
+            engine: engine.snapshot(chrono::Utc::now()),
+            consumer: ConsumerStatus::default(),
+            notifier: NotifierStatus::default(),
+            operator: "test".into(),
+            demo: false,
+            team: None,
+        });
+        let task = tokio::spawn(async move {
+            let _ = command_rx.recv().await;
+            for n in 0..count {
+                let record = OutputRecord::SelfAlert {
+                    alert: format!("record {n}"),
+                    state: "firing",
+                    detail: String::new(),
+                };
+                records.send(record).await.expect("the supervisor reads");
+            }
+            Ok(RunSummary {
+                handled: count,
+                ..RunSummary::default()
+            })
+        });
+        RuntimeHandle {
+            commands,
+            snapshots: watch::channel(snapshot).1,
+            consumer_status: watch::channel(ConsumerStatus::default()).1,
+            journal_stats: None,
+            fetched: Default::default(),
+            task,
+        }
+    }
+
+    #[tokio::test]
+    async fn stopping_a_runtime_forwards_what_it_emits_until_it_has_finished() {
+        let (inner, mut records) = mpsc::channel(16);
+        let (output, mut written) = mpsc::channel(10_000);
+        let rt = busy_runtime(inner, 1_000);
+        let summary = tokio::time::timeout(
+            Duration::from_secs(30),
+            stop(rt, &mut records, &Some(output)),
+        )
+        .await
+        .expect("the runtime stopped: its records were read while it finished");
+        assert_eq!(summary.handled, 1_000);
+        let mut forwarded = 0;
+        while written.try_recv().is_ok() {
+            forwarded += 1;
+        }
+        assert_eq!(
+            forwarded, 1_000,
+            "every record it emitted reached the output"
+        );
     }
 }
