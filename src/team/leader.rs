@@ -10,12 +10,17 @@
 //!   coordinator accepts an offset commit only from a current member of the current
 //!   generation, so a successful commit confirms the membership (after the request was sent);
 //!   so does `REBALANCE_IN_PROGRESS`, which it answers only after checking both.
-//! - The lease then runs until the moment the request was *sent* plus `lease_length` (session
-//!   timeout minus one heartbeat interval), on the monotonic clock, which keeps running while
-//!   the process is stopped.
-//! - A new holder of partition 0 waits `lease_length` after its assignment before it acts:
-//!   the old holder was expired by the coordinator no earlier than its last confirmation, so
-//!   its lease has lapsed by then, whatever the broker does with commits and sessions.
+//! - A new holder of partition 0 waits `wait` (session timeout minus one heartbeat interval,
+//!   4 s shipped) after its assignment before it acts.
+//! - The lease then runs until the moment the request was *sent* plus `hold`, on the monotonic
+//!   clock, which keeps running while the process is stopped. The coordinator heard from the
+//!   member after that moment, so it expires the member no sooner than a session timeout
+//!   later; only then can partition 0 go to a standby, which waits `wait` more. So the holder
+//!   may act until sent + session + wait; `hold` keeps a heartbeat interval of that as margin
+//!   (6 + 4 − 2 = 8 s shipped). It must also outlast a rebalance: when a standby joins, the
+//!   coordinator holds every member's JoinGroup (the embedded broker for a session timeout
+//!   less 1 s) and the commits queued behind it on the same connection get no answer
+//!   meanwhile, so a 4 s lease fenced the active worker each time a standby started.
 //! - `side_effects_allowed()` is checked before every notification send and offset store;
 //!   once the lease lapses it refuses, and the worker reports that it was fenced.
 //!
@@ -82,11 +87,11 @@ impl LeaseState {
         }
     }
 
-    /// Active: holds the partition, waited out any previous holder's lease, and was confirmed
-    /// recently enough.
-    pub fn active(&self, now: Instant, length: Duration) -> bool {
+    /// Active: holds the partition, waited out any previous holder's lease (`wait`), and was
+    /// confirmed recently enough.
+    pub fn active(&self, now: Instant, wait: Duration) -> bool {
         match (self.held_since, self.confirmed_until) {
-            (Some(since), Some(until)) => now >= since + length && now < until,
+            (Some(since), Some(until)) => now >= since + wait && now < until,
             _ => false,
         }
     }
@@ -96,23 +101,31 @@ impl LeaseState {
 #[derive(Clone)]
 pub struct Lease {
     state: Arc<Mutex<LeaseState>>,
-    length: Duration,
+    /// How long a new holder waits before it acts.
+    wait: Duration,
+    /// How long a confirmation lets the holder act, from when its request was sent.
+    hold: Duration,
 }
 
 impl Lease {
-    pub fn new(length: Duration) -> Self {
+    /// The lease of a group with this session timeout and heartbeat interval (see the module
+    /// comment for why these lengths).
+    pub fn new(session: Duration, heartbeat: Duration) -> Self {
+        let wait = session - heartbeat;
         Self {
             state: Arc::default(),
-            length,
+            wait,
+            hold: session + wait - heartbeat,
         }
     }
 
+    /// How long a new holder waits before it acts.
     pub fn length(&self) -> Duration {
-        self.length
+        self.wait
     }
 
     pub fn is_active(&self) -> bool {
-        self.lock().active(Instant::now(), self.length)
+        self.lock().active(Instant::now(), self.wait)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LeaseState> {
@@ -171,7 +184,7 @@ impl ConsumerContext for LeaderContext {
         {
             self.lease.lock().assigned(Instant::now());
             tracing::info!(
-                wait_ms = self.lease.length.as_millis() as u64,
+                wait_ms = self.lease.wait.as_millis() as u64,
                 "leadership partition assigned; waiting out any previous holder's lease"
             );
         }
@@ -207,8 +220,9 @@ fn session_and_heartbeat(config: &Config) -> anyhow::Result<(u64, u64)> {
     Ok((session, heartbeat))
 }
 
-/// How long a lease runs after a confirmation (session timeout minus one heartbeat interval):
-/// also how long a console waits for a lease record before it says no worker is active.
+/// How long a new holder of the leadership waits before it acts (session timeout minus one
+/// heartbeat interval): also how long a console waits for a lease record before it says no
+/// worker is active.
 pub fn lease_length(config: &Config) -> anyhow::Result<Duration> {
     let (session, heartbeat) = session_and_heartbeat(config)?;
     Ok(Duration::from_millis(session - heartbeat))
@@ -225,7 +239,10 @@ pub struct Leader {
 impl Leader {
     pub fn start(config: &Config) -> anyhow::Result<Self> {
         let (session, heartbeat) = session_and_heartbeat(config)?;
-        let lease = Lease::new(Duration::from_millis(session - heartbeat));
+        let lease = Lease::new(
+            Duration::from_millis(session),
+            Duration::from_millis(heartbeat),
+        );
         let topic = leader_topic(&config.kafka.topic);
         let mut client = client_config(config, true);
         client
@@ -299,7 +316,7 @@ fn poll_and_renew(
             // "rebalance in progress" also confirms the membership. Without this a worker
             // joining the group fenced the active one for the length of the rebalance.
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::RebalanceInProgress)) => {
-                lease.lock().confirmed(held_since, sent_at, lease.length);
+                lease.lock().confirmed(held_since, sent_at, lease.hold);
                 failures_logged = false;
             }
             Err(error) => {
@@ -356,5 +373,26 @@ mod tests {
         state.assigned(start + Duration::from_secs(40));
         state.confirmed(start, start + Duration::from_secs(41), LENGTH);
         assert_eq!(state.confirmed_until, None);
+    }
+
+    #[test]
+    fn a_confirmation_outlasts_a_rebalance_and_ends_before_any_successor_acts() {
+        let (session, heartbeat) = (Duration::from_secs(6), Duration::from_secs(2));
+        let lease = Lease::new(session, heartbeat);
+        assert_eq!(lease.length(), Duration::from_secs(4), "a new holder waits");
+        let start = Instant::now();
+        let mut state = LeaseState::default();
+        state.assigned(start);
+        // Confirmed at 5 s, then a standby joins: the next answer comes back 6.5 s later.
+        let sent = start + Duration::from_secs(5);
+        state.confirmed(start, sent, lease.hold);
+        assert!(
+            state.active(sent + Duration::from_millis(6500), lease.wait),
+            "still active through the embedded broker's rebalance"
+        );
+        // Expired by the coordinator a session after the request at the earliest; the
+        // successor then waits. The lease has run out before it acts, by a heartbeat.
+        let successor_acts = sent + session + lease.wait;
+        assert!(!state.active(successor_acts - heartbeat, lease.wait));
     }
 }
