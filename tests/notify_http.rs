@@ -417,3 +417,78 @@ async fn a_full_outbox_counts_what_it_refuses() {
     assert_eq!(notifier.status().delivered, 2);
     assert_eq!(receiver.on("/webhook").len(), 2);
 }
+
+/// A flood of pages fills PagerDuty's queues while the service hangs. The acknowledge that
+/// comes after them is neither dropped (a lost one leaves the alert paging people) nor left
+/// behind them, and still follows its own incident's trigger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledge_behind_a_flood_of_pages_is_never_dropped_and_goes_first() {
+    use incident_console::notify::config::{Channel, DeliveryConfig, PagerDutyConfig};
+    let mut receiver = HttpReceiver::start().await;
+    let mut config = http_config(&receiver);
+    config.routes.clear();
+    config.slack.webhook_url = None;
+    config.webhook.url = None;
+    for level in &mut config.escalation_levels {
+        level.channels = vec![Channel::PagerDuty];
+    }
+    config.rate_limit.burst = 1_000_000;
+    config.rate_limit.per_minute = 1_000_000;
+    // The shipped queue, concurrency and PagerDuty timeout.
+    config.delivery = DeliveryConfig::default();
+    config.pagerduty.timeout_ms = PagerDutyConfig::default().timeout_ms;
+    let (concurrency, capacity) = (config.delivery.concurrency, config.delivery.queue_capacity);
+    // The first sends hang until the client gives up: nothing drains meanwhile, while the
+    // whole flood and the acknowledge are routed.
+    receiver.script("/pagerduty", (0..concurrency).map(|_| Reply::Hang));
+    let mut notifier = Notifier::start(&config).unwrap();
+    let pages = 2 * capacity as i64 + 500;
+    for id in 1..=pages {
+        notifier.submit(escalation_kind(NotificationKind::Escalation, id, 1));
+    }
+    // The first pages are on the wire, hanging; the rest of the flood is queued.
+    eventually(WAIT, "the hanging sends", || {
+        (receiver.on("/pagerduty").len() >= concurrency).then_some(())
+    })
+    .await;
+    let acknowledged = 100;
+    notifier.submit(escalation_kind(
+        NotificationKind::EscalationAcknowledged,
+        acknowledged,
+        1,
+    ));
+    let position = |requests: &[servers::Received], action: &str, id: i64| {
+        let key = format!("{}{id}", config.pagerduty.dedup_key_prefix);
+        requests.iter().position(|r| {
+            r.answered == Some(200)
+                && r.body["event_action"] == action
+                && r.body["dedup_key"] == key.as_str()
+        })
+    };
+    let requests = eventually(WAIT, "the acknowledge at PagerDuty", || {
+        let requests = receiver.on("/pagerduty");
+        position(&requests, "acknowledge", acknowledged).map(|_| requests)
+    })
+    .await;
+    let ack = position(&requests, "acknowledge", acknowledged).unwrap();
+    let trigger = position(&requests, "trigger", acknowledged).expect("its trigger was sent");
+    assert!(trigger < ack, "trigger {trigger}, acknowledge {ack}");
+    // Ahead of the pages queued before it: incident 50's trigger was waiting in front of
+    // incident 100's.
+    let earlier_page = position(&requests, "trigger", 50);
+    assert!(
+        earlier_page.is_none_or(|page| page > ack),
+        "acknowledge {ack} after the earlier page {earlier_page:?}"
+    );
+    let status = notifier.status();
+    let pagerduty = status
+        .channels
+        .iter()
+        .find(|c| c.name == "pagerduty")
+        .unwrap();
+    assert!(
+        pagerduty.failures.get("queue_full").is_some_and(|n| *n > 0),
+        "the flood overflowed the queue: {pagerduty:?}"
+    );
+    notifier.shutdown(Duration::from_secs(1)).await;
+}

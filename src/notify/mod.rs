@@ -93,8 +93,9 @@ impl Notifier {
         let mut limiters = HashMap::new();
         let now = Instant::now();
         for channel in &enabled {
-            let (queue, receiver) = mpsc::channel(config.delivery.queue_capacity);
-            queues.insert(*channel, queue);
+            let (normal, receiver) = mpsc::channel(config.delivery.queue_capacity);
+            let (urgent, urgent_receiver) = mpsc::channel(config.delivery.queue_capacity);
+            queues.insert(*channel, worker::ChannelQueues { normal, urgent });
             limiters.insert(*channel, policy::RateLimiter::new(&config.rate_limit, now));
             let worker = ChannelWorker {
                 channel: *channel,
@@ -104,13 +105,13 @@ impl Notifier {
                 capacity: config.delivery.queue_capacity,
                 shared: shared.clone(),
             };
-            tasks.push(tokio::spawn(worker.run(receiver)));
+            tasks.push(tokio::spawn(worker.run(receiver, urgent_receiver)));
         }
         let mut not_resumed = Vec::new();
         for delivery in resumed.pending {
             let accepted = queues
                 .get(&delivery.channel)
-                .is_some_and(|queue| queue.try_send(delivery.clone()).is_ok());
+                .is_some_and(|queues| queues.offer(delivery.clone()).is_none());
             if accepted {
                 shared.board().in_channels += 1;
             } else {

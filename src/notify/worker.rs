@@ -157,7 +157,40 @@ pub struct Dispatcher {
     pub router: Router,
     pub shared: Arc<Shared>,
     pub limiters: HashMap<Channel, RateLimiter>,
-    pub channels: HashMap<Channel, mpsc::Sender<Delivery>>,
+    pub channels: HashMap<Channel, ChannelQueues>,
+}
+
+/// A channel's two queues, both bounded. Pages wait in `normal`; what closes an alert or
+/// reports on the console itself goes in `urgent`, ahead of pages: when a flood of pages
+/// fills a channel, an acknowledgement must still reach PagerDuty (a dropped one leaves the
+/// alert paging people), and soon.
+#[derive(Clone)]
+pub struct ChannelQueues {
+    pub normal: mpsc::Sender<Delivery>,
+    pub urgent: mpsc::Sender<Delivery>,
+}
+
+impl ChannelQueues {
+    /// Queues `delivery` in its lane without waiting; gives it back when that lane is full.
+    pub fn offer(&self, delivery: Delivery) -> Option<Delivery> {
+        let lane = if is_urgent(&delivery) {
+            &self.urgent
+        } else {
+            &self.normal
+        };
+        lane.try_send(delivery).err().map(|error| match error {
+            mpsc::error::TrySendError::Full(d) | mpsc::error::TrySendError::Closed(d) => d,
+        })
+    }
+}
+
+/// PagerDuty's acknowledge and resolve close alerts; self-alerts are about the console itself
+/// (often about the very flood that fills the queues) and are already limited per alert
+/// (`self_alerts.min_interval_secs`). Neither is held back by the rate limiter, and both
+/// jump the queue of pages.
+pub fn is_urgent(delivery: &Delivery) -> bool {
+    (delivery.channel == Channel::PagerDuty && delivery.kind != "escalation")
+        || delivery.kind == NotificationKind::SelfAlert.as_str()
 }
 
 const OVERFLOW_REPORT_INTERVAL: Duration = Duration::from_secs(10);
@@ -275,12 +308,7 @@ impl Dispatcher {
                 board.channel(delivery.channel).deduplicated += 1;
                 continue;
             }
-            // Acknowledge and resolve close PagerDuty alerts: never held back. Nor are
-            // self-alerts: the incident flood that fills the bucket is often what they are
-            // about, and they are already limited per alert (`self_alerts.min_interval_secs`).
-            let exempt = (delivery.channel == super::config::Channel::PagerDuty
-                && delivery.kind != "escalation")
-                || delivery.kind == NotificationKind::SelfAlert.as_str();
+            let exempt = is_urgent(&delivery);
             if let Some(limiter) = self.limiters.get_mut(&delivery.channel)
                 && !exempt
                 && !limiter.admit(Instant::now())
@@ -345,7 +373,7 @@ impl Dispatcher {
 
     /// Hands one delivery to its channel, or returns its failure.
     fn forward(&mut self, delivery: Delivery) -> Option<DeliveryChange> {
-        let Some(queue) = self.channels.get(&delivery.channel) else {
+        let Some(queues) = self.channels.get(&delivery.channel) else {
             self.shared.board().fail(
                 delivery.channel,
                 "channel_disabled",
@@ -357,10 +385,7 @@ impl Dispatcher {
             );
         };
         self.shared.board().in_channels += 1;
-        if let Err(error) = queue.try_send(delivery) {
-            let delivery = match error {
-                mpsc::error::TrySendError::Full(d) | mpsc::error::TrySendError::Closed(d) => d,
-            };
+        if let Some(delivery) = queues.offer(delivery) {
             tracing::warn!(
                 channel = %delivery.channel,
                 recipient = delivery.recipient,
@@ -429,7 +454,11 @@ pub struct ChannelWorker {
 }
 
 impl ChannelWorker {
-    pub async fn run(self, mut queue: mpsc::Receiver<Delivery>) {
+    pub async fn run(
+        self,
+        mut queue: mpsc::Receiver<Delivery>,
+        mut urgent: mpsc::Receiver<Delivery>,
+    ) {
         let mut ready: VecDeque<Attempt> = VecDeque::new();
         let mut waiting: BinaryHeap<Reverse<Waiting>> = BinaryHeap::new();
         let mut in_flight: JoinSet<(Attempt, Outcome)> = JoinSet::new();
@@ -483,11 +512,38 @@ impl ChannelWorker {
                 });
             }
             let held = ready.len() + waiting.len() + in_flight.len();
-            if closed && held == 0 {
+            if closed && held == 0 && urgent.is_empty() {
                 break;
             }
             let next_due = waiting.peek().map(|Reverse(w)| w.due);
             tokio::select! {
+                biased;
+                Some(delivery) = urgent.recv(), if held < 2 * self.capacity => {
+                    // Whatever the dispatcher queued before it (an incident's trigger before
+                    // its acknowledge) is in `queue` by now: taken too (bounded by that
+                    // queue's capacity), so the urgent one can go after it, never before.
+                    while let Ok(earlier) = queue.try_recv() {
+                        ready.push_back(self.first_attempt(earlier));
+                    }
+                    // To the front, after its own incident's earlier events, which come along
+                    // in their order (pages of other incidents wait behind them).
+                    let attempt = self.first_attempt(delivery);
+                    let mut front = Vec::new();
+                    if let Some(incident) = self.ordering_key(&attempt) {
+                        let mut index = 0;
+                        while index < ready.len() {
+                            if self.ordering_key(&ready[index]) == Some(incident) {
+                                front.extend(ready.remove(index));
+                            } else {
+                                index += 1;
+                            }
+                        }
+                    }
+                    front.push(attempt);
+                    for attempt in front.into_iter().rev() {
+                        ready.push_front(attempt);
+                    }
+                }
                 delivery = queue.recv(), if !closed && held < self.capacity => match delivery {
                     Some(delivery) => ready.push_back(self.first_attempt(delivery)),
                     None => closed = true,
@@ -521,7 +577,17 @@ impl ChannelWorker {
                             break;
                         }
                         let Some(Reverse(due)) = waiting.pop() else { break };
-                        ready.push_back(due.attempt);
+                        // An urgent delivery waiting for this one (its incident's earlier
+                        // event) is at the front: so is this retry.
+                        let incident = self.ordering_key(&due.attempt);
+                        let holds_up_urgent = incident.is_some() && ready.iter().any(|a| {
+                            is_urgent(&a.delivery) && self.ordering_key(a) == incident
+                        });
+                        if holds_up_urgent {
+                            ready.push_front(due.attempt);
+                        } else {
+                            ready.push_back(due.attempt);
+                        }
                     }
                     self.shared.board().channel(self.channel).retrying = waiting.len() as u64;
                 }
