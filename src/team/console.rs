@@ -227,6 +227,11 @@ impl Observer {
     }
 
     async fn state_changed(&mut self, message: FetchedMessage) {
+        if message.payload.is_none() {
+            // A tombstone: the worker deleted a key it is done with (the record before it
+            // said so, e.g. an escalation closed).
+            return;
+        }
         let Some(record) = StateRecord::decode(message.payload.as_deref()) else {
             tracing::warn!(source = %message.source, "not a state record; skipped");
             return;

@@ -2,7 +2,8 @@
 //! decisions as the runtime makes them, delivery marks as the notifier records them. Every
 //! write is gated by the lease and carries this worker's leader epoch.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -22,15 +23,103 @@ pub struct StatePublisher {
     topic: String,
     worker: String,
     epoch: u64,
+    claims: Mutex<ClaimExpiry>,
+}
+
+/// Delivered claims on the state topic, oldest first, deleted (a tombstone) once older than
+/// the dedup window: a compacted topic keeps each key's newest record forever, so without
+/// this the state topic, and the reading of it at every takeover, would grow without end.
+/// Bounded like the notifier's own claims (`dedup.max_entries`): the oldest go first.
+struct ClaimExpiry {
+    window: chrono::TimeDelta,
+    max: usize,
+    /// (claimed at, delivery key).
+    claims: VecDeque<(chrono::DateTime<chrono::Utc>, String)>,
+}
+
+impl ClaimExpiry {
+    /// The keys of the claims that left the window, or the bound, by `now`, oldest first.
+    fn take_expired(&mut self, now: chrono::DateTime<chrono::Utc>) -> Vec<String> {
+        let mut expired = Vec::new();
+        while let Some((at, _)) = self.claims.front() {
+            if now - *at < self.window && self.claims.len() <= self.max {
+                break;
+            }
+            expired.extend(self.claims.pop_front().map(|(_, key)| key));
+        }
+        expired
+    }
 }
 
 impl StatePublisher {
-    pub fn new(producer: FutureProducer, topic: String, worker: String, epoch: u64) -> Self {
+    /// `window` and `max` are the dedup window and its bound (`notifications.dedup`).
+    pub fn new(
+        producer: FutureProducer,
+        topic: String,
+        worker: String,
+        epoch: u64,
+        window: Duration,
+        max: usize,
+    ) -> Self {
         Self {
             producer,
             topic,
             worker,
             epoch,
+            claims: Mutex::new(ClaimExpiry {
+                window: chrono::TimeDelta::from_std(window).unwrap_or(chrono::TimeDelta::MAX),
+                max,
+                claims: VecDeque::new(),
+            }),
+        }
+    }
+
+    /// Claims restored at a takeover (oldest first), deleted in their turn like this
+    /// worker's own.
+    pub fn adopt_claims(&self, claims: &[(String, chrono::DateTime<chrono::Utc>)]) {
+        let mut expiry = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, at) in claims {
+            expiry.claims.push_back((*at, key.clone()));
+        }
+    }
+
+    /// Deletes the delivered claims that have left the dedup window (or the bound) from the
+    /// state topic. Called about once a second by the active worker.
+    pub fn expire_claims(&self, now: chrono::DateTime<chrono::Utc>) {
+        let expired = self
+            .claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take_expired(now);
+        for key in expired {
+            self.forget(format!("d|{key}"));
+        }
+    }
+
+    /// A tombstone for `key`: compaction deletes it, and a restoring reader forgets it.
+    pub fn forget(&self, key: String) {
+        if let Some(delivery) = self.enqueue_tombstone(&key) {
+            tokio::spawn(async move {
+                if let Ok(Err((error, _))) = delivery.await {
+                    tracing::warn!(%error, "state tombstone not published");
+                }
+            });
+        }
+    }
+
+    fn enqueue_tombstone(&self, key: &str) -> Option<rdkafka::producer::DeliveryFuture> {
+        if !super::leader::side_effects_allowed("state publish") {
+            return None;
+        }
+        match self
+            .producer
+            .send_result(FutureRecord::<str, [u8]>::to(&self.topic).key(key))
+        {
+            Ok(delivery) => Some(delivery),
+            Err((error, _)) => {
+                tracing::warn!(%error, key, "state tombstone not published");
+                None
+            }
         }
     }
 
@@ -78,7 +167,20 @@ impl StatePublisher {
 
     /// Publishes and waits until the broker has every record (or `MARK_TIMEOUT`).
     pub async fn publish_and_wait(&self, bodies: Vec<StateBody>) -> bool {
-        let deliveries: Vec<_> = bodies.into_iter().filter_map(|b| self.enqueue(b)).collect();
+        self.write_and_wait(bodies.into_iter().map(Write::Record).collect())
+            .await
+    }
+
+    /// Writes records and tombstones in order and waits until the broker has every one (or
+    /// `MARK_TIMEOUT`).
+    async fn write_and_wait(&self, writes: Vec<Write>) -> bool {
+        let deliveries: Vec<_> = writes
+            .into_iter()
+            .filter_map(|write| match write {
+                Write::Record(body) => self.enqueue(body),
+                Write::Tombstone(key) => self.enqueue_tombstone(&key),
+            })
+            .collect();
         let all = futures::future::join_all(deliveries);
         match tokio::time::timeout(MARK_TIMEOUT, all).await {
             Ok(results) => results.iter().all(|r| matches!(r, Ok(Ok(_)))),
@@ -96,6 +198,13 @@ impl StatePublisher {
             Effect::Escalation(change) => {
                 let id = crate::journal::change_incident(change);
                 self.publish(StateBody::escalation(change, book.get(id)));
+                if matches!(
+                    change,
+                    crate::core::escalation::EscalationChange::Closed { .. }
+                ) {
+                    // Consoles saw it close; a successor has nothing to restore.
+                    self.forget(id.to_string());
+                }
             }
             Effect::Notify(notification) if notifies => self.publish(StateBody::Decided {
                 notification: Box::new(notification.clone()),
@@ -142,7 +251,18 @@ pub struct TeamRecorder {
 impl DeliveryRecorder for TeamRecorder {
     fn record(&self, changes: Vec<DeliveryChange>) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let bodies: Vec<StateBody> = changes.iter().filter_map(body).collect();
+            let writes: Vec<Write> = changes.iter().filter_map(write).collect();
+            let delivered: Vec<String> = changes
+                .iter()
+                .filter_map(|change| match change {
+                    DeliveryChange::Attempted {
+                        key,
+                        outcome: AttemptOutcome::Delivered,
+                        ..
+                    } => Some(key.clone()),
+                    _ => None,
+                })
+                .collect();
             // Both at once: a delivery waits for the slower of the two, not their sum.
             let journal = async {
                 if let Some(journal) = &self.journal {
@@ -150,33 +270,110 @@ impl DeliveryRecorder for TeamRecorder {
                 }
             };
             let state = async {
-                if !bodies.is_empty() {
-                    self.state.publish_and_wait(bodies).await;
+                if !writes.is_empty() {
+                    self.state.write_and_wait(writes).await;
                 }
             };
             futures::join!(journal, state);
+            if !delivered.is_empty() {
+                let now = chrono::Utc::now();
+                let mut expiry = self.state.claims.lock().unwrap_or_else(|e| e.into_inner());
+                expiry
+                    .claims
+                    .extend(delivered.into_iter().map(|key| (now, key)));
+            }
         })
     }
 }
 
-fn body(change: &DeliveryChange) -> Option<StateBody> {
+/// One write to the state topic: a record, or a tombstone that deletes a key.
+enum Write {
+    Record(StateBody),
+    Tombstone(String),
+}
+
+/// What a delivery change writes to the state topic. What ends a key's use deletes it: a
+/// routed notification is no longer owed, and a delivery given up claims nothing.
+fn write(change: &DeliveryChange) -> Option<Write> {
     Some(match change {
-        DeliveryChange::Routed { dedup_key, .. } => StateBody::Routed {
-            dedup_key: dedup_key.clone(),
-        },
-        DeliveryChange::Queued(delivery) => StateBody::Queued {
+        DeliveryChange::Routed { dedup_key, .. } => Write::Tombstone(
+            StateBody::Routed {
+                dedup_key: dedup_key.clone(),
+            }
+            .key(),
+        ),
+        DeliveryChange::Queued(delivery) => Write::Record(StateBody::Queued {
             delivery: delivery.clone(),
-        },
+        }),
         DeliveryChange::Attempted { key, outcome, .. } => match outcome {
             AttemptOutcome::Retrying { .. } => return None,
-            AttemptOutcome::Delivered => StateBody::Finished {
+            AttemptOutcome::Delivered => Write::Record(StateBody::Finished {
                 key: key.clone(),
                 outcome: "delivered".into(),
-            },
-            AttemptOutcome::Failed { .. } => StateBody::Finished {
-                key: key.clone(),
-                outcome: "gave_up".into(),
-            },
+            }),
+            AttemptOutcome::Failed { .. } => Write::Tombstone(format!("d|{key}")),
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp(1_700_000_000 + seconds, 0).unwrap()
+    }
+
+    #[test]
+    fn delivered_claims_are_deleted_once_they_leave_the_window_or_the_bound() {
+        let mut expiry = ClaimExpiry {
+            window: chrono::TimeDelta::hours(24),
+            max: 3,
+            claims: VecDeque::new(),
+        };
+        for (seconds, key) in [(0, "a"), (60, "b"), (120, "c")] {
+            expiry.claims.push_back((at(seconds), key.into()));
+        }
+        assert!(
+            expiry.take_expired(at(3600)).is_empty(),
+            "all within the window"
+        );
+        assert_eq!(expiry.take_expired(at(24 * 3600 + 60)), ["a", "b"]);
+        // Over the bound: the oldest goes, whatever its age.
+        for (seconds, key) in [(200, "d"), (300, "e"), (400, "f")] {
+            expiry.claims.push_back((at(seconds), key.into()));
+        }
+        assert_eq!(expiry.take_expired(at(500)), ["c"]);
+        assert_eq!(expiry.claims.len(), 3);
+    }
+
+    #[test]
+    fn what_ends_a_key_deletes_it() {
+        let routed = DeliveryChange::Routed {
+            dedup_key: "7/escalation/L1/0".into(),
+            at: at(0),
+        };
+        assert!(
+            matches!(write(&routed), Some(Write::Tombstone(key)) if key == "n|7/escalation/L1/0")
+        );
+        let gave_up = DeliveryChange::Attempted {
+            key: "k|webhook|webhook".into(),
+            at: at(0),
+            outcome: AttemptOutcome::Failed {
+                error: "http_400".into(),
+            },
+        };
+        assert!(
+            matches!(write(&gave_up), Some(Write::Tombstone(key)) if key == "d|k|webhook|webhook")
+        );
+        let delivered = DeliveryChange::Attempted {
+            key: "k|webhook|webhook".into(),
+            at: at(0),
+            outcome: AttemptOutcome::Delivered,
+        };
+        assert!(matches!(
+            write(&delivered),
+            Some(Write::Record(StateBody::Finished { outcome, .. })) if outcome == "delivered"
+        ));
+    }
 }

@@ -12,7 +12,10 @@
 //!
 //! Keys (the topic is compacted on a real cluster, so each key's newest record is its state):
 //! the incident id for an escalation, `n|<dedup key>` for a notification, `d|<delivery key>`
-//! for a delivery, `leader` for the lease.
+//! for a delivery, `p|<topic>|<partition>` for progress, `leader` for the lease. What is done
+//! with is deleted by a tombstone (a record with the key and no payload), so the topic holds
+//! only what a successor needs: a closed escalation, a routed notification, a delivery given
+//! up, and a delivered claim once it leaves the dedup window.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -227,6 +230,17 @@ impl Restorer {
         }
     }
 
+    /// A tombstone for `key` (a record with no payload): what it deleted is not restored.
+    pub fn forget(&mut self, key: &str) {
+        if let Some(delivery) = key.strip_prefix("d|") {
+            self.deliveries.remove(delivery);
+        } else if let Some(dedup_key) = key.strip_prefix("n|") {
+            self.decided.remove(dedup_key);
+        } else if let Ok(incident_id) = key.parse::<IncidentId>() {
+            self.escalations.remove(&incident_id);
+        }
+    }
+
     /// What to restore at `now`: older notifications than `horizon` are not sent, claims
     /// older than `window` are forgotten, at most `max_claims` (the newest).
     pub fn finish(
@@ -436,6 +450,47 @@ mod tests {
         assert_eq!(restored.handled[&("t".to_string(), 0)], 41);
         assert_eq!(restored.handled[&("t".to_string(), 1)], 7);
         assert_eq!(restored.stale, 0);
+    }
+
+    #[test]
+    fn tombstones_delete_what_they_name() {
+        let mut restorer = Restorer::default();
+        let opened = |incident_id| EscalationChange::Opened {
+            incident_id,
+            level: 1,
+            priority: crate::core::event::Priority::Critical,
+        };
+        for body in [
+            StateBody::escalation(&opened(3), Some(&escalation(3, 1, 50))),
+            StateBody::escalation(&opened(4), Some(&escalation(4, 1, 50))),
+            StateBody::Decided {
+                notification: Box::new(notification("owed")),
+            },
+            StateBody::Queued {
+                delivery: Box::new(delivery("sent", 10)),
+            },
+            StateBody::Queued {
+                delivery: Box::new(delivery("in-flight", 11)),
+            },
+        ] {
+            restorer.push(record(1, 10, body));
+        }
+        // Closed, routed, and a claim that left its window.
+        for key in ["3", "n|owed", "d|sent"] {
+            restorer.forget(key);
+        }
+        let hour = Duration::from_secs(3600);
+        let restored = restorer.finish(at(20), hour, hour, 100);
+        assert_eq!(restored.escalations, vec![escalation(4, 1, 50)]);
+        assert!(restored.decided.is_empty());
+        assert_eq!(restored.deliveries.pending, vec![delivery("in-flight", 11)]);
+        let claims: Vec<&str> = restored
+            .deliveries
+            .claims
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(claims, ["in-flight"]);
     }
 
     #[test]

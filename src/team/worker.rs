@@ -110,6 +110,9 @@ async fn supervise(
         .set("compression.type", "lz4")
         // A delivery waits for its mark: sent within 2 ms rather than the default 5.
         .set("linger.ms", "2")
+        // In order and without gaps: a record on the topic means every earlier one is there
+        // (a batch's progress record vouches for the changes published before it).
+        .set("enable.idempotence", "true")
         .create()?;
     let state_topic = state_topic(&config.kafka.topic);
     // The runtime's records pass through here: escalation changes are published to the
@@ -143,8 +146,11 @@ async fn supervise(
                         }
                     };
                     let epoch = restored.epoch + 1;
+                    let dedup = &config.notifications.dedup;
                     let publisher = Arc::new(StatePublisher::new(
-                        producer.clone(), state_topic.clone(), worker.clone(), epoch));
+                        producer.clone(), state_topic.clone(), worker.clone(), epoch,
+                        Duration::from_secs(dedup.window_secs), dedup.max_entries));
+                    publisher.adopt_claims(&restored.deliveries.claims);
                     // The new epoch is on the topic before anything this worker does.
                     if !publisher.publish_and_wait(vec![StateBody::Lease]).await {
                         tracing::warn!(%worker, epoch, "leader epoch not published; not acting yet");
@@ -189,6 +195,7 @@ async fn supervise(
                     // Consoles show the active worker while these keep coming.
                     last_heartbeat = Instant::now();
                     state.publish(StateBody::Lease);
+                    state.expire_claims(chrono::Utc::now());
                 }
             }
             Some(record) = inner_records.recv() => {
@@ -270,6 +277,12 @@ fn read_state(config: &Config) -> anyhow::Result<Restored> {
             let message = message?;
             next = message.offset() + 1;
             read += 1;
+            if message.payload().is_none() {
+                if let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                    restorer.forget(key);
+                }
+                continue;
+            }
             match StateRecord::decode(message.payload()) {
                 Some(record) => restorer.push(record),
                 None => tracing::warn!(
