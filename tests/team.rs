@@ -36,15 +36,7 @@ impl Running {
             .stderr(log)
             .spawn()
             .expect("binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = lines_of(child.stdout.take().unwrap());
         Self { child, lines }
     }
 
@@ -80,6 +72,19 @@ impl Drop for Running {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A process's stdout lines, as they come, on a channel.
+fn lines_of(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
+    let (sender, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
 }
 
 /// The embedded broker in its own process, with `topics`; returns it and its address.
@@ -1296,15 +1301,7 @@ fn the_team_demo_script_starts_a_team_that_shows_events_and_stops_on_ctrl_c() {
         .spawn()
         .unwrap();
     let group = child.id();
-    let stdout = child.stdout.take().unwrap();
-    let (sender, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let lines = lines_of(child.stdout.take().unwrap());
     let deadline = Instant::now() + LONG;
     let mut events = 0;
     let logs = dir.path().join("incident-console-team-demo");

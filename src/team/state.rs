@@ -334,6 +334,11 @@ mod tests {
         }
     }
 
+    fn claim_keys(restored: &Restored) -> Vec<&str> {
+        let claims = &restored.deliveries.claims;
+        claims.iter().map(|(key, _)| key.as_str()).collect()
+    }
+
     fn delivery(key: &str, seconds: i64) -> Delivery {
         Delivery {
             key: key.into(),
@@ -439,12 +444,7 @@ mod tests {
         assert_eq!(restored.escalations, vec![escalation(1, 2, 80)]);
         assert_eq!(restored.decided, vec![notification("owed")]);
         assert_eq!(restored.deliveries.pending, vec![delivery("in-flight", 11)]);
-        let claims: Vec<&str> = restored
-            .deliveries
-            .claims
-            .iter()
-            .map(|(k, _)| k.as_str())
-            .collect();
+        let claims = claim_keys(&restored);
         assert_eq!(claims.len(), 2);
         assert!(claims.contains(&"sent") && claims.contains(&"in-flight"));
         assert_eq!(restored.handled[&("t".to_string(), 0)], 41);
@@ -484,12 +484,7 @@ mod tests {
         assert_eq!(restored.escalations, vec![escalation(4, 1, 50)]);
         assert!(restored.decided.is_empty());
         assert_eq!(restored.deliveries.pending, vec![delivery("in-flight", 11)]);
-        let claims: Vec<&str> = restored
-            .deliveries
-            .claims
-            .iter()
-            .map(|(k, _)| k.as_str())
-            .collect();
+        let claims = claim_keys(&restored);
         assert_eq!(claims, ["in-flight"]);
     }
 
@@ -566,12 +561,7 @@ mod tests {
             2,
         );
         assert!(restored.decided.is_empty(), "older than the horizon");
-        let claims: Vec<&str> = restored
-            .deliveries
-            .claims
-            .iter()
-            .map(|(k, _)| k.as_str())
-            .collect();
+        let claims = claim_keys(&restored);
         assert_eq!(claims, ["b", "c"], "the newest, oldest first");
     }
 }
