@@ -3,6 +3,8 @@
 //! it. Afterwards every produced event is in the journal exactly once, and the SMTP server got
 //! each due notification. Then SIGTERM under load exits 0 with every offset committed.
 
+#[path = "support/processes.rs"]
+mod processes;
 #[path = "support/notify_servers.rs"]
 mod servers;
 
@@ -13,43 +15,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use incident_console::config::Config;
+use processes::{BINARY, Process, committed, start_broker};
 use rand::{Rng, SeedableRng};
 use servers::SmtpSink;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_incident-console");
 const EVENTS: u64 = 3000;
 const SEED: u64 = 77;
 const KILLS: usize = 4;
 const LONG: Duration = Duration::from_secs(120);
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the embedded broker as its own process and returns its bootstrap address.
-fn start_broker(topic: &str) -> (Process, String) {
-    let mut child = Command::new(BINARY)
-        .args(["broker", "--partitions", "3", "-t", topic])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let bootstrap = line
-        .trim()
-        .strip_prefix("bootstrap.servers=")
-        .unwrap_or_else(|| panic!("broker said {line:?}"))
-        .to_string();
-    (Process(child), bootstrap)
-}
 
 fn write_config(dir: &Path, smtp_port: u16) -> std::path::PathBuf {
     let mut config = servers::mail_admins_config(smtp_port);
@@ -192,7 +165,7 @@ fn mailed_incidents(mails: &[servers::Mail]) -> BTreeSet<i64> {
 async fn kill_nine_repeatedly_loses_nothing_and_doubles_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let topic = "crash-incidents";
-    let (_broker, bootstrap) = start_broker(topic);
+    let (_broker, bootstrap) = start_broker(3, &[topic], Stdio::null());
     let smtp = SmtpSink::start().await;
     let config = write_config(dir.path(), smtp.port);
     let journal = dir.path().join("journal.sqlite3");
@@ -310,28 +283,6 @@ async fn kill_nine_repeatedly_loses_nothing_and_doubles_nothing() {
 }
 
 /// The group's committed offset for each partition of `topic`.
-fn committed(bootstrap: &str, topic: &str, group: &str, partitions: i32) -> Vec<i64> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let reader: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut list = rdkafka::TopicPartitionList::new();
-    for partition in 0..partitions {
-        list.add_partition(topic, partition);
-    }
-    let list = reader
-        .committed_offsets(list, Duration::from_secs(10))
-        .unwrap();
-    (0..partitions)
-        .map(|p| match list.find_partition(topic, p).unwrap().offset() {
-            rdkafka::Offset::Offset(offset) => offset,
-            _ => 0,
-        })
-        .collect()
-}
-
 /// For each partition, one past the highest offset the journal recorded as handled.
 fn journaled_ends(journal: &Path, partitions: i32) -> Vec<i64> {
     let connection =
@@ -358,7 +309,7 @@ fn journaled_ends(journal: &Path, partitions: i32) -> Vec<i64> {
 async fn sigterm_under_load_exits_zero_with_every_handled_offset_committed() {
     let dir = tempfile::tempdir().unwrap();
     let topic = "shutdown-incidents";
-    let (_broker, bootstrap) = start_broker(topic);
+    let (_broker, bootstrap) = start_broker(3, &[topic], Stdio::null());
     let smtp = SmtpSink::start().await;
     let config = write_config(dir.path(), smtp.port);
     let journal = dir.path().join("journal.sqlite3");
@@ -380,7 +331,10 @@ async fn sigterm_under_load_exits_zero_with_every_handled_offset_committed() {
     let handled = journaled_ends(&journal, 3);
     assert!(handled.iter().sum::<i64>() >= 1500);
     assert_eq!(
-        committed(&bootstrap, topic, "crash-group", 3),
+        committed(&bootstrap, topic, "crash-group", 3)
+            .into_iter()
+            .map(|offset| offset.unwrap_or(0))
+            .collect::<Vec<_>>(),
         handled,
         "the committed offsets are exactly past the last handled event"
     );

@@ -2,34 +2,25 @@
 //! embedded broker in its own process, real pipes, real signals and real files. Each test
 //! reproduces one of the defects the issue lists and checks the fixed behaviour.
 
-use std::io::{BufRead, BufReader, Read};
+#[path = "support/processes.rs"]
+mod processes;
+
+use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use incident_console::journal::{Journal, JournalConfig, JournalError};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use processes::{BINARY, Process, lines_of};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_incident-console");
 /// Only reached on failure; a debug build on a loaded two-core machine is slow to join a group.
 const DEADLINE: Duration = Duration::from_secs(90);
 const PARTITIONS: i32 = 3;
 const EVENTS: u64 = 600;
-
-/// A child process, killed if the test fails.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 impl Process {
     fn signal(&self, signal: i32) {
@@ -79,23 +70,7 @@ fn console_with_config(config: &Path, args: &[&str]) -> Command {
 /// The embedded broker in its own process, with `topic` and its dead-letter topic.
 fn start_broker(topic: &str) -> (Process, String) {
     let dead_letters = format!("{topic}.dlq");
-    let mut child = Command::new(BINARY)
-        .args(["broker", "--partitions", &PARTITIONS.to_string()])
-        .args(["-t", topic, "-t", &dead_letters])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let bootstrap = line
-        .trim()
-        .strip_prefix("bootstrap.servers=")
-        .unwrap_or_else(|| panic!("broker said {line:?}"))
-        .to_string();
-    (Process(child), bootstrap)
+    processes::start_broker(PARTITIONS, &[topic, &dead_letters], Stdio::null())
 }
 
 /// `count` valid simulated events on `topic`, confirmed by the broker.
@@ -115,28 +90,10 @@ fn produce(bootstrap: &str, topic: &str, count: u64) {
 /// Offsets the group committed, summed over the partitions: with offsets from 0 and every
 /// message valid, how many events a restart will not see again.
 fn committed(bootstrap: &str, group: &str, topic: &str) -> i64 {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut list = TopicPartitionList::new();
-    for partition in 0..PARTITIONS {
-        list.add_partition(topic, partition);
-    }
-    let list = consumer
-        .committed_offsets(list, Duration::from_secs(30))
-        .unwrap();
-    let total = list
-        .elements()
-        .iter()
-        .map(|element| match element.offset() {
-            Offset::Offset(offset) => offset,
-            _ => 0,
-        })
-        .sum();
-    drop(list);
-    total
+    processes::committed(bootstrap, topic, group, PARTITIONS)
+        .into_iter()
+        .map(|offset| offset.unwrap_or(0))
+        .sum()
 }
 
 /// The headless console consuming `topic` in `group` from the start, no journal.
@@ -268,19 +225,6 @@ fn a_full_disk_on_stdout_stops_the_console_with_nothing_committed() {
         "{log:#?}"
     );
     assert_eq!(committed(&bootstrap, "full1", topic), 0);
-}
-
-fn lines_of(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (sender, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    lines
 }
 
 /// Issue 13, item 6 (and 10): `simulate` against an unreachable broker stops on SIGINT and on

@@ -1,16 +1,17 @@
 //! Team mode through the real binary on the embedded broker: consoles that observe every
 //! partition without splitting the feed, and workers that share one leadership.
 
+#[path = "support/processes.rs"]
+mod processes;
 #[path = "support/notify_servers.rs"]
 mod servers;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_incident-console");
+use processes::{BINARY, Process, lines_of};
 /// Generous: the mock broker's first group join alone takes about 3 s.
 const LONG: Duration = Duration::from_secs(90);
 
@@ -74,39 +75,11 @@ impl Drop for Running {
     }
 }
 
-/// A process's stdout lines, as they come, on a channel.
-fn lines_of(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
-    let (sender, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    lines
-}
-
-/// The embedded broker in its own process, with `topics`; returns it and its address.
-fn start_broker(partitions: u32, topics: &[&str], log: &std::path::Path) -> (Running, String) {
-    let mut args = vec![
-        "broker".to_string(),
-        "--partitions".into(),
-        partitions.to_string(),
-    ];
-    for topic in topics {
-        args.extend(["-t".to_string(), topic.to_string()]);
-    }
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let broker = Running::start(&args, log);
-    let line = broker
-        .line_before(Instant::now() + LONG)
-        .expect("broker prints its address");
-    let bootstrap = line
-        .strip_prefix("bootstrap.servers=")
-        .unwrap_or_else(|| panic!("broker said {line:?}"))
-        .to_string();
-    (broker, bootstrap)
+/// The embedded broker in its own process, with `topics`, logging to `log`; returns it and its
+/// address.
+fn start_broker(partitions: i32, topics: &[&str], log: &std::path::Path) -> (Process, String) {
+    let log = std::fs::File::create(log).unwrap();
+    processes::start_broker(partitions, topics, Stdio::from(log))
 }
 
 fn simulate(bootstrap: &str, topic: &str, count: u64) {
@@ -154,25 +127,10 @@ fn events(process: &Running, count: usize, deadline: Instant) -> BTreeSet<(i64, 
 
 /// The committed offsets of `group` on `topic`, as `(partition, offset)` where one exists.
 fn committed(bootstrap: &str, topic: &str, group: &str, partitions: i32) -> Vec<(i32, i64)> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let reader: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut list = rdkafka::TopicPartitionList::new();
-    for partition in 0..partitions {
-        list.add_partition(topic, partition);
-    }
-    let list = reader
-        .committed_offsets(list, Duration::from_secs(10))
-        .unwrap();
-    list.elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            rdkafka::Offset::Offset(offset) => Some((e.partition(), offset)),
-            _ => None,
-        })
+    let offsets = processes::committed(bootstrap, topic, group, partitions);
+    (0..partitions)
+        .zip(offsets)
+        .filter_map(|(partition, offset)| Some((partition, offset?)))
         .collect()
 }
 

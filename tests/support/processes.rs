@@ -1,0 +1,81 @@
+//! The real binary's processes, for the tests that run it: killed when dropped, the embedded
+//! broker in a process of its own, a process's output line by line, and what a group committed.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_incident-console");
+
+/// A child process, killed (and reaped) when dropped, also when a test fails.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The embedded broker in its own process with `topics` (each with `partitions`), its log to
+/// `log`; returns it and its bootstrap address.
+pub fn start_broker(partitions: i32, topics: &[&str], log: Stdio) -> (Process, String) {
+    let mut command = Command::new(BINARY);
+    command.args(["broker", "--partitions", &partitions.to_string()]);
+    for topic in topics {
+        command.args(["-t", topic]);
+    }
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("the broker starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .expect("the broker prints its address");
+    let bootstrap = line
+        .trim()
+        .strip_prefix("bootstrap.servers=")
+        .unwrap_or_else(|| panic!("broker said {line:?}"))
+        .to_string();
+    (Process(child), bootstrap)
+}
+
+/// The lines of `stream`, as they come, on a channel (closed at the end of the stream).
+pub fn lines_of(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (sender, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
+/// What `group` committed on each partition of `topic`, in partition order (`None`: nothing).
+pub fn committed(bootstrap: &str, topic: &str, group: &str, partitions: i32) -> Vec<Option<i64>> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let reader: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition(topic, partition);
+    }
+    let list = reader
+        .committed_offsets(list, Duration::from_secs(30))
+        .unwrap();
+    (0..partitions)
+        .map(|p| match list.find_partition(topic, p).unwrap().offset() {
+            rdkafka::Offset::Offset(offset) => Some(offset),
+            _ => None,
+        })
+        .collect()
+}
