@@ -442,7 +442,9 @@ async fn an_acknowledge_behind_a_flood_of_pages_is_never_dropped_and_goes_first(
     // whole flood and the acknowledge are routed.
     receiver.script("/pagerduty", (0..concurrency).map(|_| Reply::Hang));
     let mut notifier = Notifier::start(&config).unwrap();
-    let pages = 2 * capacity as i64 + 500;
+    // More than the channel's queues and the dispatcher's parking hold (1 + 1 + 4 times the
+    // queue's capacity).
+    let pages = 6 * capacity as i64 + 500;
     for id in 1..=pages {
         notifier.submit(escalation_kind(NotificationKind::Escalation, id, 1));
     }
@@ -491,4 +493,45 @@ async fn an_acknowledge_behind_a_flood_of_pages_is_never_dropped_and_goes_first(
         "the flood overflowed the queue: {pagerduty:?}"
     );
     notifier.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A burst of pages bigger than a channel's queues (a worker catching up after a restart)
+/// waits in the dispatcher while the channel is stuck, and is delivered in full once it is
+/// free again: none given up as "queue full".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_bigger_than_the_queue_is_delivered_in_full() {
+    use incident_console::notify::config::{Channel, DeliveryConfig};
+    let mut receiver = HttpReceiver::start().await;
+    let mut config = http_config(&receiver);
+    config.routes.clear();
+    config.slack.webhook_url = None;
+    config.pagerduty.routing_key = None;
+    for level in &mut config.escalation_levels {
+        level.channels = vec![Channel::Webhook];
+    }
+    config.rate_limit.burst = 1_000_000;
+    config.rate_limit.per_minute = 1_000_000;
+    // The shipped queue and concurrency; the first sends hang until the client gives up.
+    config.delivery = DeliveryConfig::default();
+    let (concurrency, capacity) = (config.delivery.concurrency, config.delivery.queue_capacity);
+    receiver.script("/webhook", (0..concurrency).map(|_| Reply::Hang));
+    let mut notifier = Notifier::start(&config).unwrap();
+    let pages = 3 * capacity;
+    for id in 1..=pages as i64 {
+        notifier.submit(escalation_kind(NotificationKind::Escalation, id, 1));
+    }
+    let delivered = eventually(WAIT * 3, "every page delivered", || {
+        let ok = receiver
+            .on("/webhook")
+            .iter()
+            .filter(|r| r.answered == Some(200))
+            .count();
+        (ok >= pages).then_some(ok)
+    })
+    .await;
+    assert_eq!(delivered, pages);
+    let status = notifier.status();
+    let webhook = status.channels.iter().find(|c| c.name == "webhook").unwrap();
+    assert_eq!(webhook.failures.get("queue_full"), None, "{webhook:?}");
+    notifier.shutdown(Duration::from_secs(5)).await;
 }

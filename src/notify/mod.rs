@@ -38,6 +38,10 @@ use crate::status::NotifierStatus;
 
 use worker::{ChannelWorker, Dispatcher, Shared};
 
+/// A channel may have this many times its queue's capacity waiting in the dispatcher for room
+/// (see `worker::Parked`) before a delivery is given up as `queue_full`.
+const PARK_FACTOR: usize = 4;
+
 /// Hands notifications to the delivery tasks.
 pub struct Notifier {
     outbox: Option<mpsc::Sender<Notification>>,
@@ -140,6 +144,8 @@ impl Notifier {
             shared: shared.clone(),
             limiters,
             channels: queues,
+            parked: HashMap::new(),
+            park_capacity: config.delivery.queue_capacity * PARK_FACTOR,
         };
         tasks.push(tokio::spawn(dispatcher.run(receiver)));
         // Like routes, self-alerts skip channels that are not configured: say so at start

@@ -158,7 +158,55 @@ pub struct Dispatcher {
     pub shared: Arc<Shared>,
     pub limiters: HashMap<Channel, RateLimiter>,
     pub channels: HashMap<Channel, ChannelQueues>,
+    /// Per channel, what found its queue full and waits here for room.
+    pub parked: HashMap<Channel, Parked>,
+    /// How many deliveries one channel may have parked; beyond, they are given up.
+    pub park_capacity: usize,
 }
+
+/// Deliveries that found their channel's queue full, waiting in the dispatcher for room, in
+/// order. A burst (a worker catching up after a restart or a takeover decides hundreds of
+/// pages at once) is absorbed instead of given up; only beyond `park_capacity` is a delivery
+/// given up as `queue_full`.
+#[derive(Default)]
+pub struct Parked {
+    deliveries: VecDeque<Delivery>,
+    /// Parked deliveries per incident: an urgent one waits behind its incident's.
+    incidents: HashMap<i64, usize>,
+}
+
+impl Parked {
+    fn push(&mut self, delivery: Delivery) {
+        if let Some(incident) = delivery.incident_id {
+            *self.incidents.entry(incident).or_default() += 1;
+        }
+        self.deliveries.push_back(delivery);
+    }
+
+    fn left(&mut self, incident: Option<i64>) {
+        if let Some(incident) = incident
+            && let Some(count) = self.incidents.get_mut(&incident)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.incidents.remove(&incident);
+            }
+        }
+    }
+
+    /// Whether `delivery` must wait behind what is parked: everything does, but an urgent
+    /// delivery none of whose incident's events are parked.
+    fn holds_back(&self, delivery: &Delivery) -> bool {
+        !self.deliveries.is_empty()
+            && (!is_urgent(delivery)
+                || delivery
+                    .incident_id
+                    .is_some_and(|incident| self.incidents.contains_key(&incident)))
+    }
+}
+
+/// How often parked deliveries are offered to their channel again.
+const PARK_RETRY: Duration = Duration::from_millis(20);
 
 /// A channel's two queues, both bounded. Pages wait in `normal`; what closes an alert or
 /// reports on the console itself goes in `urgent`, ahead of pages: when a flood of pages
@@ -205,7 +253,9 @@ impl Dispatcher {
         let mut batch = Vec::with_capacity(DISPATCH_BATCH);
         loop {
             let next_digest = self.limiters.values().filter_map(|l| l.next_due()).min();
+            let parked = self.has_parked();
             tokio::select! {
+                _ = tokio::time::sleep(PARK_RETRY), if parked => self.unpark(),
                 count = outbox.recv_many(&mut batch, DISPATCH_BATCH) => {
                     if count == 0 {
                         break;
@@ -224,6 +274,33 @@ impl Dispatcher {
         // Shutting down: what the limiter held back is summarised now rather than lost.
         self.send_digests(true).await;
         self.report_overflow(reported_overflow);
+        // Parked deliveries are handed over as room appears (the notifier's shutdown bounds
+        // the wait; what is left is pending in the journal, sent at the next start).
+        while self.has_parked() {
+            self.unpark();
+            tokio::time::sleep(PARK_RETRY).await;
+        }
+    }
+
+    fn has_parked(&self) -> bool {
+        self.parked.values().any(|p| !p.deliveries.is_empty())
+    }
+
+    /// Offers parked deliveries to their channels again, in order, as far as there is room.
+    fn unpark(&mut self) {
+        for (channel, parked) in &mut self.parked {
+            let Some(queues) = self.channels.get(channel) else {
+                continue;
+            };
+            while let Some(delivery) = parked.deliveries.pop_front() {
+                let incident = delivery.incident_id;
+                if let Some(refused) = queues.offer(delivery) {
+                    parked.deliveries.push_front(refused);
+                    break;
+                }
+                parked.left(incident);
+            }
+        }
     }
 
     /// Logs a summary of notifications refused since the last summary.
@@ -371,7 +448,8 @@ impl Dispatcher {
         self.shared.record(failed).await;
     }
 
-    /// Hands one delivery to its channel, or returns its failure.
+    /// Hands one delivery to its channel (or parks it while the channel's queue is full), or
+    /// returns its failure.
     fn forward(&mut self, delivery: Delivery) -> Option<DeliveryChange> {
         let Some(queues) = self.channels.get(&delivery.channel) else {
             self.shared.board().fail(
@@ -385,23 +463,32 @@ impl Dispatcher {
             );
         };
         self.shared.board().in_channels += 1;
-        if let Some(delivery) = queues.offer(delivery) {
-            tracing::warn!(
-                channel = %delivery.channel,
-                recipient = delivery.recipient,
-                incident_id = delivery.incident_id,
-                "channel queue full: delivery given up (the channel is down or too slow)"
-            );
-            let mut board = self.shared.board();
-            board.in_channels -= 1;
-            board.fail(delivery.channel, "queue_full", "channel queue full");
-            drop(board);
-            return Some(
-                self.shared
-                    .failed_change(&delivery.key, "channel queue full"),
-            );
+        let parked = self.parked.entry(delivery.channel).or_default();
+        let refused = if parked.holds_back(&delivery) {
+            Some(delivery)
+        } else {
+            queues.offer(delivery)
+        };
+        // Taken by its queue: nothing to record.
+        let delivery = refused?;
+        if parked.deliveries.len() < self.park_capacity {
+            parked.push(delivery);
+            return None;
         }
-        None
+        tracing::warn!(
+            channel = %delivery.channel,
+            recipient = delivery.recipient,
+            incident_id = delivery.incident_id,
+            "channel queue full: delivery given up (the channel is down or too slow)"
+        );
+        let mut board = self.shared.board();
+        board.in_channels -= 1;
+        board.fail(delivery.channel, "queue_full", "channel queue full");
+        drop(board);
+        Some(
+            self.shared
+                .failed_change(&delivery.key, "channel queue full"),
+        )
     }
 }
 
