@@ -224,6 +224,9 @@ struct Runtime {
     tracker: OffsetTracker,
     notifier: Notifier,
     output: Option<mpsc::Sender<OutputRecord>>,
+    /// Records emitted while handling the current batch, sent together after it. Bounded by
+    /// what one batch (at most `MAX_BATCH` messages) or one tick emits.
+    unsent_output: Vec<OutputRecord>,
     output_gate: Option<OutputGate>,
     max_message_bytes: usize,
     summary: RunSummary,
@@ -353,6 +356,7 @@ pub fn spawn_with(
         tracker: OffsetTracker::default(),
         notifier,
         output: options.output,
+        unsent_output: Vec::new(),
         output_gate: options.output_flushed.map(|flushed| OutputGate {
             flushed,
             emitted: 0,
@@ -457,6 +461,7 @@ impl Runtime {
                 batch = io.messages.recv() => match batch {
                     Some(batch) => {
                         self.handle_batch(batch).await;
+                        self.send_output().await;
                         dirty = true;
                         if self.output_broken() {
                             tracing::error!("stdout is broken: stopping consumption");
@@ -470,7 +475,10 @@ impl Runtime {
                     }
                 },
             }
+            // What a command, a tick or a completion emitted.
+            self.send_output().await;
         }
+        self.send_output().await;
         self.shutdown(io).await
     }
 
@@ -484,6 +492,7 @@ impl Runtime {
             && let Ok(batch) = io.messages.try_recv()
         {
             self.handle_batch(batch).await;
+            self.send_output().await;
         }
         let deadline = tokio::time::Instant::now() + io.shutdown_timeout;
         while self.tracker.in_flight() > self.unstorable() {
@@ -495,7 +504,10 @@ impl Runtime {
                 }
             };
             match tokio::time::timeout_at(deadline, next).await {
-                Ok(Some(Ok(done))) => self.dead_lettered(done).await,
+                Ok(Some(Ok(done))) => {
+                    self.dead_lettered(done).await;
+                    self.send_output().await;
+                }
                 Ok(Some(Err(completion))) => self.journal_committed(completion),
                 Ok(None) => {
                     self.release_flushed();
@@ -666,8 +678,7 @@ impl Runtime {
                     offset: message.source.offset,
                     received_at: chrono::Utc::now(),
                     data: Box::new(event.clone()),
-                })
-                .await;
+                });
                 let source = message.source.clone();
                 let record = ProcessedEvent::handled(
                     source.clone(),
@@ -807,8 +818,7 @@ impl Runtime {
             partition: source.partition,
             offset: source.offset,
             dead_letter_topic: self.dead_letters.topic().to_string(),
-        })
-        .await;
+        });
         let reason = error.reason();
         let text = error.to_string();
         self.apply(
@@ -968,8 +978,7 @@ impl Runtime {
                 partition: source.map(|s| s.partition),
                 offset: source.map(|s| s.offset),
                 effect,
-            })
-            .await;
+            });
         }
     }
 
@@ -1000,24 +1009,41 @@ impl Runtime {
         }
     }
 
-    /// Sends one output record at once. (Queuing a batch's records and sending them together
-    /// was tried and made the drain faster, but also lets the runtime run a whole batch
-    /// without yielding; it was set aside while the team scenario's failures were looked into,
-    /// see docs/performance.md.)
-    async fn emit(&mut self, record: OutputRecord) {
-        let Some(output) = &self.output else {
+    /// Queues an output record; `send_output` hands the queue to the writer once per batch,
+    /// so the writer thread wakes (and flushes) once per batch rather than once per record.
+    fn emit(&mut self, record: OutputRecord) {
+        if self.output.is_none() {
             return;
-        };
-        if output.send(record).await.is_err() {
-            // The writer has gone (stdout broke): stop writing, and with a gate, consuming.
-            self.output = None;
-            if let Some(gate) = &mut self.output_gate {
-                gate.broken = true;
-                gate.held.clear();
-            }
-        } else if let Some(gate) = &mut self.output_gate {
+        }
+        self.unsent_output.push(record);
+        if let Some(gate) = &mut self.output_gate {
             gate.emitted += 1;
         }
+    }
+
+    async fn send_output(&mut self) {
+        if self.unsent_output.is_empty() {
+            return;
+        }
+        let Some(output) = &self.output else {
+            self.unsent_output.clear();
+            return;
+        };
+        let output = output.clone();
+        let mut records = std::mem::take(&mut self.unsent_output);
+        for record in records.drain(..) {
+            if output.send(record).await.is_err() {
+                // The writer has gone (stdout broke): stop writing, and with a gate, consuming.
+                self.output = None;
+                if let Some(gate) = &mut self.output_gate {
+                    gate.broken = true;
+                    gate.held.clear();
+                }
+                return;
+            }
+        }
+        // The emptied buffer is kept: no allocation per batch.
+        self.unsent_output = records;
     }
 }
 
