@@ -204,6 +204,18 @@ fn open_journal(
     }))
 }
 
+/// `tracing::info!`, or `tracing::debug!` when `quiet` (headless, where the JSON output
+/// already carries the same fact).
+macro_rules! info_unless {
+    ($quiet:expr, $($arg:tt)+) => {
+        if $quiet {
+            tracing::debug!($($arg)+)
+        } else {
+            tracing::info!($($arg)+)
+        }
+    };
+}
+
 /// Whether the loop goes on after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flow {
@@ -670,16 +682,19 @@ impl Runtime {
                     Ok(text) => text.into(),
                     Err(error) => String::from_utf8_lossy(error.as_bytes()).into(),
                 };
-                self.emit(OutputRecord::Event {
-                    event_type: event.event_type(),
-                    incident_id: event.incident_id(),
-                    topic: message.source.topic.clone(),
-                    partition: message.source.partition,
-                    offset: message.source.offset,
-                    received_at: chrono::Utc::now(),
-                    data: Box::new(event.clone()),
-                });
-                let source = message.source.clone();
+                // Built only for headless output: the console has no use for the copy.
+                if self.output.is_some() {
+                    self.emit(OutputRecord::Event {
+                        event_type: event.event_type(),
+                        incident_id: event.incident_id(),
+                        topic: message.source.topic.clone(),
+                        partition: message.source.partition,
+                        offset: message.source.offset,
+                        received_at: chrono::Utc::now(),
+                        data: Box::new(event.clone()),
+                    });
+                }
+                let source = message.source;
                 let record = ProcessedEvent::handled(
                     source.clone(),
                     &event,
@@ -983,18 +998,34 @@ impl Runtime {
     }
 
     fn run_effect(&mut self, effect: &Effect) {
+        // Headless, each effect is already a JSON line on stdout: its info log line would say
+        // it again on stderr, per event during a drain. The console keeps it in its log pane.
+        let quiet = self.output.is_some();
         match effect {
+            // With no channel configured the notifier would only log it at debug level;
+            // handing it over anyway costs a copy, a queue hand-off and a journal update per
+            // notification. (Team mode keeps its own path: its recorder follows each one.)
+            Effect::Notify(notification)
+                if !self.notifier.has_channels() && self.team.is_none() =>
+            {
+                tracing::debug!(
+                    kind = notification.kind.as_str(),
+                    incident_id = notification.incident_id,
+                    "notification (no channels configured)"
+                );
+            }
             Effect::Notify(notification) => {
                 if crate::team::leader::side_effects_allowed("notification") {
                     self.notifier.submit(notification.clone())
                 }
             }
-            Effect::Escalation(change) => log_escalation(change),
+            Effect::Escalation(change) => log_escalation(change, quiet),
             Effect::IncidentResolved {
                 incident_id,
                 time_to_resolve_secs,
                 status,
-            } => tracing::info!(
+            } => info_unless!(
+                quiet,
                 "incident {incident_id} {status} after {}",
                 time_to_resolve_secs
                     .map(crate::core::engine::format_duration)
@@ -1047,7 +1078,8 @@ impl Runtime {
     }
 }
 
-fn log_escalation(change: &crate::core::escalation::EscalationChange) {
+/// Logs an escalation change; its info lines are debug lines when `quiet`.
+fn log_escalation(change: &crate::core::escalation::EscalationChange, quiet: bool) {
     use crate::core::escalation::EscalationChange as Change;
     match change {
         Change::Opened {
@@ -1055,14 +1087,18 @@ fn log_escalation(change: &crate::core::escalation::EscalationChange) {
             level,
             priority,
         } => {
-            tracing::info!("incident {incident_id} ({priority}) escalated: paging level {level}")
+            info_unless!(
+                quiet,
+                "incident {incident_id} ({priority}) escalated: paging level {level}"
+            )
         }
         Change::Raised {
             incident_id,
             from_level,
             to_level,
             cause,
-        } => tracing::info!(
+        } => info_unless!(
+            quiet,
             ?cause,
             "incident {incident_id} escalation raised from level {from_level} to {to_level}"
         ),
@@ -1085,12 +1121,13 @@ fn log_escalation(change: &crate::core::escalation::EscalationChange) {
             by,
             time_to_acknowledge_secs,
             ..
-        } => tracing::info!(
+        } => info_unless!(
+            quiet,
             "incident {incident_id} acknowledged by {by} after {}",
             crate::core::engine::format_duration(*time_to_acknowledge_secs)
         ),
         Change::Closed { incident_id, .. } => {
-            tracing::info!("incident {incident_id} escalation closed")
+            info_unless!(quiet, "incident {incident_id} escalation closed")
         }
     }
 }
