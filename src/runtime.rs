@@ -204,6 +204,18 @@ fn open_journal(
     }))
 }
 
+/// `tracing::info!`, or `tracing::debug!` when `quiet` (headless, where the JSON output
+/// already carries the same fact).
+macro_rules! info_unless {
+    ($quiet:expr, $($arg:tt)+) => {
+        if $quiet {
+            tracing::debug!($($arg)+)
+        } else {
+            tracing::info!($($arg)+)
+        }
+    };
+}
+
 /// Whether the loop goes on after a command.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Flow {
@@ -224,6 +236,9 @@ struct Runtime {
     tracker: OffsetTracker,
     notifier: Notifier,
     output: Option<mpsc::Sender<OutputRecord>>,
+    /// Records emitted while handling the current batch, sent together after it. Bounded by
+    /// what one batch (at most `MAX_BATCH` messages) or one tick emits.
+    unsent_output: Vec<OutputRecord>,
     output_gate: Option<OutputGate>,
     max_message_bytes: usize,
     summary: RunSummary,
@@ -358,6 +373,7 @@ pub fn spawn_with(
         tracker: OffsetTracker::default(),
         notifier,
         output: options.output,
+        unsent_output: Vec::new(),
         output_gate: options.output_flushed.map(|flushed| OutputGate {
             flushed,
             emitted: 0,
@@ -463,6 +479,7 @@ impl Runtime {
                 batch = io.messages.recv() => match batch {
                     Some(batch) => {
                         self.handle_batch(batch).await;
+                        self.send_output().await;
                         dirty = true;
                         if self.output_broken() {
                             tracing::error!("stdout is broken: stopping consumption");
@@ -476,7 +493,10 @@ impl Runtime {
                     }
                 },
             }
+            // What a command, a tick or a completion emitted.
+            self.send_output().await;
         }
+        self.send_output().await;
         self.shutdown(io).await
     }
 
@@ -490,6 +510,7 @@ impl Runtime {
             && let Ok(batch) = io.messages.try_recv()
         {
             self.handle_batch(batch).await;
+            self.send_output().await;
         }
         let deadline = tokio::time::Instant::now() + io.shutdown_timeout;
         while self.tracker.in_flight() > self.unstorable() {
@@ -501,7 +522,10 @@ impl Runtime {
                 }
             };
             match tokio::time::timeout_at(deadline, next).await {
-                Ok(Some(Ok(done))) => self.dead_lettered(done).await,
+                Ok(Some(Ok(done))) => {
+                    self.dead_lettered(done).await;
+                    self.send_output().await;
+                }
                 Ok(Some(Err(completion))) => self.journal_committed(completion),
                 Ok(None) => {
                     self.release_flushed();
@@ -665,17 +689,19 @@ impl Runtime {
                     Ok(text) => text.into(),
                     Err(error) => String::from_utf8_lossy(error.as_bytes()).into(),
                 };
-                self.emit(OutputRecord::Event {
-                    event_type: event.event_type(),
-                    incident_id: event.incident_id(),
-                    topic: message.source.topic.clone(),
-                    partition: message.source.partition,
-                    offset: message.source.offset,
-                    received_at: chrono::Utc::now(),
-                    data: Box::new(event.clone()),
-                })
-                .await;
-                let source = message.source.clone();
+                // Built only for headless output: the console has no use for the copy.
+                if self.output.is_some() {
+                    self.emit(OutputRecord::Event {
+                        event_type: event.event_type(),
+                        incident_id: event.incident_id(),
+                        topic: message.source.topic.clone(),
+                        partition: message.source.partition,
+                        offset: message.source.offset,
+                        received_at: chrono::Utc::now(),
+                        data: Box::new(event.clone()),
+                    });
+                }
+                let source = message.source;
                 let record = ProcessedEvent::handled(
                     source.clone(),
                     &event,
@@ -814,8 +840,7 @@ impl Runtime {
             partition: source.partition,
             offset: source.offset,
             dead_letter_topic: self.dead_letters.topic().to_string(),
-        })
-        .await;
+        });
         let reason = error.reason();
         let text = error.to_string();
         self.apply(
@@ -984,13 +1009,27 @@ impl Runtime {
                 partition: source.map(|s| s.partition),
                 offset: source.map(|s| s.offset),
                 effect,
-            })
-            .await;
+            });
         }
     }
 
     fn run_effect(&mut self, effect: &Effect) {
+        // Headless, each effect is already a JSON line on stdout: its info log line would say
+        // it again on stderr, per event during a drain. The console keeps it in its log pane.
+        let quiet = self.output.is_some();
         match effect {
+            // With no channel configured the notifier would only log it at debug level;
+            // handing it over anyway costs a copy, a queue hand-off and a journal update per
+            // notification. (Team mode keeps its own path: its recorder follows each one.)
+            Effect::Notify(notification)
+                if !self.notifier.has_channels() && self.team.is_none() =>
+            {
+                tracing::debug!(
+                    kind = notification.kind.as_str(),
+                    incident_id = notification.incident_id,
+                    "notification (no channels configured)"
+                );
+            }
             Effect::Notify(notification) => {
                 let allowed = crate::team::leader::side_effects_allowed("notification");
                 if allowed && self.journal.is_some() {
@@ -999,12 +1038,13 @@ impl Runtime {
                     self.notifier.submit(notification.clone())
                 }
             }
-            Effect::Escalation(change) => log_escalation(change),
+            Effect::Escalation(change) => log_escalation(change, quiet),
             Effect::IncidentResolved {
                 incident_id,
                 time_to_resolve_secs,
                 status,
-            } => tracing::info!(
+            } => info_unless!(
+                quiet,
                 "incident {incident_id} {status} after {}",
                 time_to_resolve_secs
                     .map(crate::core::engine::format_duration)
@@ -1019,28 +1059,46 @@ impl Runtime {
         }
     }
 
-    /// Sends one output record at once. (Queuing a batch's records and sending them together
-    /// was tried and made the drain faster, but also lets the runtime run a whole batch
-    /// without yielding; it was set aside while the team scenario's failures were looked into,
-    /// see docs/performance.md.)
-    async fn emit(&mut self, record: OutputRecord) {
-        let Some(output) = &self.output else {
+    /// Queues an output record; `send_output` hands the queue to the writer once per batch,
+    /// so the writer thread wakes (and flushes) once per batch rather than once per record.
+    fn emit(&mut self, record: OutputRecord) {
+        if self.output.is_none() {
             return;
-        };
-        if output.send(record).await.is_err() {
-            // The writer has gone (stdout broke): stop writing, and with a gate, consuming.
-            self.output = None;
-            if let Some(gate) = &mut self.output_gate {
-                gate.broken = true;
-                gate.held.clear();
-            }
-        } else if let Some(gate) = &mut self.output_gate {
+        }
+        self.unsent_output.push(record);
+        if let Some(gate) = &mut self.output_gate {
             gate.emitted += 1;
         }
     }
+
+    async fn send_output(&mut self) {
+        if self.unsent_output.is_empty() {
+            return;
+        }
+        let Some(output) = &self.output else {
+            self.unsent_output.clear();
+            return;
+        };
+        let output = output.clone();
+        let mut records = std::mem::take(&mut self.unsent_output);
+        for record in records.drain(..) {
+            if output.send(record).await.is_err() {
+                // The writer has gone (stdout broke): stop writing, and with a gate, consuming.
+                self.output = None;
+                if let Some(gate) = &mut self.output_gate {
+                    gate.broken = true;
+                    gate.held.clear();
+                }
+                return;
+            }
+        }
+        // The emptied buffer is kept: no allocation per batch.
+        self.unsent_output = records;
+    }
 }
 
-fn log_escalation(change: &crate::core::escalation::EscalationChange) {
+/// Logs an escalation change; its info lines are debug lines when `quiet`.
+fn log_escalation(change: &crate::core::escalation::EscalationChange, quiet: bool) {
     use crate::core::escalation::EscalationChange as Change;
     match change {
         Change::Opened {
@@ -1048,14 +1106,18 @@ fn log_escalation(change: &crate::core::escalation::EscalationChange) {
             level,
             priority,
         } => {
-            tracing::info!("incident {incident_id} ({priority}) escalated: paging level {level}")
+            info_unless!(
+                quiet,
+                "incident {incident_id} ({priority}) escalated: paging level {level}"
+            )
         }
         Change::Raised {
             incident_id,
             from_level,
             to_level,
             cause,
-        } => tracing::info!(
+        } => info_unless!(
+            quiet,
             ?cause,
             "incident {incident_id} escalation raised from level {from_level} to {to_level}"
         ),
@@ -1078,12 +1140,13 @@ fn log_escalation(change: &crate::core::escalation::EscalationChange) {
             by,
             time_to_acknowledge_secs,
             ..
-        } => tracing::info!(
+        } => info_unless!(
+            quiet,
             "incident {incident_id} acknowledged by {by} after {}",
             crate::core::engine::format_duration(*time_to_acknowledge_secs)
         ),
         Change::Closed { incident_id, .. } => {
-            tracing::info!("incident {incident_id} escalation closed")
+            info_unless!(quiet, "incident {incident_id} escalation closed")
         }
     }
 }

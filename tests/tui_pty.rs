@@ -454,6 +454,110 @@ fn key_to_screen_latency_under_load() {
     assert!(status.success());
 }
 
+/// Key-to-screen latency while the console drains a backlog as fast as it can (the issue 10
+/// case: a live stream paced by the consumer is not a flood). The embedded broker is filled
+/// with `BACKLOG_EVENTS` events (default 200,000, 12 partitions) before the console starts
+/// with its journal; then `?` is pressed again and again, the time until the help opens (or
+/// closes) measured each time, without pausing consumption. It prints the percentiles and
+/// how many events per second the console handled while the keys were pressed. A
+/// measurement, not a test: run with
+/// `cargo test --release --test tui_pty -- --ignored --nocapture key_to_screen_latency_draining`.
+#[test]
+#[ignore]
+fn key_to_screen_latency_draining_a_backlog() {
+    use std::io::BufRead;
+    let events: u64 = std::env::var("BACKLOG_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200_000);
+    let binary = env!("CARGO_BIN_EXE_incident-console");
+    let mut broker = std::process::Command::new(binary)
+        .args(["broker", "--partitions", "12", "-t", "backlog"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the embedded broker");
+    let mut line = String::new();
+    std::io::BufReader::new(broker.stdout.take().expect("broker stdout"))
+        .read_line(&mut line)
+        .expect("broker address");
+    let bootstrap = line
+        .trim()
+        .strip_prefix("bootstrap.servers=")
+        .unwrap_or_else(|| panic!("the broker printed {line:?}"))
+        .to_string();
+    let count = events.to_string();
+    let filled = std::process::Command::new(binary)
+        .args(["simulate", "-b", &bootstrap, "-t", "backlog", "--rate", "0"])
+        .args(["--count", &count, "--seed", "7", "--log-level", "warn"])
+        .status()
+        .expect("run the simulator");
+    assert!(filled.success());
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.sqlite3");
+    let mut console = Console::start(
+        &[
+            "-b",
+            &bootstrap,
+            "-t",
+            "backlog",
+            "-g",
+            "key-latency",
+            "-X",
+            "auto.offset.reset=earliest",
+            "--journal",
+            journal.to_str().unwrap(),
+        ],
+        48,
+        160,
+    );
+    console.wait_until("the drain to start", FIRST_EVENTS, |s| {
+        handled(s).is_some_and(|n| n > 0)
+    });
+    let first = console.with_screen(handled).unwrap_or(0);
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    // Presses until 90 % of the backlog is handled: all of them fall inside the drain.
+    while console.with_screen(handled).unwrap_or(0) < events * 9 / 10 && samples.len() < 2000 {
+        let opening = samples.len() % 2 == 0;
+        let pressed = Instant::now();
+        console.press("?");
+        // Polled every 0.5 ms so the figure is not rounded up to the polling interval.
+        console.poll_until(
+            "the help to toggle",
+            STEP,
+            Duration::from_micros(500),
+            |s| s.contents().contains("Keys —") == opening,
+        );
+        samples.push(pressed.elapsed());
+    }
+    let elapsed = started.elapsed();
+    let last = console.with_screen(handled).unwrap_or(0);
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "key-to-screen latency over {} presses while draining a {events}-event backlog: \
+         p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        samples.len(),
+        ms(at(0.5)),
+        ms(at(0.9)),
+        ms(at(0.99)),
+        ms(at(1.0)),
+    );
+    println!(
+        "events handled meanwhile: {} in {:.2} s = {:.0} events/s",
+        last - first,
+        elapsed.as_secs_f64(),
+        (last - first) as f64 / elapsed.as_secs_f64()
+    );
+    console.press("q");
+    let status = console.wait_for_exit(Duration::from_secs(60));
+    let _ = broker.kill();
+    let _ = broker.wait();
+    assert!(status.success());
+}
+
 /// Issue 13, item 2: SIGINT, SIGTERM and SIGHUP sent from outside (`kill`, a process manager,
 /// `timeout -s INT`) shut the console down like the quit key: exit 0, the terminal given back
 /// (main screen, cursor shown, echo and line mode on again).

@@ -444,6 +444,11 @@ fn envelope_error(error: serde_json::Error) -> DecodeError {
 }
 
 fn decode_as<T: for<'de> Deserialize<'de>>(text: &str) -> Result<T, DecodeError> {
+    // Nearly every payload is valid: decoded without tracking the path, which costs per
+    // field. Only a payload that fails is decoded again, tracked, to name the field.
+    if let Ok(value) = serde_json::from_str(text) {
+        return Ok(value);
+    }
     let mut deserializer = serde_json::Deserializer::from_str(text);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
