@@ -531,7 +531,11 @@ async fn a_burst_bigger_than_the_queue_is_delivered_in_full() {
     .await;
     assert_eq!(delivered, pages);
     let status = notifier.status();
-    let webhook = status.channels.iter().find(|c| c.name == "webhook").unwrap();
+    let webhook = status
+        .channels
+        .iter()
+        .find(|c| c.name == "webhook")
+        .unwrap();
     assert_eq!(webhook.failures.get("queue_full"), None, "{webhook:?}");
     notifier.shutdown(Duration::from_secs(5)).await;
 }
