@@ -142,10 +142,14 @@ async fn event_loop(
     // After a key sends a command, the runtime publishes the result at once; drawing it should
     // not wait for the frame cap. For a short while after a command, snapshots draw at once.
     let mut uncapped_until: Option<Instant> = None;
+    // A key press is drawn at once, not at the next frame: under a drain, snapshots keep the
+    // last draw recent, and waiting for the frame cap added up to a frame to every key.
+    // Keys come at human speed, so this cannot raise the frame rate for long.
+    let mut key_pressed = false;
 
     loop {
         let now = Instant::now();
-        let uncapped = uncapped_until.is_some_and(|until| now < until);
+        let uncapped = key_pressed || uncapped_until.is_some_and(|until| now < until);
         let due = match last_draw {
             Some(t) if !uncapped => t + frame_gap,
             _ => now,
@@ -154,6 +158,7 @@ async fn event_loop(
             draw(&mut guard.terminal, &mut app)?;
             last_draw = Some(now);
             dirty = false;
+            key_pressed = false;
         }
         tokio::select! {
             biased;
@@ -175,6 +180,7 @@ async fn event_loop(
                         logging::set_capture_level(level);
                     }
                     dirty = true;
+                    key_pressed = true;
                 }
                 Some(Ok(Event::Paste(text))) => {
                     paste(&mut app, &text);
