@@ -375,7 +375,7 @@ fn events_in_feed(screen: &vt100::Screen) -> bool {
 #[test]
 fn ctrl_c_quits_gracefully_at_80x24() {
     let mut console = Console::start(&["--demo", "--demo-rate", "30"], 24, 80);
-    console.wait_until("events in the feed", FIRST_EVENTS, |s| events_in_feed(s));
+    console.wait_until("events in the feed", FIRST_EVENTS, events_in_feed);
     let screen = console.screen();
     for pane in ["Feed", "Escalations", "Metrics", "Logs"] {
         assert!(screen.contains(pane), "{pane} missing at 80x24:\n{screen}");
@@ -573,7 +573,7 @@ fn key_to_screen_latency_draining_a_backlog() {
 fn signals_from_outside_quit_gracefully_and_give_the_terminal_back() {
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         let mut console = Console::start(&["--demo", "--demo-rate", "30"], 24, 80);
-        console.wait_until("events in the feed", FIRST_EVENTS, |s| events_in_feed(s));
+        console.wait_until("events in the feed", FIRST_EVENTS, events_in_feed);
         let fd = console._master.as_raw_fd().expect("pty master descriptor");
         let lflag = |fd| {
             // SAFETY: tcgetattr fills a zeroed termios for a descriptor we hold open.
@@ -610,7 +610,7 @@ fn signals_from_outside_quit_gracefully_and_give_the_terminal_back() {
 #[test]
 fn a_long_paste_does_not_stall_the_keys_after_it() {
     let mut console = Console::start(&["--demo", "--demo-rate", "30"], 24, 80);
-    console.wait_until("events in the feed", FIRST_EVENTS, |s| events_in_feed(s));
+    console.wait_until("events in the feed", FIRST_EVENTS, events_in_feed);
     let bracketed = console.with_screen(|s| s.bracketed_paste());
     let text = "x".repeat(1024);
     let keys = if bracketed {
