@@ -418,29 +418,58 @@ async fn a_full_outbox_counts_what_it_refuses() {
     assert_eq!(receiver.on("/webhook").len(), 2);
 }
 
+fn channel_status(notifier: &Notifier, name: &str) -> incident_console::status::ChannelStatus {
+    let status = notifier.status();
+    status
+        .channels
+        .into_iter()
+        .find(|c| c.name == name)
+        .unwrap()
+}
+
+/// Escalation pages on `channel` only, unlimited, with the shipped queue and concurrency;
+/// the receiver leaves the first sends (as many as the concurrency) hanging until the client
+/// gives up, so nothing drains meanwhile.
+fn stuck_channel(
+    receiver: &HttpReceiver,
+    channel: incident_console::notify::config::Channel,
+) -> NotifyConfig {
+    use incident_console::notify::config::{Channel, DeliveryConfig};
+    let mut config = http_config(receiver);
+    config.routes.clear();
+    config.slack.webhook_url = None;
+    if channel != Channel::Webhook {
+        config.webhook.url = None;
+    }
+    if channel != Channel::PagerDuty {
+        config.pagerduty.routing_key = None;
+    }
+    for level in &mut config.escalation_levels {
+        level.channels = vec![channel];
+    }
+    config.rate_limit.burst = 1_000_000;
+    config.rate_limit.per_minute = 1_000_000;
+    config.delivery = DeliveryConfig::default();
+    let path = match channel {
+        Channel::PagerDuty => "/pagerduty",
+        _ => "/webhook",
+    };
+    receiver.script(path, (0..config.delivery.concurrency).map(|_| Reply::Hang));
+    config
+}
+
 /// A flood of pages fills PagerDuty's queues while the service hangs. The acknowledge that
 /// comes after them is neither dropped (a lost one leaves the alert paging people) nor left
 /// behind them, and still follows its own incident's trigger.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acknowledge_behind_a_flood_of_pages_is_never_dropped_and_goes_first() {
-    use incident_console::notify::config::{Channel, DeliveryConfig, PagerDutyConfig};
+    use incident_console::notify::config::{Channel, PagerDutyConfig};
     let mut receiver = HttpReceiver::start().await;
-    let mut config = http_config(&receiver);
-    config.routes.clear();
-    config.slack.webhook_url = None;
-    config.webhook.url = None;
-    for level in &mut config.escalation_levels {
-        level.channels = vec![Channel::PagerDuty];
-    }
-    config.rate_limit.burst = 1_000_000;
-    config.rate_limit.per_minute = 1_000_000;
-    // The shipped queue, concurrency and PagerDuty timeout.
-    config.delivery = DeliveryConfig::default();
+    let mut config = stuck_channel(&receiver, Channel::PagerDuty);
+    // And the shipped PagerDuty timeout: while the first sends hang, the whole flood and the
+    // acknowledge are routed.
     config.pagerduty.timeout_ms = PagerDutyConfig::default().timeout_ms;
     let (concurrency, capacity) = (config.delivery.concurrency, config.delivery.queue_capacity);
-    // The first sends hang until the client gives up: nothing drains meanwhile, while the
-    // whole flood and the acknowledge are routed.
-    receiver.script("/pagerduty", (0..concurrency).map(|_| Reply::Hang));
     let mut notifier = Notifier::start(&config).unwrap();
     // More than the channel's queues and the dispatcher's parking hold (1 + 1 + 4 times the
     // queue's capacity).
@@ -482,12 +511,7 @@ async fn an_acknowledge_behind_a_flood_of_pages_is_never_dropped_and_goes_first(
         earlier_page.is_none_or(|page| page > ack),
         "acknowledge {ack} after the earlier page {earlier_page:?}"
     );
-    let status = notifier.status();
-    let pagerduty = status
-        .channels
-        .iter()
-        .find(|c| c.name == "pagerduty")
-        .unwrap();
+    let pagerduty = channel_status(&notifier, "pagerduty");
     assert!(
         pagerduty.failures.get("queue_full").is_some_and(|n| *n > 0),
         "the flood overflowed the queue: {pagerduty:?}"
@@ -500,21 +524,10 @@ async fn an_acknowledge_behind_a_flood_of_pages_is_never_dropped_and_goes_first(
 /// free again: none given up as "queue full".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_bigger_than_the_queue_is_delivered_in_full() {
-    use incident_console::notify::config::{Channel, DeliveryConfig};
+    use incident_console::notify::config::Channel;
     let mut receiver = HttpReceiver::start().await;
-    let mut config = http_config(&receiver);
-    config.routes.clear();
-    config.slack.webhook_url = None;
-    config.pagerduty.routing_key = None;
-    for level in &mut config.escalation_levels {
-        level.channels = vec![Channel::Webhook];
-    }
-    config.rate_limit.burst = 1_000_000;
-    config.rate_limit.per_minute = 1_000_000;
-    // The shipped queue and concurrency; the first sends hang until the client gives up.
-    config.delivery = DeliveryConfig::default();
-    let (concurrency, capacity) = (config.delivery.concurrency, config.delivery.queue_capacity);
-    receiver.script("/webhook", (0..concurrency).map(|_| Reply::Hang));
+    let config = stuck_channel(&receiver, Channel::Webhook);
+    let capacity = config.delivery.queue_capacity;
     let mut notifier = Notifier::start(&config).unwrap();
     let pages = 3 * capacity;
     for id in 1..=pages as i64 {
@@ -530,12 +543,7 @@ async fn a_burst_bigger_than_the_queue_is_delivered_in_full() {
     })
     .await;
     assert_eq!(delivered, pages);
-    let status = notifier.status();
-    let webhook = status
-        .channels
-        .iter()
-        .find(|c| c.name == "webhook")
-        .unwrap();
+    let webhook = channel_status(&notifier, "webhook");
     assert_eq!(webhook.failures.get("queue_full"), None, "{webhook:?}");
     notifier.shutdown(Duration::from_secs(5)).await;
 }
