@@ -135,9 +135,12 @@ struct OpenedJournal {
 }
 
 /// Opens the journal, or explains why not. Restored state goes into `engine`.
+/// `restore_into`: the engine that takes the journal's open escalations, with the journal's
+/// owed notifications resumed too; `None` when the state comes from elsewhere (a team
+/// worker's comes from `<topic>.state`), so neither is read only to be thrown away.
 fn open_journal(
     config: &Config,
-    engine: &mut Engine,
+    restore_into: Option<&mut Engine>,
     demo: bool,
 ) -> anyhow::Result<Option<OpenedJournal>> {
     if !config.journal.enabled {
@@ -152,6 +155,11 @@ fn open_journal(
     }
     let mut journal = Journal::open_configured(&config.journal)?;
     let path = journal.path().to_path_buf();
+    let dedup = &config.notifications.dedup;
+    let horizon = Duration::from_secs(dedup.resume_horizon_secs);
+    let Some(engine) = restore_into else {
+        return start_journal(journal, path, horizon, ResumedNotifications::default()).map(Some);
+    };
     let escalations = journal.open_escalations()?;
     if !escalations.is_empty() {
         tracing::info!(
@@ -160,8 +168,6 @@ fn open_journal(
         );
     }
     engine.restore_escalations(escalations);
-    let dedup = &config.notifications.dedup;
-    let horizon = Duration::from_secs(dedup.resume_horizon_secs);
     let resumed = journal.resume_notifications(
         chrono::Utc::now(),
         horizon,
@@ -176,6 +182,16 @@ fn open_journal(
             "notifications from before the restart older than the resume horizon expired, not sent"
         );
     }
+    start_journal(journal, path, horizon, resumed).map(Some)
+}
+
+/// Starts the journal's writer and reader once its state has been read.
+fn start_journal(
+    journal: Journal,
+    path: std::path::PathBuf,
+    horizon: Duration,
+    resumed: ResumedNotifications,
+) -> anyhow::Result<OpenedJournal> {
     let highest_before_start = journal
         .highest_offsets()?
         .into_iter()
@@ -184,7 +200,7 @@ fn open_journal(
     let reader = journal.reader()?;
     let (writer, completions) = JournalWriter::start(journal)?;
     tracing::info!(path = %path.display(), "journal open");
-    Ok(Some(OpenedJournal {
+    Ok(OpenedJournal {
         link: JournalLink {
             path,
             writer,
@@ -201,7 +217,7 @@ fn open_journal(
         },
         completions,
         resumed,
-    }))
+    })
 }
 
 /// `tracing::info!`, or `tracing::debug!` when `quiet` (headless, where the JSON output
@@ -294,7 +310,8 @@ pub fn spawn_with(
 ) -> anyhow::Result<RuntimeHandle> {
     crate::kafka::settings::check(config, true)?;
     let mut engine = Engine::new(config.engine_config());
-    let opened = open_journal(config, &mut engine, options.demo)?;
+    // A team worker's state comes from `<topic>.state` (`team.restored`), not its journal.
+    let opened = open_journal(config, team.is_none().then_some(&mut engine), options.demo)?;
     let (journal, completions, recorder, mut resumed) = match opened {
         Some(OpenedJournal {
             link,
@@ -313,7 +330,6 @@ pub fn spawn_with(
         .unwrap_or_default();
     let recorder = match team {
         Some(TeamLink { restored, state }) => {
-            engine = Engine::new(config.engine_config());
             engine.restore_escalations(restored.escalations);
             resumed.decided = restored.decided;
             resumed.deliveries = restored.deliveries;

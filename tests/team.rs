@@ -144,21 +144,7 @@ fn two_consoles_with_the_default_configuration_each_see_every_event_and_commit_n
     simulate(&bootstrap, topic, EVENTS);
     // Same configuration for both, the default group included: before team mode, two such
     // consoles split the partitions between them.
-    let console = || {
-        Running::start(
-            &[
-                "--role",
-                "console",
-                "--no-tui",
-                "-b",
-                &bootstrap,
-                "-t",
-                topic,
-                "--from-beginning",
-            ],
-            &log,
-        )
-    };
+    let console = || console(&bootstrap, topic, &["--from-beginning"], &log);
     let (mut alice, mut bob) = (console(), console());
     let deadline = Instant::now() + LONG;
     let seen_by_alice = events(&alice, EVENTS as usize, deadline);
@@ -200,6 +186,15 @@ fn worker_config(dir: &std::path::Path, smtp_port: u16) -> std::path::PathBuf {
     let path = dir.join("worker.ron");
     servers::write_private_config(&config, &path);
     path
+}
+
+/// A headless console observing every partition of `topic`, with `extra` arguments.
+fn console(bootstrap: &str, topic: &str, extra: &[&str], log: &std::path::Path) -> Running {
+    let mut args = vec![
+        "--role", "console", "--no-tui", "-b", bootstrap, "-t", topic,
+    ];
+    args.extend_from_slice(extra);
+    Running::start(&args, log)
 }
 
 /// A worker with its own journal, in the shipped group session.
@@ -598,20 +593,8 @@ async fn an_ack_at_one_console_reaches_the_worker_and_shows_at_another_console()
     let config = worker_config(dir.path(), smtp.port);
     let active = worker(&config, "a", &bootstrap, topic);
     let console = |operator: &str| {
-        Running::start(
-            &[
-                "--role",
-                "console",
-                "--no-tui",
-                "-b",
-                &bootstrap,
-                "-t",
-                topic,
-                "--operator",
-                operator,
-            ],
-            &dir.path().join(format!("{operator}.log")),
-        )
+        let log = dir.path().join(format!("{operator}.log"));
+        console(&bootstrap, topic, &["--operator", operator], &log)
     };
     let mut alice = console("alice");
     let bob = console("bob");
@@ -892,20 +875,12 @@ async fn a_team_of_two_workers_and_two_consoles_survives_two_kills_without_pagin
     let receiver = servers::HttpReceiver::start().await;
     let config = paging_config(dir.path(), &receiver);
     let console = |operator: &str| {
-        Running::start(
-            &[
-                "--role",
-                "console",
-                "--no-tui",
-                "-b",
-                &bootstrap,
-                "-t",
-                topic,
-                "--from-beginning",
-                "--operator",
-                operator,
-            ],
-            &dir.path().join(format!("{operator}.log")),
+        let log = dir.path().join(format!("{operator}.log"));
+        console(
+            &bootstrap,
+            topic,
+            &["--from-beginning", "--operator", operator],
+            &log,
         )
     };
     let mut team = Team {

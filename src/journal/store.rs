@@ -593,20 +593,9 @@ impl JournalReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::engine::{Audience, NotificationKind};
     use crate::notify::{Channel, Delivery, Payload};
 
-    fn notification(dedup_key: &str) -> Notification {
-        Notification {
-            kind: NotificationKind::IncidentCreated,
-            audience: Audience::Administrators,
-            incident_id: 1,
-            title: "t".into(),
-            priority: None,
-            dedup_key: dedup_key.into(),
-            fields: Default::default(),
-        }
-    }
+    use crate::notify::fixtures::notification;
 
     /// A journal of the release before notification state moved into it: intents in
     /// `notifications`, the notifier's own state in `<journal>.outbox`.

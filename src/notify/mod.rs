@@ -13,6 +13,8 @@
 //! - `worker`: the dispatcher and channel tasks.
 
 pub mod config;
+#[cfg(test)]
+pub mod fixtures;
 pub mod policy;
 pub mod routing;
 pub mod send;

@@ -280,19 +280,7 @@ mod tests {
 
     #[test]
     fn a_delivery_is_plain_json() {
-        let delivery = Delivery {
-            key: "a".into(),
-            channel: Channel::Webhook,
-            recipient: "webhook".into(),
-            incident_id: Some(1),
-            kind: "incident_created".into(),
-            payload: Payload::Json {
-                body: serde_json::json!({}),
-                idempotency_key: None,
-            },
-            accepted_at: at(1),
-            give_up_at: at(61),
-        };
+        let delivery = crate::notify::fixtures::webhook_delivery("a", at(1));
         let json = serde_json::to_string(&delivery).unwrap();
         let back: Delivery = serde_json::from_str(&json).unwrap();
         assert_eq!(back, delivery);

@@ -199,18 +199,16 @@ fn holds_zero(list: &TopicPartitionList, topic: &str) -> bool {
 
 /// Session timeout and heartbeat interval of the leader group, from the configuration.
 fn session_and_heartbeat(config: &Config) -> anyhow::Result<(u64, u64)> {
-    let session = config
-        .kafka
-        .properties
-        .get("session.timeout.ms")
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(u64::from(SESSION_TIMEOUT_MS));
-    let heartbeat = config
-        .kafka
-        .properties
-        .get("heartbeat.interval.ms")
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(u64::from(HEARTBEAT_INTERVAL_MS));
+    let property = |name: &str, default: u32| {
+        config
+            .kafka
+            .properties
+            .get(name)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(u64::from(default))
+    };
+    let session = property("session.timeout.ms", SESSION_TIMEOUT_MS);
+    let heartbeat = property("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS);
     anyhow::ensure!(
         session > heartbeat + RENEW_EVERY.as_millis() as u64,
         "session.timeout.ms ({session}) must exceed heartbeat.interval.ms ({heartbeat}) \
@@ -224,8 +222,16 @@ fn session_and_heartbeat(config: &Config) -> anyhow::Result<(u64, u64)> {
 /// heartbeat interval): also how long a console waits for a lease record before it says no
 /// worker is active.
 pub fn lease_length(config: &Config) -> anyhow::Result<Duration> {
+    Ok(lease(config)?.length())
+}
+
+/// The lease of this configuration's leader group (not yet held).
+fn lease(config: &Config) -> anyhow::Result<Lease> {
     let (session, heartbeat) = session_and_heartbeat(config)?;
-    Ok(Duration::from_millis(session - heartbeat))
+    Ok(Lease::new(
+        Duration::from_millis(session),
+        Duration::from_millis(heartbeat),
+    ))
 }
 
 /// The running leader election: its consumer is polled on a thread of its own (rebalance
@@ -239,10 +245,7 @@ pub struct Leader {
 impl Leader {
     pub fn start(config: &Config) -> anyhow::Result<Self> {
         let (session, heartbeat) = session_and_heartbeat(config)?;
-        let lease = Lease::new(
-            Duration::from_millis(session),
-            Duration::from_millis(heartbeat),
-        );
+        let lease = lease(config)?;
         let topic = leader_topic(&config.kafka.topic);
         let mut client = client_config(config, true);
         client

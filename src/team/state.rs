@@ -292,8 +292,6 @@ impl Restorer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::engine::{Audience, NotificationKind};
-    use crate::notify::{Channel, Payload};
 
     fn at(seconds: i64) -> Timestamp {
         chrono::DateTime::from_timestamp(1_700_000_000 + seconds, 0).unwrap()
@@ -322,17 +320,7 @@ mod tests {
         }
     }
 
-    fn notification(key: &str) -> Notification {
-        Notification {
-            kind: NotificationKind::IncidentCreated,
-            audience: Audience::Administrators,
-            incident_id: 1,
-            title: "t".into(),
-            priority: None,
-            dedup_key: key.into(),
-            fields: Default::default(),
-        }
-    }
+    use crate::notify::fixtures::notification;
 
     fn claim_keys(restored: &Restored) -> Vec<&str> {
         let claims = &restored.deliveries.claims;
@@ -340,19 +328,7 @@ mod tests {
     }
 
     fn delivery(key: &str, seconds: i64) -> Delivery {
-        Delivery {
-            key: key.into(),
-            channel: Channel::Webhook,
-            recipient: "webhook".into(),
-            incident_id: Some(1),
-            kind: "incident_created".into(),
-            payload: Payload::Json {
-                body: serde_json::json!({}),
-                idempotency_key: None,
-            },
-            accepted_at: at(seconds),
-            give_up_at: at(seconds + 60),
-        }
+        crate::notify::fixtures::webhook_delivery(key, at(seconds))
     }
 
     #[test]
@@ -450,6 +426,57 @@ mod tests {
         assert_eq!(restored.handled[&("t".to_string(), 0)], 41);
         assert_eq!(restored.handled[&("t".to_string(), 1)], 7);
         assert_eq!(restored.stale, 0);
+    }
+
+    /// The scenario test shortens the escalation levels to see steps within a test run; this
+    /// follows the shipped policy through a clock passed in: an escalation the predecessor
+    /// opened, restored from its state record, steps once at the successor's first tick after
+    /// it fell due during the failover, and not again.
+    #[test]
+    fn a_step_due_during_a_takeover_fires_once_under_the_shipped_policy() {
+        use crate::core::engine::{Effect, Engine, Input};
+        let config = crate::config::Config::built_in();
+        let first_level = Duration::from_secs(config.escalation.levels[0].timeout_secs);
+        let json = include_str!("../../tests/fixtures/events/incident_created.json");
+        let event = crate::core::event::decode(Some(json.as_bytes()), 1 << 20).unwrap();
+        let opened_at = at(0);
+        let mut predecessor = Engine::new(config.engine_config());
+        let input = Input::Event {
+            event,
+            source: None,
+            raw: json.into(),
+        };
+        let mut restorer = Restorer::default();
+        for effect in predecessor.apply(input, opened_at) {
+            if let Effect::Escalation(change) = effect {
+                let current = predecessor.escalations().get(123);
+                restorer.push(record(1, 0, StateBody::escalation(&change, current)));
+            }
+        }
+        let hour = Duration::from_secs(3600);
+        let restored = restorer.finish(at(1), hour, hour, 100);
+        assert_eq!(restored.escalations.len(), 1, "the predecessor opened one");
+
+        let mut successor = Engine::new(config.engine_config());
+        successor.restore_escalations(restored.escalations);
+        let raised = |effects: Vec<Effect>| {
+            effects
+                .iter()
+                .filter(|e| matches!(e, Effect::Escalation(EscalationChange::Raised { .. })))
+                .count()
+        };
+        let due = opened_at + chrono::TimeDelta::from_std(first_level).unwrap();
+        let before = due - chrono::TimeDelta::seconds(1);
+        assert_eq!(
+            raised(successor.apply(Input::Tick, before)),
+            0,
+            "not yet due"
+        );
+        // The failover took the step's moment and 20 s more: it fires at the first tick.
+        let first_tick = due + chrono::TimeDelta::seconds(20);
+        assert_eq!(raised(successor.apply(Input::Tick, first_tick)), 1);
+        assert_eq!(raised(successor.apply(Input::Tick, first_tick)), 0, "once");
+        assert_eq!(successor.escalations().get(123).unwrap().level, 2);
     }
 
     #[test]
