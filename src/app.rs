@@ -273,6 +273,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
     };
     // Weak: the headless writer ends when the runtime's sender goes, whatever else holds one.
     let alert_output = output.as_ref().map(|sender| sender.downgrade());
+    // What this process writes to must exist on a cluster that creates no topic by itself.
+    match config.team.role {
+        // Without its coordination topics a worker could never become active.
+        crate::team::Role::Worker => {
+            crate::kafka::topics::prepare_when_reachable(&config).await?;
+        }
+        // Only dead letters: needed at the first bad message, not to start.
+        crate::team::Role::Standalone => {
+            let config = config.clone();
+            tokio::spawn(async move {
+                if let Err(error) = crate::kafka::topics::prepare_when_reachable(&config).await {
+                    tracing::warn!("{error:#}");
+                }
+            });
+        }
+        // A console writes only acknowledgements, to the topic a worker creates.
+        crate::team::Role::Console => {}
+    }
     // The role picks the loop: standalone is `runtime::spawn` itself.
     let handle = crate::team::spawn(
         &config,

@@ -68,7 +68,7 @@ fn console_with_config(config: &Path, args: &[&str]) -> Command {
 }
 
 /// The embedded broker in its own process, with `topic` and its dead-letter topic.
-fn start_broker(topic: &str) -> (Process, String) {
+fn start_broker(topic: &str) -> (processes::Broker, String) {
     let dead_letters = format!("{topic}.dlq");
     processes::start_broker(PARTITIONS, &[topic, &dead_letters], Stdio::null())
 }

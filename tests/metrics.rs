@@ -158,7 +158,7 @@ async fn broker_down_self_alert_starts_and_clears_once() {
     .await;
     while alerts.try_recv().is_ok() {}
 
-    broker.inject(Fault::BrokerDown(-1)).unwrap();
+    broker.embedded().inject(Fault::BrokerDown(-1)).unwrap();
     let next = async |alerts: &mut tokio::sync::mpsc::Receiver<_>| match tokio::time::timeout(
         DEADLINE,
         alerts.recv(),
@@ -181,7 +181,7 @@ async fn broker_down_self_alert_starts_and_clears_once() {
         text.contains("incident_console_self_alert_firing{alert=\"broker_unreachable\"} 1"),
         "{text}"
     );
-    broker.inject(Fault::BrokerUp(-1)).unwrap();
+    broker.embedded().inject(Fault::BrokerUp(-1)).unwrap();
     let (alert, state, _) = next(&mut alerts).await;
     assert_eq!((alert.as_str(), state), ("broker_unreachable", "cleared"));
     // Once each way: nothing more while connected.
@@ -467,10 +467,10 @@ async fn readyz_follows_the_broker_down_and_up() {
         .await
     };
     expect(200, "ready: 1 partition(s)").await;
-    broker.inject(Fault::BrokerDown(-1)).unwrap();
+    broker.embedded().inject(Fault::BrokerDown(-1)).unwrap();
     let body = expect(503, "Kafka unreachable").await;
     assert_eq!(body.lines().count(), 1, "{body}");
-    broker.inject(Fault::BrokerUp(-1)).unwrap();
+    broker.embedded().inject(Fault::BrokerUp(-1)).unwrap();
     expect(200, "ready").await;
 
     handle

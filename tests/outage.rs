@@ -38,13 +38,13 @@ async fn consumption_survives_brokers_down_request_errors_and_latency() {
     collect_until(&mut records, &mut seen, |r| count_events(r) == 20).await;
 
     // Every broker down: the state is reported and the process keeps going.
-    broker.inject(Fault::BrokerDown(-1)).unwrap();
+    broker.embedded().inject(Fault::BrokerDown(-1)).unwrap();
     wait_for(&mut status, "disconnected", |s| {
         matches!(s.connection, ConnectionState::Disconnected { .. })
     })
     .await;
     assert!(!handle.task.is_finished());
-    broker.inject(Fault::BrokerUp(-1)).unwrap();
+    broker.embedded().inject(Fault::BrokerUp(-1)).unwrap();
     wait_for(&mut status, "reconnected", |s| {
         s.connection == ConnectionState::Connected
     })
@@ -52,12 +52,14 @@ async fn consumption_survives_brokers_down_request_errors_and_latency() {
 
     // Fetch errors and a slow broker: retried until they clear.
     broker
+        .embedded()
         .inject(Fault::RequestErrors(
             RDKafkaApiKey::Fetch,
             vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 5],
         ))
         .unwrap();
     broker
+        .embedded()
         .inject(Fault::RoundTripTime(1, Duration::from_millis(300)))
         .unwrap();
     for _ in 0..20 {
@@ -66,6 +68,7 @@ async fn consumption_survives_brokers_down_request_errors_and_latency() {
     }
     collect_until(&mut records, &mut seen, |r| count_events(r) >= 40).await;
     broker
+        .embedded()
         .inject(Fault::RoundTripTime(1, Duration::ZERO))
         .unwrap();
 

@@ -227,12 +227,12 @@ async fn broker_down_mails_the_administrators_once_at_start_and_once_at_clear() 
     let mut console = Console::start(&config);
     console.ready().await;
 
-    setup.broker.inject(Fault::BrokerDown(-1)).unwrap();
+    setup.broker.embedded().inject(Fault::BrokerDown(-1)).unwrap();
     console
         .self_alert("broker_unreachable", "firing", DEADLINE)
         .await;
     mailed(&smtp, "broker_unreachable", "firing").await;
-    setup.broker.inject(Fault::BrokerUp(-1)).unwrap();
+    setup.broker.embedded().inject(Fault::BrokerUp(-1)).unwrap();
     console
         .self_alert("broker_unreachable", "cleared", DEADLINE)
         .await;
@@ -368,6 +368,7 @@ async fn a_consumer_held_while_events_arrive_is_stuck_and_lagging_then_recovers(
 
     setup
         .broker
+        .embedded()
         .inject(Fault::RequestErrors(
             RDKafkaApiKey::Fetch,
             vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 100_000],
@@ -383,6 +384,7 @@ async fn a_consumer_held_while_events_arrive_is_stuck_and_lagging_then_recovers(
 
     setup
         .broker
+        .embedded()
         .inject(Fault::ClearRequestErrors(RDKafkaApiKey::Fetch))
         .unwrap();
     console.self_alert("stuck", "cleared", DEADLINE).await;

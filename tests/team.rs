@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use processes::{BINARY, Process, lines_of};
+use processes::{BINARY, lines_of};
 /// Generous: the mock broker's first group join alone takes about 3 s.
 const LONG: Duration = Duration::from_secs(90);
 
@@ -77,7 +77,11 @@ impl Drop for Running {
 
 /// The embedded broker in its own process, with `topics`, logging to `log`; returns it and its
 /// address.
-fn start_broker(partitions: i32, topics: &[&str], log: &std::path::Path) -> (Process, String) {
+fn start_broker(
+    partitions: i32,
+    topics: &[&str],
+    log: &std::path::Path,
+) -> (processes::Broker, String) {
     let log = std::fs::File::create(log).unwrap();
     processes::start_broker(partitions, topics, Stdio::from(log))
 }

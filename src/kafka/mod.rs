@@ -6,3 +6,4 @@ pub mod dead_letter;
 pub mod embedded;
 pub mod quiet;
 pub mod settings;
+pub mod topics;

@@ -1,7 +1,11 @@
-//! Shared fixtures for the Kafka integration tests: an embedded broker, a producer, a config
-//! pointed at them, and bounded waits on the runtime's output.
+//! Shared fixtures for the Kafka integration tests: a broker (the embedded one, or the Apache
+//! Kafka cluster that `INCIDENT_CONSOLE_TEST_KAFKA` names), a producer, a config pointed at
+//! them, and bounded waits on the runtime's output.
 
 #![allow(dead_code)]
+
+#[path = "../support/apache_kafka.rs"]
+pub mod apache_kafka;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -35,8 +39,46 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
+/// Where a test's topics live.
+pub enum Broker {
+    Embedded(EmbeddedBroker),
+    /// A cluster started outside the test (by `scripts/test`).
+    Apache(String),
+}
+
+impl Broker {
+    /// The embedded broker, for a test that injects its faults: the mock has them, a real
+    /// cluster does not.
+    pub fn embedded(&self) -> &EmbeddedBroker {
+        match self {
+            Self::Embedded(broker) => broker,
+            Self::Apache(_) => panic!("this test injects the embedded broker's faults"),
+        }
+    }
+
+    pub fn bootstrap_servers(&self) -> &str {
+        match self {
+            Self::Embedded(broker) => broker.bootstrap_servers(),
+            Self::Apache(bootstrap) => bootstrap,
+        }
+    }
+
+    /// The embedded broker, or the Apache Kafka cluster of the environment, with `topics`.
+    pub fn with_topics(topics: &[&str], partitions: i32) -> Self {
+        match apache_kafka::from_env() {
+            Some(bootstrap) => {
+                apache_kafka::create_topics_blocking(&bootstrap, topics, partitions);
+                Self::Apache(bootstrap)
+            }
+            None => Self::Embedded(
+                EmbeddedBroker::start(1, topics, partitions).expect("embedded broker"),
+            ),
+        }
+    }
+}
+
 pub struct Setup {
-    pub broker: EmbeddedBroker,
+    pub broker: Broker,
     pub config: Config,
     /// The journal lives here for the test's lifetime.
     pub journal_dir: tempfile::TempDir,
@@ -54,12 +96,10 @@ pub fn setup(partitions: i32) -> Setup {
         .kafka
         .properties
         .insert("auto.commit.interval.ms".into(), "100".into());
-    let broker = EmbeddedBroker::start(
-        1,
+    let broker = Broker::with_topics(
         &[&config.kafka.topic, &config.dead_letter_topic()],
         partitions,
-    )
-    .expect("embedded broker");
+    );
     config.kafka.brokers = broker.bootstrap_servers().to_string();
     let journal_dir = tempfile::tempdir().expect("temp dir");
     config.journal.path = Some(journal_dir.path().join("journal.sqlite3"));

@@ -7,6 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+#[path = "apache_kafka.rs"]
+pub mod apache_kafka;
+
 pub const BINARY: &str = env!("CARGO_BIN_EXE_incident-console");
 
 /// A child process, killed (and reaped) when dropped, also when a test fails.
@@ -19,9 +22,28 @@ impl Drop for Process {
     }
 }
 
+/// A test's broker: the embedded one in a process of its own, or a topic set on the Apache
+/// Kafka cluster of the environment (`INCIDENT_CONSOLE_TEST_KAFKA`, set by `scripts/test`).
+pub enum Broker {
+    Embedded(Process),
+    Apache,
+}
+
 /// The embedded broker in its own process with `topics` (each with `partitions`), its log to
-/// `log`; returns it and its bootstrap address.
-pub fn start_broker(partitions: i32, topics: &[&str], log: Stdio) -> (Process, String) {
+/// `log`, or those topics on the environment's Apache Kafka cluster (where team topics and
+/// dead letters are left for the console to create, as on a production cluster); returns it
+/// and its bootstrap address.
+pub fn start_broker(partitions: i32, topics: &[&str], log: Stdio) -> (Broker, String) {
+    if let Some(bootstrap) = apache_kafka::from_env() {
+        apache_kafka::create_topics_blocking(&bootstrap, topics, partitions);
+        return (Broker::Apache, bootstrap);
+    }
+    let (process, bootstrap) = start_embedded_broker(partitions, topics, log);
+    (Broker::Embedded(process), bootstrap)
+}
+
+/// The embedded broker in its own process, whatever the environment says.
+pub fn start_embedded_broker(partitions: i32, topics: &[&str], log: Stdio) -> (Process, String) {
     let mut command = Command::new(BINARY);
     command.args(["broker", "--partitions", &partitions.to_string()]);
     for topic in topics {
