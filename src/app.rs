@@ -390,6 +390,9 @@ async fn run_broker(config: &Config, partitions: i32, topics: &[String]) -> anyh
 async fn run_simulate(config: &Config, options: &ProduceOptions) -> anyhow::Result<()> {
     let producer: FutureProducer = client_config(config, false)
         .set("linger.ms", "5")
+        // A retry after a broker fails over must not write an event twice: a test stream
+        // counts on each event once.
+        .set("enable.idempotence", "true")
         .create()
         .map_err(|error| crate::kafka::settings::without_values(config, error))?;
     let (stop, stop_rx) = watch::channel(false);

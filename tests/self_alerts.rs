@@ -227,7 +227,11 @@ async fn broker_down_mails_the_administrators_once_at_start_and_once_at_clear() 
     let mut console = Console::start(&config);
     console.ready().await;
 
-    setup.broker.embedded().inject(Fault::BrokerDown(-1)).unwrap();
+    setup
+        .broker
+        .embedded()
+        .inject(Fault::BrokerDown(-1))
+        .unwrap();
     console
         .self_alert("broker_unreachable", "firing", DEADLINE)
         .await;

@@ -9,9 +9,7 @@
 
 use std::time::Duration;
 
-use rdkafka::admin::{
-    AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication,
-};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -223,7 +221,13 @@ fn create_command(
     replicas: usize,
     settings: &[(&str, &str)],
 ) -> String {
-    let bootstrap = config.kafka.brokers.split(',').next().unwrap_or_default().trim();
+    let bootstrap = config
+        .kafka
+        .brokers
+        .split(',')
+        .next()
+        .unwrap_or_default()
+        .trim();
     let mut command = format!(
         "kafka-topics.sh --bootstrap-server {bootstrap} --create --topic {name} \
          --partitions {partitions} --replication-factor {replicas}"
@@ -352,7 +356,10 @@ mod tests {
             ),
         ];
         let text = refused_text(&config, &missing, &refused, 3);
-        assert!(text.contains("refused to create 2 topic(s) this worker needs"), "{text}");
+        assert!(
+            text.contains("refused to create 2 topic(s) this worker needs"),
+            "{text}"
+        );
         assert!(
             text.contains(
                 "kafka-topics.sh --bootstrap-server kafka-1:9092 --create --topic \
@@ -361,7 +368,10 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("--topic incidents.leader --partitions 1"), "{text}");
+        assert!(
+            text.contains("--topic incidents.leader --partitions 1"),
+            "{text}"
+        );
         assert!(!text.contains("incidents.commands"), "{text}");
     }
 

@@ -20,7 +20,9 @@ pub const ENV: &str = "INCIDENT_CONSOLE_TEST_KAFKA";
 
 /// The Apache Kafka cluster the shared tests run on, if `scripts/test` started one.
 pub fn from_env() -> Option<String> {
-    std::env::var(ENV).ok().filter(|bootstrap| !bootstrap.trim().is_empty())
+    std::env::var(ENV)
+        .ok()
+        .filter(|bootstrap| !bootstrap.trim().is_empty())
 }
 
 fn script() -> PathBuf {
@@ -60,7 +62,10 @@ impl Cluster {
             .output()
             .expect("scripts/kafka runs");
         let text = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "scripts/kafka start failed: {text}");
+        assert!(
+            output.status.success(),
+            "scripts/kafka start failed: {text}"
+        );
         let value = |key: &str| {
             text.lines()
                 .find_map(|line| line.strip_prefix(key))
@@ -68,7 +73,10 @@ impl Cluster {
         };
         let bootstrap = value("bootstrap.servers=").expect("a bootstrap line");
         assert!(
-            text.lines().next().unwrap().starts_with("bootstrap.servers="),
+            text.lines()
+                .next()
+                .unwrap()
+                .starts_with("bootstrap.servers="),
             "the first line is the bootstrap: {text}"
         );
         let pids = (1..=brokers)
@@ -141,7 +149,11 @@ pub async fn create_topics(bootstrap: &str, topics: &[&str], partitions: i32) {
     let mut pending: Vec<&NewTopic<'_>> = new.iter().collect();
     while !pending.is_empty() {
         let mut again = Vec::new();
-        for result in admin.create_topics(pending.iter().copied(), &options).await.unwrap() {
+        for result in admin
+            .create_topics(pending.iter().copied(), &options)
+            .await
+            .unwrap()
+        {
             match result {
                 Ok(_) => {}
                 Err((name, RDKafkaErrorCode::TopicAlreadyExists)) => {

@@ -1,0 +1,401 @@
+//! What only a real broker shows, on Apache Kafka 4.x started by `scripts/kafka` (KRaft, topic
+//! auto-creation off, as production clusters run): a worker setting up its own topics, and a
+//! partition leader killed under load on three brokers. The pipeline, crash, replay and team
+//! tests run on a three-node cluster too (`scripts/test`).
+
+#[path = "support/processes.rs"]
+mod processes;
+#[path = "support/notify_servers.rs"]
+mod servers;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use processes::apache_kafka::{self, Cluster};
+use processes::{BINARY, Process, lines_of};
+
+const LONG: Duration = Duration::from_secs(120);
+
+/// (partition, offset) of handled events.
+type Places = BTreeSet<(i64, i64)>;
+
+/// One single-node cluster for the tests of this file that kill nothing.
+fn single_node() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| Cluster::start(1))
+}
+
+fn command(args: &[&str], dir: &std::path::Path, log: &str) -> Command {
+    let log = std::fs::File::create(dir.join(log)).unwrap();
+    let mut command = Command::new(BINARY);
+    command
+        .args(args)
+        .env_remove("INCIDENT_CONSOLE_CONFIG")
+        .env("XDG_CONFIG_HOME", dir)
+        .env("XDG_DATA_HOME", dir)
+        .env("HOME", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log);
+    command
+}
+
+fn simulate(bootstrap: &str, topic: &str, rate: u32, count: u64) -> Process {
+    Process(
+        Command::new(BINARY)
+            .args(["simulate", "-b", bootstrap, "-t", topic])
+            .args(["--rate", &rate.to_string(), "--count", &count.to_string()])
+            .args(["--seed", "17", "--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn json(line: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(line).ok()
+}
+
+/// Issue 17: on a cluster that creates no topic by itself, `--role worker` subscribed to a
+/// leadership topic that did not exist, logged one line and stayed a standby for good. It now
+/// creates what it needs (one partition each, the state compacted, as many replicas as the
+/// cluster has up to three), becomes active and handles events.
+#[test]
+fn a_worker_on_a_cluster_without_auto_creation_creates_its_topics_and_becomes_active() {
+    let cluster = single_node();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "team-from-scratch";
+    apache_kafka::create_topics_blocking(&cluster.bootstrap, &[topic], 3);
+    let started = Instant::now();
+    let mut worker = Process(
+        command(
+            &[
+                "--role",
+                "worker",
+                "--no-tui",
+                "-b",
+                &cluster.bootstrap,
+                "-t",
+                topic,
+                "-g",
+                "from-scratch",
+                "--from-beginning",
+                "--journal",
+                dir.path().join("worker.sqlite3").to_str().unwrap(),
+            ],
+            dir.path(),
+            "worker.log",
+        )
+        .spawn()
+        .unwrap(),
+    );
+    let lines = lines_of(worker.0.stdout.take().unwrap());
+    let log = || std::fs::read_to_string(dir.path().join("worker.log")).unwrap_or_default();
+    let deadline = Instant::now() + LONG;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("the worker never became active; log:\n{}", log()));
+        let record = json(&line).unwrap_or_default();
+        if record["kind"] == "role" && record["active"] == true {
+            break;
+        }
+    }
+    eprintln!("active {:?} after start", started.elapsed());
+    let _producer = simulate(&cluster.bootstrap, topic, 0, 20);
+    let mut events = 0;
+    while events < 20 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("{events} of 20 events; log:\n{}", log()));
+        if json(&line).is_some_and(|r| r["kind"] == "event") {
+            events += 1;
+        }
+    }
+    for suffix in [".leader", ".state", ".commands", ".dlq"] {
+        let name = format!("{topic}{suffix}");
+        assert_eq!(
+            apache_kafka::shape(&cluster.bootstrap, &name),
+            Some((1, 1)),
+            "{name}: one partition, one replica on a one-node cluster"
+        );
+        assert!(
+            log().contains(&format!("created topic topic={name}")),
+            "{name}: {}",
+            log()
+        );
+    }
+    let policy = |name: String| {
+        futures::executor::block_on(apache_kafka::topic_setting(
+            &cluster.bootstrap,
+            &name,
+            "cleanup.policy",
+        ))
+    };
+    assert_eq!(policy(format!("{topic}.state")).as_deref(), Some("compact"));
+    assert_eq!(
+        policy(format!("{topic}.commands")).as_deref(),
+        Some("delete")
+    );
+}
+
+/// The incident topic is the producer's: a worker does not create it, says so, and starts
+/// handling once it exists.
+#[test]
+fn a_missing_incident_topic_is_named_and_not_created() {
+    let cluster = single_node();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "not-there-yet";
+    let mut standalone = Process(
+        command(
+            &[
+                "--no-tui",
+                "-b",
+                &cluster.bootstrap,
+                "-t",
+                topic,
+                "-g",
+                "nobody",
+            ],
+            dir.path(),
+            "console.log",
+        )
+        .spawn()
+        .unwrap(),
+    );
+    let _lines = lines_of(standalone.0.stdout.take().unwrap());
+    let log = || std::fs::read_to_string(dir.path().join("console.log")).unwrap_or_default();
+    let deadline = Instant::now() + LONG;
+    while !log().contains("the incident topic does not exist yet") {
+        assert!(Instant::now() < deadline, "no warning; log:\n{}", log());
+        // The log file has no change notification to await.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        log().contains(&format!("--topic {topic} --partitions")),
+        "{}",
+        log()
+    );
+    // Its dead-letter topic is the console's own and is created.
+    while apache_kafka::shape(&cluster.bootstrap, &format!("{topic}.dlq")).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no dead-letter topic; log:\n{}",
+            log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(apache_kafka::shape(&cluster.bootstrap, topic), None);
+}
+
+fn journal_events(journal: &std::path::Path) -> (u64, u64) {
+    let connection =
+        rusqlite::Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    connection
+        .query_row(
+            "SELECT count(*), count(DISTINCT kafka_partition || '/' || kafka_offset) FROM events",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap_or((0, 0))
+}
+
+fn created_incidents(journal: &std::path::Path) -> BTreeSet<i64> {
+    let connection =
+        rusqlite::Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut statement = connection
+        .prepare("SELECT incident_id FROM events WHERE event_type = 'incident_created'")
+        .unwrap();
+    statement
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn readyz(port: u16) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    stream
+        .write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    Some((status, body))
+}
+
+/// Three brokers; while 3,000 events flow, the broker leading the most incident partitions is
+/// killed with kill -9. Every event is handled and journaled once, every new incident mailed
+/// once, no self-alert says the brokers are unreachable (two of three still serve), and
+/// `/readyz` is ready again once the partitions have new leaders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_partition_leader_of_three_brokers_loses_nothing_and_pages_once() {
+    const EVENTS: u64 = 3000;
+    const PARTITIONS: i32 = 6;
+    let cluster = Cluster::start(3);
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "leader-kill";
+    apache_kafka::create_topics(&cluster.bootstrap, &[topic], PARTITIONS).await;
+    let smtp = servers::SmtpSink::start().await;
+    let mut config = servers::mail_admins_config(smtp.port);
+    config.notifications.delivery.initial_backoff_ms = 100;
+    let config_path = dir.path().join("config.ron");
+    servers::write_private_config(&config, &config_path);
+    let metrics_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let journal = dir.path().join("journal.sqlite3");
+    let mut console = Process(
+        command(
+            &[
+                "--no-tui",
+                "--config",
+                config_path.to_str().unwrap(),
+                "--journal",
+                journal.to_str().unwrap(),
+                "-b",
+                &cluster.bootstrap,
+                "-t",
+                topic,
+                "-g",
+                "leader-kill",
+                "--from-beginning",
+                "--metrics-addr",
+                &format!("127.0.0.1:{metrics_port}"),
+            ],
+            dir.path(),
+            "console.log",
+        )
+        .spawn()
+        .unwrap(),
+    );
+    let lines = lines_of(console.0.stdout.take().unwrap());
+    let log = || std::fs::read_to_string(dir.path().join("console.log")).unwrap_or_default();
+    let producer = simulate(&cluster.bootstrap, topic, 300, EVENTS);
+
+    let mut events = BTreeSet::new();
+    let mut self_alerts = Vec::new();
+    let mut read = |until: &dyn Fn(&Places) -> bool, what: &str| {
+        let deadline = Instant::now() + LONG;
+        while !until(&events) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = lines.recv_timeout(left) else {
+                panic!("{what}: {} events; log:\n{}", events.len(), log());
+            };
+            let Some(record) = json(&line) else { continue };
+            match record["kind"].as_str() {
+                Some("event") => {
+                    let place = (
+                        record["partition"].as_i64().unwrap(),
+                        record["offset"].as_i64().unwrap(),
+                    );
+                    assert!(events.insert(place), "event {place:?} handled twice");
+                }
+                Some("self_alert") => self_alerts.push(record.to_string()),
+                _ => {}
+            }
+        }
+    };
+    read(&|events| events.len() >= 500, "500 events before the kill");
+    let leaders = apache_kafka::leaders(&cluster.bootstrap, topic);
+    let mut led: BTreeMap<i32, usize> = BTreeMap::new();
+    for leader in leaders.iter().flatten() {
+        *led.entry(*leader).or_default() += 1;
+    }
+    let (&victim, &count) = led.iter().max_by_key(|(_, count)| **count).unwrap();
+    let killed = Instant::now();
+    cluster.kill(victim);
+    eprintln!("killed node {victim}, leader of {count} of {PARTITIONS} partitions");
+    read(
+        &|events| events.len() as u64 >= EVENTS,
+        "every event after the kill",
+    );
+    eprintln!("all {EVENTS} events {:?} after the kill", killed.elapsed());
+    drop(producer);
+
+    let deadline = Instant::now() + LONG;
+    let ready = loop {
+        if let Some((200, body)) = readyz(metrics_port) {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz: {:?}; log:\n{}",
+            readyz(metrics_port),
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("/readyz after the kill: {ready}");
+    assert!(
+        !self_alerts.iter().any(|a| a.contains("broker_unreachable")),
+        "two of three brokers serve: {self_alerts:?}"
+    );
+
+    let deadline = Instant::now() + LONG;
+    while journal_events(&journal).0 < EVENTS {
+        assert!(
+            Instant::now() < deadline,
+            "journal {:?}",
+            journal_events(&journal)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(journal_events(&journal), (EVENTS, EVENTS));
+    let expected = created_incidents(&journal);
+    assert!(expected.len() > 100, "the stream opens many incidents");
+    let deadline = Instant::now() + LONG;
+    let mails = loop {
+        let mails = smtp.mails();
+        if mails.len() >= expected.len() {
+            break mails;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} mails; log:\n{}",
+            mails.len(),
+            expected.len(),
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut by_message_id: BTreeMap<String, usize> = BTreeMap::new();
+    for mail in &mails {
+        *by_message_id
+            .entry(mail.header("Message-ID").expect("Message-ID"))
+            .or_default() += 1;
+    }
+    assert_eq!(
+        by_message_id.len(),
+        expected.len(),
+        "one mail per new incident"
+    );
+    assert!(
+        by_message_id.values().all(|n| *n == 1),
+        "a mail sent twice: {:?}",
+        by_message_id
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .collect::<Vec<_>>()
+    );
+    Command::new("kill")
+        .args(["-TERM", &console.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(console.0.wait().unwrap().code(), Some(0), "SIGTERM exits 0");
+}
