@@ -449,6 +449,8 @@ impl Runtime {
         let mut frame = tokio::time::interval(io.frame);
         frame.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut dirty = true;
+        // Set when the consumer stopped on an error it cannot recover from.
+        let mut failed = None;
         loop {
             tokio::select! {
                 // Operator commands first: a flood of events must not delay a key press.
@@ -504,7 +506,10 @@ impl Runtime {
                     }
                     None if self.control.range_finished() => break,
                     None => {
-                        tracing::error!("the Kafka fetch task ended unexpectedly");
+                        match self.control.fatal_error() {
+                            Some(fatal) => failed = Some(fatal),
+                            None => tracing::error!("the Kafka fetch task ended unexpectedly"),
+                        }
                         break;
                     }
                 },
@@ -513,7 +518,13 @@ impl Runtime {
             self.send_output().await;
         }
         self.send_output().await;
-        self.shutdown(io).await
+        let summary = self.shutdown(io).await?;
+        match failed {
+            // What was handled is committed and journaled; the process still fails, so a
+            // supervisor sees it and an operator reads why.
+            Some(fatal) => Err(anyhow::anyhow!(fatal)),
+            None => Ok(summary),
+        }
     }
 
     async fn shutdown(mut self, mut io: RunLoop) -> anyhow::Result<RunSummary> {

@@ -399,3 +399,140 @@ async fn killing_the_partition_leader_of_three_brokers_loses_nothing_and_pages_o
         .unwrap();
     assert_eq!(console.0.wait().unwrap().code(), Some(0), "SIGTERM exits 0");
 }
+
+/// A standalone console on `topic` in `group` with its journal in `dir`, headless.
+fn standalone(
+    bootstrap: &str,
+    topic: &str,
+    group: &str,
+    dir: &std::path::Path,
+    journal: &str,
+    extra: &[&str],
+) -> (Process, std::sync::mpsc::Receiver<String>) {
+    let journal = dir.join(journal);
+    let mut args = vec![
+        "--no-tui",
+        "-b",
+        bootstrap,
+        "-t",
+        topic,
+        "-g",
+        group,
+        "--from-beginning",
+        "--journal",
+        journal.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let log = format!("{}.log", journal.file_stem().unwrap().to_string_lossy());
+    let mut process = Process(command(&args, dir, &log).spawn().unwrap());
+    let lines = lines_of(process.0.stdout.take().unwrap());
+    (process, lines)
+}
+
+/// Waits for the next event line; the time it took.
+fn next_event(lines: &std::sync::mpsc::Receiver<String>, what: &str) -> Duration {
+    let started = Instant::now();
+    let deadline = started + LONG;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no event: {what}"));
+        if json(&line).is_some_and(|r| r["kind"] == "event") {
+            return started.elapsed();
+        }
+    }
+}
+
+/// Static membership, derived by default from the host and the journal: a console killed with
+/// kill -9 and started again takes its partitions back without waiting out its old session
+/// (6 s shipped) and a rebalance, as a dynamic member must.
+#[test]
+fn a_console_restarted_after_kill_nine_reads_again_before_its_old_session_ends() {
+    let cluster = single_node();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "static-restart";
+    apache_kafka::create_topics_blocking(&cluster.bootstrap, &[topic], 3);
+    let _producer = simulate(&cluster.bootstrap, topic, 50, 100_000);
+    let (mut first, lines) = standalone(
+        &cluster.bootstrap,
+        topic,
+        "static",
+        dir.path(),
+        "journal.sqlite3",
+        &[],
+    );
+    let cold = next_event(&lines, "first start");
+    let log = std::fs::read_to_string(dir.path().join("journal.log")).unwrap();
+    assert!(log.contains("static group membership"), "{log}");
+    let mut restarts = Vec::new();
+    for _ in 0..3 {
+        first.0.kill().unwrap();
+        first.0.wait().unwrap();
+        let started = Instant::now();
+        let (again, lines) = standalone(
+            &cluster.bootstrap,
+            topic,
+            "static",
+            dir.path(),
+            "journal.sqlite3",
+            &[],
+        );
+        next_event(&lines, "after the restart");
+        restarts.push(started.elapsed());
+        first = again;
+    }
+    eprintln!("first event: cold start {cold:?}, after kill -9 and restart {restarts:?}");
+    let session = Duration::from_millis(u64::from(
+        incident_console::kafka::consumer::SESSION_TIMEOUT_MS,
+    ));
+    assert!(
+        restarts.iter().all(|gap| *gap < session),
+        "a restart waited out the old session: {restarts:?}"
+    );
+}
+
+/// Two copies with one `group.instance.id`: the broker fences the older one, which stops with
+/// an error that says what happened and what to do, instead of fetching nothing for good.
+#[test]
+fn two_consoles_with_one_instance_id_the_fenced_one_stops_and_says_why() {
+    let cluster = single_node();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "static-twins";
+    apache_kafka::create_topics_blocking(&cluster.bootstrap, &[topic], 3);
+    let _producer = simulate(&cluster.bootstrap, topic, 50, 100_000);
+    let same = ["-X", "group.instance.id=twin"];
+    let (mut older, lines) = standalone(
+        &cluster.bootstrap,
+        topic,
+        "twins",
+        dir.path(),
+        "a.sqlite3",
+        &same,
+    );
+    next_event(&lines, "the first copy");
+    let (_newer, newer_lines) = standalone(
+        &cluster.bootstrap,
+        topic,
+        "twins",
+        dir.path(),
+        "b.sqlite3",
+        &same,
+    );
+    next_event(&newer_lines, "the second copy");
+    let deadline = Instant::now() + LONG;
+    let status = loop {
+        if let Some(status) = older.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the fenced copy did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = std::fs::read_to_string(dir.path().join("a.log")).unwrap();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("another consumer joined the group with this console's group.instance.id"),
+        "{log}"
+    );
+    assert!(log.contains("-X group.instance.id="), "{log}");
+}

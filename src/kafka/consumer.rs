@@ -179,6 +179,24 @@ impl ConsumerContext for ConsoleContext {
 
 pub type ConsoleConsumer = StreamConsumer<ConsoleContext>;
 
+/// librdkafka's fatal error, if it raised one, with what to do about the one an operator can
+/// cause: two consoles with the same static membership id.
+fn fatal_text(consumer: &ConsoleConsumer) -> Option<String> {
+    let (code, reason) = consumer.client().fatal_error()?;
+    Some(
+        if code == rdkafka::types::RDKafkaErrorCode::FencedInstanceId {
+            format!(
+                "another consumer joined the group with this console's group.instance.id \
+                 and the broker fenced this one ({reason}); each copy needs its own: run \
+                 each with its own journal (the id is derived from the host and the \
+                 journal path), or set -X group.instance.id=... per copy"
+            )
+        } else {
+            format!("the Kafka consumer stopped on a fatal error: {code}: {reason}")
+        },
+    )
+}
+
 /// Consumer-only properties that a producer would warn about.
 const CONSUMER_ONLY_PREFIXES: [&str; 9] = [
     "group.",
@@ -212,6 +230,59 @@ fn apply_passthrough(client: &mut ClientConfig, config: &Config, for_consumer: b
             continue;
         }
         client.set(key, value);
+    }
+}
+
+/// The `group.instance.id` a standalone console takes unless one is configured: stable across
+/// restarts of the same console (its host and its journal, which a lock keeps to one process),
+/// different for any other. A worker has none by default: a static member leaves no group
+/// when it stops, and a successor would wait out the stopped worker's session for its
+/// partitions. Without a journal there is nothing to tell two copies apart, so none either.
+pub fn static_instance_id(config: &Config) -> Option<String> {
+    if let Some(configured) = config.kafka.properties.get("group.instance.id") {
+        return (!configured.trim().is_empty()).then(|| configured.clone());
+    }
+    if config.team.role != crate::team::Role::Standalone || !config.journal.enabled {
+        return None;
+    }
+    let journal = config.journal.resolved_path().ok()?;
+    let journal = std::fs::canonicalize(&journal).unwrap_or(journal);
+    let host = hostname();
+    // FNV-1a: short and stable across builds and platforms (std's hasher is neither).
+    let hash = journal
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    Some(format!("incident-console-{host}-{:08x}", hash as u32))
+}
+
+fn hostname() -> String {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
+    // truncates, and the result is read up to the first NUL only.
+    let ok = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } == 0;
+    let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
+    let name = if ok {
+        String::from_utf8_lossy(&buffer[..end]).into_owned()
+    } else {
+        String::new()
+    };
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
     }
 }
 
@@ -492,6 +563,11 @@ impl ConsumerControl {
     pub fn range_finished(&self) -> bool {
         self.finished.load(Ordering::SeqCst)
     }
+
+    /// The error that made the consumer unusable, if one did, in words for the operator.
+    pub fn fatal_error(&self) -> Option<String> {
+        fatal_text(&self.consumer)
+    }
 }
 
 pub struct KafkaSource {
@@ -587,6 +663,11 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> anyhow::Result<Kaf
     client.set("enable.auto.offset.store", "false");
     if range.is_active() {
         client.set("enable.auto.commit", "false");
+    } else if let Some(instance) = static_instance_id(config) {
+        // Static membership: a console restarted within its session (kill -9, a crash,
+        // systemd) takes its partitions back at once instead of after a rebalance.
+        tracing::info!(group_instance_id = %instance, "static group membership");
+        client.set("group.instance.id", instance);
     }
     let consumer: ConsoleConsumer = client
         .create_with_context(context)
@@ -833,6 +914,13 @@ async fn fetch_loop(
         let first = match received {
             Err(_idle) => continue,
             Ok(Err(error)) => {
+                if let Some(text) = fatal_text(&consumer) {
+                    // Nothing more can be fetched with this consumer: stop, and let the
+                    // runtime say why.
+                    tracing::error!("{text}");
+                    status.send_modify(|s| s.last_error = Some(text.clone()));
+                    break;
+                }
                 consecutive_errors += 1;
                 if let Some(left_out) = super::quiet::admit(&format!("fetch {error}")) {
                     tracing::warn!(%error, left_out, "fetch error; retrying");
