@@ -536,3 +536,228 @@ fn two_consoles_with_one_instance_id_the_fenced_one_stops_and_says_why() {
     );
     assert!(log.contains("-X group.instance.id="), "{log}");
 }
+
+/// Every (key, has payload) on partition 0 of `topic`, oldest first.
+fn log_keys(bootstrap: &str, topic: &str) -> Vec<(String, bool)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "compaction-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let (low, high) = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .unwrap();
+    let mut keys = Vec::new();
+    if high <= low {
+        return keys;
+    }
+    let mut list = rdkafka::TopicPartitionList::new();
+    list.add_partition_offset(topic, 0, rdkafka::Offset::Offset(low))
+        .unwrap();
+    consumer.assign(&list).unwrap();
+    let deadline = Instant::now() + LONG;
+    let mut next = low;
+    while next < high {
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: read to {next} of {high}"
+        );
+        let Some(message) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let message = message.unwrap();
+        next = message.offset() + 1;
+        let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
+        keys.push((key, message.payload().is_some()));
+    }
+    keys
+}
+
+/// Compaction for real: after its worker was killed, the state topic is set to be compacted
+/// at once (segments rolled every 100 ms, tombstones kept 100 ms) and the broker's cleaner
+/// runs. A reader restores
+/// exactly the open escalations, claims and progress it restored before, the tombstoned keys
+/// are gone from the log, and a successor worker takes over from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_state_topic_restores_what_it_restored_before_compaction() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let cluster = single_node();
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "compacted";
+    let state = format!("{topic}.state");
+    apache_kafka::create_topics_blocking(&cluster.bootstrap, &[topic], 3);
+    apache_kafka::create_topic_with(&cluster.bootstrap, &state, &[("cleanup.policy", "compact")])
+        .await;
+    let smtp = servers::SmtpSink::start().await;
+    let mut config = servers::mail_admins_config(smtp.port);
+    config.notifications.delivery.initial_backoff_ms = 100;
+    let config_path = dir.path().join("worker.ron");
+    servers::write_private_config(&config, &config_path);
+    let worker = |name: &str| {
+        let journal = dir.path().join(format!("{name}.sqlite3"));
+        let mut process = Process(
+            command(
+                &[
+                    "--role",
+                    "worker",
+                    "--no-tui",
+                    "--config",
+                    config_path.to_str().unwrap(),
+                    "--journal",
+                    journal.to_str().unwrap(),
+                    "-b",
+                    &cluster.bootstrap,
+                    "-t",
+                    topic,
+                    "-g",
+                    "compacted",
+                    "--from-beginning",
+                ],
+                dir.path(),
+                &format!("{name}.log"),
+            )
+            .spawn()
+            .unwrap(),
+        );
+        let lines = lines_of(process.0.stdout.take().unwrap());
+        (process, lines)
+    };
+    let active = |lines: &std::sync::mpsc::Receiver<String>, name: &str| {
+        let deadline = Instant::now() + LONG;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = lines
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("{name} never became active"));
+            if json(&line).is_some_and(|r| r["kind"] == "role" && r["active"] == true) {
+                return;
+            }
+        }
+    };
+    let (mut a, lines) = worker("a");
+    active(&lines, "a");
+    drop(simulate(&cluster.bootstrap, topic, 0, 400).0.wait());
+    let mut events = 0;
+    while events < 400 {
+        next_event(&lines, "the stream at worker a");
+        events += 1;
+    }
+    let mut reader = incident_console::config::Config::built_in();
+    reader.kafka.brokers = cluster.bootstrap.clone();
+    reader.kafka.topic = topic.into();
+    reader.kafka.group_id = "compacted".into();
+    // Its mails sent and their marks on the state topic, the worker dies; nothing writes its
+    // state any more.
+    let deadline = Instant::now() + LONG;
+    loop {
+        let state = incident_console::team::worker::read_state(&reader).unwrap();
+        if state.deliveries.pending.is_empty()
+            && state.decided.is_empty()
+            && !state.deliveries.claims.is_empty()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "deliveries still pending");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!smtp.mails().is_empty());
+    a.0.kill().unwrap();
+    a.0.wait().unwrap();
+    let before = incident_console::team::worker::read_state(&reader).unwrap();
+    assert!(
+        !before.escalations.is_empty(),
+        "the stream leaves incidents open"
+    );
+    assert!(
+        !before.deliveries.claims.is_empty(),
+        "the mails left claims"
+    );
+    let keys = log_keys(&cluster.bootstrap, &state);
+    let mut last: BTreeMap<&str, bool> = BTreeMap::new();
+    for (key, live) in &keys {
+        last.insert(key, *live);
+    }
+    let tombstoned: BTreeSet<String> = last
+        .iter()
+        .filter(|(_, live)| !**live)
+        .map(|(key, _)| key.to_string())
+        .collect();
+    assert!(tombstoned.len() > 10, "closed escalations leave tombstones");
+
+    // Now the cleaner may run at once: segments roll after 100 ms, a segment with any
+    // superseded record is cleaned, tombstones are kept 100 ms. It compacts only rolled
+    // segments, and a segment rolls at the first record after segment.ms: a tombstone for a
+    // key no reader knows does that.
+    apache_kafka::alter_topic(
+        &cluster.bootstrap,
+        &state,
+        &[
+            ("cleanup.policy", "compact"),
+            ("segment.ms", "100"),
+            ("min.cleanable.dirty.ratio", "0.001"),
+            ("delete.retention.ms", "100"),
+            ("min.compaction.lag.ms", "0"),
+        ],
+    )
+    .await;
+    let roller: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &cluster.bootstrap)
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + LONG;
+    let compacted = loop {
+        roller
+            .send(BaseRecord::<str, [u8]>::to(&state).key("roll"))
+            .unwrap();
+        roller.flush(Duration::from_secs(10)).unwrap();
+        let now = log_keys(&cluster.bootstrap, &state);
+        if now.iter().all(|(key, _)| !tombstoned.contains(key)) {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not compacted: {} of {} records left",
+            now.len(),
+            keys.len()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    eprintln!(
+        "state topic: {} records before compaction, {} after; {} keys tombstoned",
+        keys.len(),
+        compacted.len(),
+        tombstoned.len()
+    );
+    let after = incident_console::team::worker::read_state(&reader).unwrap();
+    assert_eq!(after.escalations, before.escalations);
+    assert_eq!(after.handled, before.handled);
+    assert_eq!(after.decided, before.decided);
+    let claims = |restored: &incident_console::team::state::Restored| {
+        let mut keys: Vec<String> = restored
+            .deliveries
+            .claims
+            .iter()
+            .map(|(key, _)| key.clone())
+            .collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(claims(&after), claims(&before));
+    assert_eq!(after.deliveries.pending, before.deliveries.pending);
+
+    // A successor restores the same from the compacted topic.
+    let (_b, lines) = worker("b");
+    active(&lines, "b");
+    let log = std::fs::read_to_string(dir.path().join("b.log")).unwrap();
+    let expected = format!(
+        "escalations={} decided={} pending={} claims={}",
+        before.escalations.len(),
+        before.decided.len(),
+        before.deliveries.pending.len(),
+        before.deliveries.claims.len()
+    );
+    assert!(log.contains(&expected), "{expected}: {log}");
+}

@@ -243,7 +243,8 @@ async fn restore(config: &Config) -> anyhow::Result<Restored> {
     tokio::task::spawn_blocking(move || read_state(&config)).await?
 }
 
-fn read_state(config: &Config) -> anyhow::Result<Restored> {
+/// Reads `<topic>.state` from its start to its end and folds it into what a successor restores.
+pub fn read_state(config: &Config) -> anyhow::Result<Restored> {
     use rdkafka::consumer::BaseConsumer;
     let topic = state_topic(&config.kafka.topic);
     let deadline = Instant::now() + RESTORE_TIMEOUT;

@@ -175,6 +175,37 @@ pub async fn create_topics(bootstrap: &str, topics: &[&str], partitions: i32) {
     }
 }
 
+/// Creates one single-partition topic with `settings` (for example a compacted one).
+pub async fn create_topic_with(bootstrap: &str, topic: &str, settings: &[(&str, &str)]) {
+    let admin = admin(bootstrap);
+    let replicas = brokers(bootstrap).clamp(1, 3) as i32;
+    let new = settings.iter().fold(
+        NewTopic::new(topic, 1, TopicReplication::Fixed(replicas)),
+        |new, (key, value)| new.set(key, value),
+    );
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for result in admin.create_topics([&new], &options).await.unwrap() {
+        result.unwrap_or_else(|(name, code)| panic!("creating {name}: {code}"));
+    }
+    wait_for_leaders(bootstrap, topic, 1);
+}
+
+/// Sets `settings` on an existing topic (AlterConfigs).
+pub async fn alter_topic(bootstrap: &str, topic: &str, settings: &[(&str, &str)]) {
+    let admin = admin(bootstrap);
+    let alter = settings.iter().fold(
+        rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic(topic)),
+        |alter, (key, value)| alter.set(key, value),
+    );
+    for result in admin
+        .alter_configs([&alter], &AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap_or_else(|(_, code)| panic!("altering {topic}: {code}"));
+    }
+}
+
 /// Blocking `create_topics`, for tests without a runtime.
 pub fn create_topics_blocking(bootstrap: &str, topics: &[&str], partitions: i32) {
     futures::executor::block_on(create_topics(bootstrap, topics, partitions));
