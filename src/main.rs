@@ -22,7 +22,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(app::run(cli)) {
+    let result = runtime.block_on(app::run(cli));
+    // What is still running has nothing left to do for this run (a metadata request of the
+    // topic check, say, waiting out its 10 s timeout): it must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(_) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("incident-console: {error:#}");

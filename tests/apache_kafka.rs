@@ -761,3 +761,307 @@ async fn a_compacted_state_topic_restores_what_it_restored_before_compaction() {
     );
     assert!(log.contains(&expected), "{expected}: {log}");
 }
+
+/// A CA, a broker certificate for 127.0.0.1 signed by it (in the PKCS12 stores the broker
+/// reads), a client certificate for mutual TLS, and a SCRAM user, in `dir`; a second CA that
+/// signed nothing, for the untrusted case.
+fn make_secrets(dir: &std::path::Path) {
+    let run = |program: &str, args: &[&str]| {
+        let output = Command::new(program)
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| panic!("{program}: {e}"));
+        assert!(output.status.success(), "{program} {args:?}: {output:?}");
+    };
+    for ca in ["ca", "other-ca"] {
+        run(
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{ca}.key"),
+                "-out",
+                &format!("{ca}.crt"),
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={ca}"),
+            ],
+        );
+    }
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    for (name, subject, extension) in [
+        ("broker", "/CN=localhost", Some("san.ext")),
+        ("client", "/CN=console", None),
+    ] {
+        run(
+            "openssl",
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                subject,
+            ],
+        );
+        let mut args = vec![
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        if let Some(extension) = extension {
+            args.extend(["-extfile".into(), extension.into()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run("openssl", &args);
+    }
+    let store_password = "store-pw-1234";
+    std::fs::write(dir.join("store-password"), store_password).unwrap();
+    run(
+        "openssl",
+        &[
+            "pkcs12",
+            "-export",
+            "-in",
+            "broker.crt",
+            "-inkey",
+            "broker.key",
+            "-certfile",
+            "ca.crt",
+            "-out",
+            "broker.p12",
+            "-name",
+            "broker",
+            "-passout",
+            &format!("pass:{store_password}"),
+        ],
+    );
+    run(
+        "keytool",
+        &[
+            "-importcert",
+            "-alias",
+            "ca",
+            "-file",
+            "ca.crt",
+            "-keystore",
+            "truststore.p12",
+            "-storetype",
+            "PKCS12",
+            "-storepass",
+            store_password,
+            "-noprompt",
+        ],
+    );
+    std::fs::write(dir.join("user"), "alice").unwrap();
+    std::fs::write(dir.join("password"), "Sup3r-Secret-Pa55").unwrap();
+}
+
+/// Runs a headless console with `args` and `env` until `events` events or its exit; returns
+/// (events seen, exit code if it exited, all it printed).
+fn secured_run(
+    dir: &std::path::Path,
+    name: &str,
+    args: &[&str],
+    env: &[(&str, String)],
+    events: usize,
+) -> (usize, Option<i32>, String) {
+    let mut command = command(args, dir, &format!("{name}.log"));
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let mut process = Process(command.spawn().unwrap());
+    let lines = lines_of(process.0.stdout.take().unwrap());
+    let mut printed = String::new();
+    let mut seen = 0;
+    let deadline = Instant::now() + LONG;
+    let code = loop {
+        if seen >= events {
+            break None;
+        }
+        match lines.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                if json(&line).is_some_and(|r| r["kind"] == "event") {
+                    seen += 1;
+                }
+                printed.push_str(&line);
+                printed.push('\n');
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                break process.0.wait().unwrap().code();
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "{name}: neither events nor an exit"
+                );
+            }
+        }
+    };
+    drop(process);
+    printed.push_str(&std::fs::read_to_string(dir.join(format!("{name}.log"))).unwrap());
+    (seen, code, printed)
+}
+
+/// SASL_SSL with SCRAM-SHA-512 through the documented environment variables (the password
+/// from a file), and mutual TLS through `-X`, each with a CA made here. A wrong password and
+/// an untrusted CA each stop the console with an error that says what to check, instead of
+/// retrying for good; no secret appears in anything it prints.
+#[test]
+fn sasl_ssl_and_mutual_tls_connect_and_refusals_stop_with_a_clear_error() {
+    let secrets = tempfile::tempdir().unwrap();
+    let s = secrets.path();
+    make_secrets(s);
+    let cluster = Cluster::start_with(1, Some(s));
+    let (sasl, ssl) = (
+        cluster.sasl_ssl.clone().unwrap(),
+        cluster.ssl.clone().unwrap(),
+    );
+    let topic = "secured";
+    apache_kafka::create_topics_blocking(&cluster.bootstrap, &[topic], 1);
+    simulate(&cluster.bootstrap, topic, 0, 5).0.wait().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| s.join(name).to_str().unwrap().to_string();
+    let password = std::fs::read_to_string(s.join("password")).unwrap();
+    let scram = |password_env: (&'static str, String)| {
+        vec![
+            ("KAFKA_SECURITY_PROTOCOL", "SASL_SSL".to_string()),
+            ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512".to_string()),
+            ("KAFKA_SASL_USERNAME", "alice".to_string()),
+            password_env,
+        ]
+    };
+    let ca = format!("ssl.ca.location={}", path("ca.crt"));
+    let base = |bootstrap: &str, group: &str| {
+        vec![
+            "--no-tui".to_string(),
+            "--no-journal".into(),
+            "-b".into(),
+            bootstrap.into(),
+            "-t".into(),
+            topic.into(),
+            "-g".into(),
+            group.into(),
+            "--from-beginning".into(),
+        ]
+    };
+    let strs = |args: &[String]| {
+        args.iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join("\u{0}")
+    };
+
+    // SASL_SSL: the password from a file, the way Docker and Kubernetes give secrets.
+    let mut args = base(&sasl, "sasl");
+    args.extend(["-X".into(), ca.clone()]);
+    let joined = strs(&args);
+    let (seen, code, printed) = secured_run(
+        dir.path(),
+        "sasl",
+        &joined.split('\u{0}').collect::<Vec<_>>(),
+        &scram(("KAFKA_SASL_PASSWORD_FILE", path("password"))),
+        5,
+    );
+    assert_eq!((seen, code), (5, None), "{printed}");
+    assert!(!printed.contains(&password), "the password was printed");
+
+    // Mutual TLS: the client's own certificate.
+    let mut args = base(&ssl, "mtls");
+    for setting in [
+        "security.protocol=SSL".to_string(),
+        ca.clone(),
+        format!("ssl.certificate.location={}", path("client.crt")),
+        format!("ssl.key.location={}", path("client.key")),
+    ] {
+        args.extend(["-X".into(), setting]);
+    }
+    let joined = strs(&args);
+    let (seen, code, printed) = secured_run(
+        dir.path(),
+        "mtls",
+        &joined.split('\u{0}').collect::<Vec<_>>(),
+        &[],
+        5,
+    );
+    assert_eq!((seen, code), (5, None), "{printed}");
+
+    // A wrong password: refused, said, stopped.
+    let wrong = "Wr0ng-Pa55word-123";
+    let mut args = base(&sasl, "wrong");
+    args.extend(["-X".into(), ca.clone()]);
+    let joined = strs(&args);
+    let started = Instant::now();
+    let (seen, code, printed) = secured_run(
+        dir.path(),
+        "wrong",
+        &joined.split('\u{0}').collect::<Vec<_>>(),
+        &scram(("KAFKA_SASL_PASSWORD", wrong.to_string())),
+        1,
+    );
+    eprintln!(
+        "a wrong password stopped the console after {:?}",
+        started.elapsed()
+    );
+    assert_eq!((seen, code), (0, Some(1)), "{printed}");
+    assert!(
+        printed.contains("refused this console's credentials"),
+        "{printed}"
+    );
+    assert!(printed.contains("KAFKA_SASL_PASSWORD"), "{printed}");
+    assert!(!printed.contains(wrong), "the wrong password was printed");
+
+    // A CA that did not sign the brokers' certificate.
+    let mut args = base(&sasl, "untrusted");
+    args.extend([
+        "-X".into(),
+        format!("ssl.ca.location={}", path("other-ca.crt")),
+    ]);
+    let joined = strs(&args);
+    let started = Instant::now();
+    let (seen, code, printed) = secured_run(
+        dir.path(),
+        "untrusted",
+        &joined.split('\u{0}').collect::<Vec<_>>(),
+        &scram(("KAFKA_SASL_PASSWORD_FILE", path("password"))),
+        1,
+    );
+    eprintln!(
+        "an untrusted CA stopped the console after {:?}",
+        started.elapsed()
+    );
+    assert_eq!((seen, code), (0, Some(1)), "{printed}");
+    assert!(
+        printed.contains("TLS connection to the brokers"),
+        "{printed}"
+    );
+    assert!(printed.contains("ssl.ca.location"), "{printed}");
+    assert!(!printed.contains(&password), "the password was printed");
+}

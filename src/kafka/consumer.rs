@@ -53,6 +53,9 @@ pub struct ConsoleContext {
     /// Bumped on every assignment change, so the fetch loop forgets where each partition was:
     /// a partition given back may resume where another member left it.
     generation: Arc<AtomicU64>,
+    /// Why the brokers refused this console (credentials, certificates): retrying cannot
+    /// help, so the fetch loop stops on it.
+    refused: std::sync::Mutex<Option<String>>,
 }
 
 impl ClientContext for ConsoleContext {
@@ -108,7 +111,28 @@ impl ClientContext for ConsoleContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        use rdkafka::types::RDKafkaErrorCode::{AllBrokersDown, BrokerTransportFailure, Resolve};
+        use rdkafka::types::RDKafkaErrorCode::{
+            AllBrokersDown, Authentication, BrokerTransportFailure, Resolve, SSL,
+        };
+        let brokers = self.status.borrow().brokers.clone();
+        let refused = match error.rdkafka_error_code() {
+            Some(Authentication) => Some(format!(
+                "the brokers {brokers} refused this console's credentials ({reason}); check \
+                 sasl.mechanism, sasl.username and sasl.password (-X, KAFKA_SASL_USERNAME, \
+                 KAFKA_SASL_PASSWORD or KAFKA_SASL_PASSWORD_FILE)"
+            )),
+            Some(SSL) => Some(format!(
+                "the TLS connection to the brokers {brokers} failed ({reason}); check \
+                 ssl.ca.location (the CA that signed the brokers' certificates) and, for \
+                 mutual TLS, ssl.certificate.location and ssl.key.location"
+            )),
+            _ => None,
+        };
+        if let Some(text) = refused {
+            if let Ok(mut slot) = self.refused.lock() {
+                slot.get_or_insert(text);
+            }
+        }
         let transport = matches!(
             error.rdkafka_error_code(),
             Some(AllBrokersDown | BrokerTransportFailure | Resolve)
@@ -179,9 +203,19 @@ impl ConsumerContext for ConsoleContext {
 
 pub type ConsoleConsumer = StreamConsumer<ConsoleContext>;
 
-/// librdkafka's fatal error, if it raised one, with what to do about the one an operator can
-/// cause: two consoles with the same static membership id.
+/// Why the consumer cannot go on, if it cannot: the brokers refused its credentials or
+/// certificates, or librdkafka raised a fatal error (the one an operator can cause: two
+/// consoles with the same static membership id), each with what to do.
 fn fatal_text(consumer: &ConsoleConsumer) -> Option<String> {
+    if let Some(refused) = consumer
+        .context()
+        .refused
+        .lock()
+        .ok()
+        .and_then(|slot| slot.clone())
+    {
+        return Some(refused);
+    }
     let (code, reason) = consumer.client().fatal_error()?;
     Some(
         if code == rdkafka::types::RDKafkaErrorCode::FencedInstanceId {
@@ -601,6 +635,7 @@ impl Shared {
             paused: paused.clone(),
             topic: config.kafka.topic.clone(),
             generation: generation.clone(),
+            refused: std::sync::Mutex::new(None),
         };
         Self {
             status,
