@@ -675,13 +675,24 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> anyhow::Result<Kaf
         // unreachable for more than 6 s costs a rebalance. Only the background heartbeat
         // thread keeps a session alive, so a slow handler never loses it (that is
         // `max.poll.interval.ms`, 5 min). `-X session.timeout.ms=...` overrides it.
-        .set("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
-        .set("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS.to_string())
         // How long a fetch may wait at the broker for data. A real broker answers as soon as
         // data arrives, so this only paces idle polling; the embedded broker (librdkafka's mock)
         // always waits it out, which at librdkafka's 500 ms made a quiet stream's events
         // 250 ms late on average. 50 ms keeps that small for one request per broker per 50 ms.
         .set("fetch.wait.max.ms", "50");
+    // The new consumer protocol (KIP-848) keeps the session at the broker
+    // (`group.consumer.session.timeout.ms`) and refuses it on the client.
+    if config
+        .kafka
+        .properties
+        .get("group.protocol")
+        .map(String::as_str)
+        != Some("consumer")
+    {
+        client
+            .set("session.timeout.ms", SESSION_TIMEOUT_MS.to_string())
+            .set("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS.to_string());
+    }
     apply_passthrough(&mut client, config, true);
     if config
         .kafka

@@ -250,6 +250,9 @@ impl Leader {
         let mut client = client_config(config, true);
         client
             .set("group.id", format!("{}.leader", config.kafka.group_id))
+            // The lease is computed from the classic protocol's client-side session, whatever
+            // protocol the incident consumer uses.
+            .set("group.protocol", "classic")
             .set("session.timeout.ms", session.to_string())
             .set("heartbeat.interval.ms", heartbeat.to_string())
             // Sticky: a worker joining or leaving does not move the leadership from a
