@@ -93,18 +93,22 @@ function renderMetrics(view) {
   });
   document.getElementById("per-type").replaceChildren(...rows);
   const totals = [
-    ["events", m.total_events],
-    ["events/s", m.events_per_sec.toFixed(1)],
-    ["dead-lettered", m.dead_lettered],
-    ["escalations opened", m.escalations_opened],
-    ["raised", m.escalations_raised],
-    ["acknowledged", m.acknowledged],
-    ["resolved", m.resolved],
-    ["ack p50", m.time_to_acknowledge_p50 || "\u2014"],
-    ["resolve p50", m.time_to_resolve_p50 || "\u2014"],
+    ["events", "events", m.total_events],
+    ["rate", "events/s", m.events_per_sec.toFixed(1)],
+    ["dead-lettered", "dead-lettered", m.dead_lettered],
+    ["opened", "escalations opened", m.escalations_opened],
+    ["raised", "raised", m.escalations_raised],
+    ["acknowledged", "acknowledged", m.acknowledged],
+    ["resolved", "resolved", m.resolved],
+    ["ack-p50", "ack p50", m.time_to_acknowledge_p50 || "\u2014"],
+    ["resolve-p50", "resolve p50", m.time_to_resolve_p50 || "\u2014"],
   ];
   const items = [];
-  for (const [name, value] of totals) items.push(el("dt", name), el("dd", value));
+  for (const [key, name, value] of totals) {
+    const dd = el("dd", value);
+    dd.id = "metric-" + key;
+    items.push(el("dt", name), dd);
+  }
   document.getElementById("totals").replaceChildren(...items);
 }
 

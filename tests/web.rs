@@ -1,0 +1,409 @@
+//! The live web view in a real browser (Debian's headless Chromium over the DevTools
+//! protocol) next to the real console in a pseudo-terminal: the page follows the console,
+//! shows an acknowledgement made at the keyboard, acknowledges with a token and is refused
+//! without one; hostile titles stay text; pages that never read or come in crowds are bounded.
+//! Every wait polls with a deadline; nothing sleeps to synchronise.
+
+#[path = "support/browser.rs"]
+mod browser;
+mod common;
+#[path = "support/processes.rs"]
+mod processes;
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use portable_pty::{CommandBuilder, MasterPty, PtySize, native_pty_system};
+
+use browser::Browser;
+
+const OPERATOR: &str = "e2e-op";
+const WEB_OPERATOR: &str = "web-op";
+const TOKEN: &str = "test-token-0123456789abcdef";
+/// The mock broker's first group join takes about 3 s; a debug build on a loaded machine
+/// more. Generous, and only reached on failure.
+const FIRST_EVENTS: Duration = Duration::from_secs(60);
+const STEP: Duration = Duration::from_secs(15);
+/// What the issue asks: a new event on the page within a second of the console.
+const BEHIND_THE_CONSOLE: Duration = Duration::from_secs(1);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The shipped config.ron with one web operator: all else stays as shipped.
+fn config_with_operator(dir: &std::path::Path) -> std::path::PathBuf {
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.ron"))
+        .expect("config.ron");
+    let text = shipped.replacen(
+        "        operators: [],",
+        &format!("        operators: [(name: \"{WEB_OPERATOR}\", token: \"{TOKEN}\")],"),
+        1,
+    );
+    assert_ne!(text, shipped, "config.ron has the web operators line");
+    let path = dir.join("config.ron");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The real binary in a pseudo-terminal, read back through a vt100 parser (as in
+/// tests/tui_pty.rs).
+struct Console {
+    _master: Box<dyn MasterPty + Send>,
+    writer: Box<dyn Write + Send>,
+    child: Box<dyn portable_pty::Child + Send + Sync>,
+    parser: Arc<Mutex<vt100::Parser>>,
+}
+
+impl Console {
+    fn start(args: &[&str]) -> Self {
+        let (rows, cols) = (48, 160);
+        let pair = native_pty_system()
+            .openpty(PtySize {
+                rows,
+                cols,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .expect("open a pseudo-terminal");
+        let mut command = CommandBuilder::new(processes::BINARY);
+        command.args(args);
+        command.env("USER", OPERATOR);
+        command.env("TERM", "xterm-256color");
+        command.env_remove("RUST_LOG");
+        command.env_remove("INCIDENT_CONSOLE_BROKERS");
+        command.env_remove("KAFKA_BOOTSTRAP_SERVERS");
+        command.cwd(env!("CARGO_MANIFEST_DIR"));
+        let child = pair
+            .slave
+            .spawn_command(command)
+            .expect("start the console");
+        drop(pair.slave);
+        let parser = Arc::new(Mutex::new(vt100::Parser::new(rows, cols, 0)));
+        let mut stream = pair.master.try_clone_reader().expect("pty reader");
+        let sink = parser.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 64 * 1024];
+            loop {
+                match stream.read(&mut buffer) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => sink.lock().unwrap().process(&buffer[..n]),
+                }
+            }
+        });
+        let writer = pair.master.take_writer().expect("pty writer");
+        Self {
+            _master: pair.master,
+            writer,
+            child,
+            parser,
+        }
+    }
+
+    fn screen(&self) -> String {
+        self.parser.lock().unwrap().screen().contents()
+    }
+
+    fn press(&mut self, keys: &str) {
+        self.writer.write_all(keys.as_bytes()).expect("write keys");
+        self.writer.flush().expect("flush keys");
+    }
+
+    fn wait_until(&mut self, what: &str, timeout: Duration, mut ready: impl FnMut(&str) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let screen = self.screen();
+            if ready(&screen) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the console exited ({status:?}) waiting for {what}:\n{screen}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}; the screen:\n{screen}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The status line's "N events" (the metrics' total).
+    fn events(&self) -> Option<u64> {
+        let screen = self.screen();
+        let status = screen.lines().nth(1)?;
+        let head = status.split(" events").next()?;
+        head.rsplit(' ').next()?.parse().ok()
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The console's line for incident `id` in its escalation queue holds `text`.
+fn queue_line_has(screen: &str, id: &str, text: &str) -> bool {
+    let needle = format!("#{id} ");
+    screen
+        .lines()
+        .any(|line| line.contains(&needle) && line.contains(text))
+}
+
+fn js_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap()
+}
+
+/// The page's queue row for incident `id` holds `text`.
+fn page_row_has(id: &str, text: &str) -> String {
+    format!(
+        "(() => {{ const row = document.querySelector('#escalations tr[data-incident=\"{id}\"]'); \
+         return !!row && row.textContent.includes({}); }})()",
+        js_string(text)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_follows_the_demo_console_and_acknowledges_only_with_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_with_operator(dir.path());
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let url = format!("http://{addr}/");
+    let mut console = Console::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--demo",
+        "--demo-rate",
+        "20",
+        "--operator",
+        OPERATOR,
+        "--web-addr",
+        &addr,
+    ]);
+    console.wait_until("two open escalations", FIRST_EVENTS, |s| {
+        s.matches("unacknowledged").count() >= 2
+    });
+
+    // What the server sends with the page: a strict policy, and no secret in any asset.
+    let client = reqwest::Client::new();
+    let page = client.get(&url).send().await.expect("the page");
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe"), "{csp}");
+    let html = page.text().await.unwrap();
+    for asset in ["app.js", "style.css"] {
+        let body = client
+            .get(format!("{url}{asset}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!body.contains(TOKEN), "{asset} holds the token");
+    }
+    assert!(!html.contains(TOKEN));
+
+    let mut browser = Browser::start(1400, 900).await;
+    browser.navigate(&url).await;
+    browser
+        .wait_for(
+            "the feed and the queue on the page",
+            STEP,
+            "document.querySelectorAll('#feed tr').length > 0 && \
+             document.querySelectorAll('#escalations tr').length >= 2 && \
+             document.getElementById('connection').textContent === 'connected'",
+        )
+        .await;
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('#per-type tr').length")
+            .await,
+        6,
+        "one metrics row per event type"
+    );
+    assert!(
+        !browser
+            .eval("document.documentElement.outerHTML")
+            .await
+            .as_str()
+            .unwrap()
+            .contains(TOKEN)
+    );
+
+    // New events: each count the console shows is on the page within a second.
+    let mut behind = Vec::new();
+    for _ in 0..3 {
+        let before = console.events().expect("the status line's event count");
+        let deadline = Instant::now() + STEP;
+        let (count, seen_at) = loop {
+            if let Some(count) = console.events().filter(|&c| c > before) {
+                break (count, Instant::now());
+            }
+            assert!(Instant::now() < deadline, "no new event at the console");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        browser
+            .wait_for(
+                &format!("{count} events on the page"),
+                STEP,
+                &format!("Number(document.getElementById('metric-events').textContent) >= {count}"),
+            )
+            .await;
+        behind.push(seen_at.elapsed());
+    }
+    println!("page behind the console: {behind:?}");
+    for lag in &behind {
+        assert!(
+            *lag < BEHIND_THE_CONSOLE,
+            "page behind the console: {behind:?}"
+        );
+    }
+
+    // An acknowledgement at the keyboard appears on the page.
+    console.press("\t");
+    console.wait_until("the escalation pane focused", STEP, |s| {
+        s.contains("▶ Escalations")
+    });
+    console.press("a");
+    console.wait_until("the question", STEP, |s| {
+        s.contains("Acknowledge escalation")
+    });
+    let screen = console.screen();
+    let start = screen
+        .find("Acknowledge incident #")
+        .expect("the question names it")
+        + "Acknowledge incident #".len();
+    let keyboard_id: String = screen[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    console.press("y");
+    let by_keyboard = format!("✓ {OPERATOR}");
+    console.wait_until("the keyboard's acknowledgement", STEP, |s| {
+        queue_line_has(s, &keyboard_id, &by_keyboard)
+    });
+    browser
+        .wait_for(
+            "the keyboard's acknowledgement on the page",
+            STEP,
+            &page_row_has(&keyboard_id, &by_keyboard),
+        )
+        .await;
+
+    // The page's own acknowledgement: refused without a token or with a wrong one ...
+    let target: String = browser
+        .eval(
+            "(() => { const b = document.querySelector('#escalations button.ack'); \
+             return b ? b.dataset.incident : ''; })()",
+        )
+        .await
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(!target.is_empty(), "an open escalation with an ack button");
+    let click = format!(
+        "document.querySelector('#escalations button.ack[data-incident=\"{target}\"]').click()"
+    );
+    browser.eval(&click).await;
+    browser
+        .wait_for(
+            "the page asking for a token",
+            STEP,
+            "document.getElementById('ack-status').textContent.includes('enter an operator token')",
+        )
+        .await;
+    let post = |token: &str| {
+        format!(
+            "fetch('/api/ack', {{ method: 'POST', headers: {{ 'Content-Type': 'application/json'{} }}, \
+             body: JSON.stringify({{ incident_id: {target} }}) }}).then(r => r.status)",
+            if token.is_empty() {
+                String::new()
+            } else {
+                format!(", 'Authorization': 'Bearer {token}'")
+            }
+        )
+    };
+    assert_eq!(browser.eval(&post("")).await, 401, "no token");
+    assert_eq!(
+        browser.eval(&post("wrong-token-0123456789")).await,
+        401,
+        "wrong token"
+    );
+    let set_token = |token: &str| {
+        format!(
+            "(() => {{ const input = document.getElementById('token'); input.value = {}; \
+             input.dispatchEvent(new Event('input')); }})()",
+            js_string(token)
+        )
+    };
+    browser.eval(&set_token("wrong-token-0123456789")).await;
+    browser.eval(&click).await;
+    browser
+        .wait_for(
+            "the page saying it was refused",
+            STEP,
+            "document.getElementById('ack-status').textContent.includes('refused (401)')",
+        )
+        .await;
+    assert!(
+        queue_line_has(&console.screen(), &target, "unacknowledged"),
+        "refused acknowledgements changed nothing:\n{}",
+        console.screen()
+    );
+
+    // ... and made, as the token's operator, with it: at the console and on the page.
+    browser.eval(&set_token(TOKEN)).await;
+    browser.eval(&click).await;
+    let by_web = format!("✓ {WEB_OPERATOR}");
+    console.wait_until("the page's acknowledgement at the console", STEP, |s| {
+        queue_line_has(s, &target, &by_web)
+    });
+    browser
+        .wait_for(
+            "the page's acknowledgement on the page",
+            STEP,
+            &page_row_has(&target, &by_web),
+        )
+        .await;
+    assert!(
+        browser
+            .eval("document.getElementById('ack-status').textContent")
+            .await
+            .as_str()
+            .unwrap()
+            .contains("sent")
+    );
+
+    // Another site's page cannot acknowledge, even with the token.
+    let cross = client
+        .post(format!("{url}api/ack"))
+        .header("Origin", "http://evil.example")
+        .header("Content-Type", "application/json")
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .body(format!("{{\"incident_id\": {target}}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), 403);
+
+    let image = browser.screenshot().await;
+    assert!(image.starts_with(b"\x89PNG"), "a PNG");
+    if let Ok(path) = std::env::var("WEB_VIEW_SCREENSHOT") {
+        std::fs::write(&path, &image).unwrap();
+        println!("screenshot written to {path}");
+    }
+}
