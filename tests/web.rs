@@ -407,3 +407,260 @@ async fn the_page_follows_the_demo_console_and_acknowledges_only_with_a_token() 
         println!("screenshot written to {path}");
     }
 }
+
+/// Resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+fn incident(id: i64, title: &str) -> Vec<u8> {
+    let mut event: serde_json::Value =
+        serde_json::from_slice(&common::fixture("incident_created.json")).unwrap();
+    event["incident_id"] = id.into();
+    event["title"] = title.into();
+    event["priority"] = "critical".into();
+    serde_json::to_vec(&event).unwrap()
+}
+
+/// A page that completes the WebSocket handshake and then never reads. Retried while the
+/// server is still freeing the places of pages that just left (503).
+fn idle_page(addr: &str) -> std::net::TcpStream {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let mut idle = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            idle,
+            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            idle.read_exact(&mut byte).expect("the handshake's answer");
+            head.push(byte[0]);
+        }
+        if head.starts_with(b"HTTP/1.1 101") {
+            return idle;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// An event that opens no escalation (the flood must not grow the queue).
+fn low_priority(event: Vec<u8>) -> Vec<u8> {
+    let mut event: serde_json::Value = serde_json::from_slice(&event).unwrap();
+    event["priority"] = "low".into();
+    serde_json::to_vec(&event).unwrap()
+}
+
+/// Connects `count` pages at once; returns those let in and how many were refused with 503.
+async fn crowd(
+    url: &str,
+    count: usize,
+) -> (
+    Vec<
+        tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+    >,
+    usize,
+) {
+    let attempts = (0..count).map(|_| tokio_tungstenite::connect_async(url.to_string()));
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    for result in futures::future::join_all(attempts).await {
+        match result {
+            Ok((socket, _)) => admitted.push(socket),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 503, "a refusal says 503");
+                refused += 1;
+            }
+            Err(error) => panic!("connect: {error}"),
+        }
+    }
+    (admitted, refused)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_titles_stay_text_and_pages_are_bounded() {
+    let setup = common::setup(1);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut console = processes::Process(
+        std::process::Command::new(processes::BINARY)
+            .args([
+                "--config",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/config.ron"),
+                "--no-tui",
+                "--no-journal",
+                "-b",
+                &setup.config.kafka.brokers,
+                "-t",
+                &setup.config.kafka.topic,
+                "-g",
+                &setup.config.kafka.group_id,
+                "--from-beginning",
+                "--web-addr",
+                &addr,
+            ])
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the console"),
+    );
+    // The JSON lines are read (and dropped) so stdout never blocks the console.
+    let _lines = processes::lines_of(console.0.stdout.take().unwrap());
+    let logs = processes::lines_of(console.0.stderr.take().unwrap());
+    let producer = common::producer(&setup.config);
+    let topic = setup.config.kafka.topic.clone();
+
+    // A title made of markup is shown as text and runs nothing.
+    const HOSTILE: &str =
+        "<script>window.__pwned=1</script><img src=x onerror=\"window.__pwned=2\"><b>bold</b>";
+    common::send(&producer, &topic, "1", Some(&incident(1, HOSTILE))).await;
+    let mut browser = Browser::start(1200, 800).await;
+    browser.navigate(&format!("http://{addr}/")).await;
+    browser
+        .wait_for(
+            "the hostile title in the feed and the queue",
+            FIRST_EVENTS,
+            &format!(
+                "[...document.querySelectorAll('#feed td.title, #escalations td.title')] \
+                 .filter(td => td.textContent === {}).length === 2",
+                js_string(HOSTILE)
+            ),
+        )
+        .await;
+    assert_eq!(browser.eval("typeof window.__pwned").await, "undefined");
+    assert_eq!(
+        browser.eval("document.scripts.length").await,
+        1,
+        "app.js only"
+    );
+    assert_eq!(browser.eval("document.images.length").await, 0);
+    assert_eq!(
+        browser
+            .eval("document.querySelectorAll('main b').length")
+            .await,
+        0
+    );
+
+    // A hundred pages at once: the configured bound (32, the browser holds one) is let in,
+    // the rest refused with 503; once they leave, as many are let in again.
+    let url = format!("ws://{addr}/ws");
+    let (admitted, refused) = crowd(&url, 100).await;
+    println!("100 pages: {} admitted, {refused} refused", admitted.len());
+    assert_eq!((admitted.len(), refused), (31, 69));
+    drop(admitted);
+    let deadline = Instant::now() + STEP;
+    loop {
+        let (again, _) = crowd(&url, 31).await;
+        if again.len() == 31 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "places not freed: {} admitted",
+            again.len()
+        );
+        drop(again);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    browser
+        .wait_for(
+            "the page still following",
+            STEP,
+            "document.getElementById('connection').textContent === 'connected'",
+        )
+        .await;
+
+    // A page that never reads: it holds one update at most, never a queue, and is dropped
+    // once its socket stays full. Long titles make each update large.
+    let mut idle = idle_page(&addr);
+    let pid = console.0.id();
+    let before = rss_kib(pid);
+    let long = "x".repeat(290);
+    let started = Instant::now();
+    let mut peak = before;
+    let mut sent = 0i64;
+    let dropped_after = 'flood: loop {
+        let batch: Vec<(String, Vec<u8>)> = (0..200)
+            .map(|_| {
+                sent += 1;
+                let title = format!("{sent} {long}");
+                (
+                    sent.to_string(),
+                    low_priority(incident(2000 + sent % 500, &title)),
+                )
+            })
+            .collect();
+        let sends = batch
+            .iter()
+            .map(|(key, event)| common::send(&producer, &topic, key, Some(event)));
+        futures::future::join_all(sends).await;
+        peak = peak.max(rss_kib(pid));
+        while let Ok(line) = logs.try_recv() {
+            if line.contains("web page dropped") {
+                break 'flood started.elapsed();
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "the idle page was never dropped; console RSS {before} -> {peak} KiB"
+        );
+    };
+    // Its place is free again: 31 pages besides the browser get in.
+    let deadline = Instant::now() + STEP;
+    loop {
+        let (others, _) = crowd(&url, 31).await;
+        if others.len() == 31 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the idle page's place was not freed"
+        );
+        drop(others);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    idle.set_read_timeout(Some(STEP)).unwrap();
+    let mut received = Vec::new();
+    let end = idle.read_to_end(&mut received);
+    println!(
+        "idle page: {} bytes buffered, connection ended after {dropped_after:?} ({end:?}); \
+         console RSS {before} KiB before, peak {peak} KiB, {sent} events sent",
+        received.len()
+    );
+    assert!(
+        end.is_ok(),
+        "the server ends the idle page's connection: {end:?}"
+    );
+    assert!(
+        received.len() < 64 << 20,
+        "bounded: {} bytes",
+        received.len()
+    );
+    assert!(peak < before + 64 * 1024, "RSS {before} -> {peak} KiB");
+    browser
+        .wait_for(
+            "the reading page still following",
+            STEP,
+            &format!(
+                "Number(document.getElementById('metric-events').textContent) >= {}",
+                sent + 1
+            ),
+        )
+        .await;
+}

@@ -234,6 +234,7 @@ async fn follow(mut socket: WebSocket, shared: Shared, _permit: OwnedSemaphorePe
     let mut views = shared.views.subscribe();
     let first = shared.render();
     if !send(&mut socket, first).await {
+        tracing::info!("web page dropped: it did not take its first update");
         return;
     }
     loop {
@@ -244,6 +245,11 @@ async fn follow(mut socket: WebSocket, shared: Shared, _permit: OwnedSemaphorePe
                 }
                 let update = views.borrow_and_update().clone();
                 if !send(&mut socket, update).await {
+                    // Its place goes to someone who reads.
+                    tracing::info!(
+                        timeout_secs = SEND_TIMEOUT.as_secs(),
+                        "web page dropped: it took no update for the send timeout"
+                    );
                     break;
                 }
             }
@@ -254,7 +260,8 @@ async fn follow(mut socket: WebSocket, shared: Shared, _permit: OwnedSemaphorePe
             },
         }
     }
-    let _ = socket.send(Message::Close(None)).await;
+    // A page that stopped reading would not take the close either: bounded like any send.
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(None))).await;
 }
 
 async fn send(socket: &mut WebSocket, update: Utf8Bytes) -> bool {
