@@ -9,6 +9,8 @@ mod browser;
 mod common;
 #[path = "support/processes.rs"]
 mod processes;
+#[path = "support/notify_servers.rs"]
+mod servers;
 
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 use portable_pty::{CommandBuilder, MasterPty, PtySize, native_pty_system};
 
 use browser::Browser;
+use servers::{HttpReceiver, free_port};
 
 const OPERATOR: &str = "e2e-op";
 const WEB_OPERATOR: &str = "web-op";
@@ -27,14 +30,6 @@ const FIRST_EVENTS: Duration = Duration::from_secs(60);
 const STEP: Duration = Duration::from_secs(15);
 /// What the issue asks: a new event on the page within a second of the console.
 const BEHIND_THE_CONSOLE: Duration = Duration::from_secs(1);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The shipped config.ron with one web operator: all else stays as shipped.
 fn config_with_operator(dir: &std::path::Path) -> std::path::PathBuf {
@@ -496,6 +491,21 @@ async fn crowd(
 async fn hostile_titles_stay_text_and_pages_are_bounded() {
     let setup = common::setup(1);
     let config = config_with_operator(setup.journal_dir.path());
+    // PagerDuty is a real HTTP server on loopback.
+    let mut pagerduty = HttpReceiver::start().await;
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text
+        .replacen(
+            "routing_key: None,",
+            "routing_key: Some(\"test-routing-key\"),",
+            1,
+        )
+        .replacen(
+            "events_url: \"https://events.pagerduty.com/v2/enqueue\"",
+            &format!("events_url: \"{}\"", pagerduty.url("/v2/enqueue")),
+            1,
+        );
+    std::fs::write(&config, text).unwrap();
     let journal = setup.journal_dir.path().join("journal.sqlite3");
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
@@ -614,6 +624,14 @@ async fn hostile_titles_stay_text_and_pages_are_bounded() {
             &page_row_has("1", &format!("✓ {WEB_OPERATOR}")),
         )
         .await;
+    let acknowledged_at_pagerduty = |r: &servers::Received| {
+        r.body["event_action"] == "acknowledge" && r.body["dedup_key"] == "incident-1"
+    };
+    while !pagerduty.seen.iter().any(acknowledged_at_pagerduty) {
+        pagerduty.next().await;
+    }
+    // Nothing more is asked of PagerDuty: the flood below need not reach it.
+    pagerduty.stop();
     let again = ack(1, TOKEN).await.unwrap();
     assert_eq!(again.status(), 409, "already acknowledged");
     assert_eq!(
@@ -660,8 +678,11 @@ async fn hostile_titles_stay_text_and_pages_are_bounded() {
     let started = Instant::now();
     let mut peak = before;
     let mut sent = 0i64;
+    // A steady 200 events a second keeps every update new (4 a second, each large).
+    let mut pace = tokio::time::interval(Duration::from_millis(100));
     let dropped_after = 'flood: loop {
-        let batch: Vec<(String, Vec<u8>)> = (0..200)
+        pace.tick().await;
+        let batch: Vec<(String, Vec<u8>)> = (0..20)
             .map(|_| {
                 sent += 1;
                 let title = format!("{sent} {long}");
@@ -717,12 +738,12 @@ async fn hostile_titles_stay_text_and_pages_are_bounded() {
         "bounded: {} bytes",
         received.len()
     );
-    // A sanity bound: the console's own state (feed, tracker, journal cache) grows too.
-    assert!(peak < before + 128 * 1024, "RSS {before} -> {peak} KiB");
+    // The console's own state (feed, tracker, journal cache) grows too: a loose bound.
+    assert!(peak < before + 64 * 1024, "RSS {before} -> {peak} KiB");
     browser
         .wait_for(
             "the reading page still following",
-            STEP,
+            FIRST_EVENTS,
             &format!(
                 "Number(document.getElementById('metric-events').textContent) >= {}",
                 sent + 1

@@ -150,7 +150,7 @@ impl Browser {
                 return;
             }
             if Instant::now() > deadline {
-                let body = self.eval("document.body.innerText").await;
+                let body = self.eval("document.body.innerText.slice(0, 3000)").await;
                 panic!("timed out after {timeout:?} waiting for {what}; the page:\n{body}");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
