@@ -400,6 +400,32 @@ async fn the_page_follows_the_demo_console_and_acknowledges_only_with_a_token() 
         .unwrap();
     assert_eq!(cross.status(), 403);
 
+    // A hundred pages coming and going, five times over: the console still answers its keys.
+    let crowd_url = format!("ws://{addr}/ws");
+    let crowds = tokio::spawn(async move {
+        for _ in 0..5 {
+            let (admitted, refused) = crowd(&crowd_url, 100).await;
+            assert_eq!(admitted.len() + refused, 100);
+        }
+    });
+    let mut key_to_screen = Vec::new();
+    while !crowds.is_finished() || key_to_screen.is_empty() {
+        let pressed = Instant::now();
+        console.press("?");
+        console.wait_until("the help", STEP, |s| s.contains("Keys —"));
+        key_to_screen.push(pressed.elapsed());
+        console.press("?");
+        console.wait_until("the help to go", STEP, |s| !s.contains("Keys —"));
+    }
+    crowds.await.unwrap();
+    key_to_screen.sort();
+    println!(
+        "key to screen while 100 pages come and go: {} presses, median {:?}, max {:?}",
+        key_to_screen.len(),
+        key_to_screen[key_to_screen.len() / 2],
+        key_to_screen.last().unwrap()
+    );
+
     let image = browser.screenshot().await;
     assert!(image.starts_with(b"\x89PNG"), "a PNG");
     if let Ok(path) = std::env::var("WEB_VIEW_SCREENSHOT") {
