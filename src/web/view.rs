@@ -179,3 +179,78 @@ pub fn build(snapshot: &Snapshot, now: Timestamp, feed_rows: usize, ack: bool) -
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::core::engine::{Engine, EngineConfig, Input};
+    use crate::core::event::decode;
+    use crate::status::{ConsumerStatus, NotifierStatus};
+
+    fn snapshot(titles: &[&str]) -> Snapshot {
+        let mut engine = Engine::new(EngineConfig::default());
+        let now = chrono::Utc::now();
+        for (n, title) in titles.iter().enumerate() {
+            let payload = serde_json::json!({
+                "event_type": "incident_created", "incident_id": n + 1, "title": title,
+                "priority": "critical", "status": "open", "category": "application",
+                "reported_by": "r", "assigned_to": null, "created_at": "2026-01-01T00:00:00Z",
+            })
+            .to_string();
+            let event = decode(Some(payload.as_bytes()), 1 << 20).expect("a valid event");
+            engine.apply(
+                Input::Event {
+                    event,
+                    source: None,
+                    raw: Arc::from(payload.as_str()),
+                },
+                now,
+            );
+        }
+        Snapshot {
+            engine: engine.snapshot(now),
+            consumer: ConsumerStatus {
+                brokers: "secret-broker.internal:9092".into(),
+                ..ConsumerStatus::default()
+            },
+            notifier: NotifierStatus::default(),
+            operator: "alice".into(),
+            demo: false,
+            team: None,
+        }
+    }
+
+    #[test]
+    fn event_text_is_sanitised_cut_and_rows_are_bounded() {
+        let long = "y".repeat(5000);
+        let snapshot = snapshot(&["\u{1b}[2Jclear\u{202e}evil", &long, "three"]);
+        let view = build(&snapshot, snapshot.engine.at, 2, false);
+        assert_eq!(view.feed.len(), 2, "feed_rows");
+        assert_eq!(view.feed_total, 3);
+        let first = view
+            .escalations
+            .iter()
+            .find(|e| e.incident_id == 1)
+            .unwrap();
+        assert_eq!(first.title, "clearevil");
+        let long_row = view
+            .escalations
+            .iter()
+            .find(|e| e.incident_id == 2)
+            .unwrap();
+        assert_eq!(
+            long_row.title.chars().count(),
+            TEXT_LIMIT + 1,
+            "cut, with an ellipsis"
+        );
+        assert!(first.next.starts_with("in "), "{}", first.next);
+        let json = serde_json::to_string(&view).unwrap();
+        assert!(
+            !json.contains("secret-broker"),
+            "no broker address on the page"
+        );
+        assert!(!json.contains('\u{1b}'));
+    }
+}
