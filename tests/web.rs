@@ -222,7 +222,7 @@ async fn the_page_follows_the_demo_console_and_acknowledges_only_with_a_token() 
     browser
         .wait_for(
             "the feed and the queue on the page",
-            STEP,
+            FIRST_EVENTS,
             "document.querySelectorAll('#feed tr').length > 0 && \
              document.querySelectorAll('#escalations tr').length >= 2 && \
              document.getElementById('connection').textContent === 'connected'",
