@@ -57,22 +57,29 @@ impl WebConfig {
         if !(1..=1000).contains(&self.feed_rows) {
             return Err(("feed_rows".into(), "must be between 1 and 1000".into()));
         }
+        // The field named is `operators` (where its line is found); the message says which.
         for (index, operator) in self.operators.iter().enumerate() {
-            let field = |name: &str| format!("operators[{index}].{name}");
+            let which = format!("operator {} (`{}`)", index + 1, operator.name);
             if operator.name.trim().is_empty() {
-                return Err((field("name"), "must not be empty".into()));
+                return Err((
+                    "operators".into(),
+                    format!("operator {}: the name must not be empty", index + 1),
+                ));
             }
             if operator.token.chars().count() < MIN_TOKEN_CHARS {
                 return Err((
-                    field("token"),
-                    format!("must be at least {MIN_TOKEN_CHARS} characters"),
+                    "operators".into(),
+                    format!("{which}: the token must be at least {MIN_TOKEN_CHARS} characters"),
                 ));
             }
             if self.operators[..index]
                 .iter()
                 .any(|other| other.token == operator.token)
             {
-                return Err((field("token"), "is the same as another operator's".into()));
+                return Err((
+                    "operators".into(),
+                    format!("{which}: the token is the same as another operator's"),
+                ));
             }
         }
         Ok(())
@@ -131,22 +138,50 @@ mod tests {
     #[test]
     fn short_duplicate_or_nameless_operators_are_refused() {
         assert!(with_operator("0123456789abcdef").validate().is_ok());
-        let (field, _) = with_operator("short").validate().unwrap_err();
-        assert_eq!(field, "operators[0].token");
+        let (field, message) = with_operator("short").validate().unwrap_err();
+        assert_eq!(field, "operators");
+        assert!(
+            message.starts_with("operator 1 (`alice`): the token"),
+            "{message}"
+        );
         let mut twice = with_operator("0123456789abcdef");
         twice.operators.push(WebOperator {
             name: "bob".into(),
             token: "0123456789abcdef".into(),
         });
-        assert_eq!(twice.validate().unwrap_err().0, "operators[1].token");
+        let (_, message) = twice.validate().unwrap_err();
+        assert!(message.starts_with("operator 2 (`bob`)"), "{message}");
         let mut nameless = with_operator("0123456789abcdef");
         nameless.operators[0].name = " ".into();
-        assert_eq!(nameless.validate().unwrap_err().0, "operators[0].name");
+        let (_, message) = nameless.validate().unwrap_err();
+        assert!(message.contains("name must not be empty"), "{message}");
         let zero = WebConfig {
             max_clients: 0,
             ..WebConfig::default()
         };
         assert_eq!(zero.validate().unwrap_err().0, "max_clients");
+    }
+
+    #[test]
+    fn a_short_token_names_the_file_and_line_and_omitted_settings_keep_their_defaults() {
+        use crate::config::{Config, DEFAULT_CONFIG};
+        let text = DEFAULT_CONFIG.replacen(
+            "        operators: [],",
+            "        operators: [(name: \"alice\", token: \"short\")],",
+            1,
+        );
+        let line = text.lines().position(|l| l.contains("\"short\"")).unwrap() + 1;
+        let error = Config::parse(&text, "web.ron").unwrap_err().to_string();
+        assert!(error.starts_with(&format!("web.ron:{line}:")), "{error}");
+        assert!(
+            error.contains("web.operators") && error.contains("alice"),
+            "{error}"
+        );
+        let only_addr = "(web: (addr: Some(\"127.0.0.1:8080\")))";
+        let config = Config::parse(only_addr, "addr.ron").unwrap();
+        assert_eq!(config.web.addr.as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(config.web.max_clients, WebConfig::default().max_clients);
+        assert!(config.web.operators.is_empty());
     }
 
     #[test]
