@@ -784,3 +784,134 @@ async fn hostile_titles_stay_text_and_pages_are_bounded() {
         )
         .await;
 }
+
+/// The real binary, its stdout lines on a channel, its log in `log`; killed when dropped.
+fn run(
+    args: &[&str],
+    log: &std::path::Path,
+) -> (processes::Process, std::sync::mpsc::Receiver<String>) {
+    let mut child = std::process::Command::new(processes::BINARY)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("INCIDENT_CONSOLE_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("the binary starts");
+    let lines = processes::lines_of(child.stdout.take().unwrap());
+    (processes::Process(child), lines)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_team_console_the_page_is_one_more_console() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let topic = common::unique("team-web");
+    let (_broker, bootstrap) = processes::start_broker(
+        1,
+        &[&topic],
+        std::fs::File::create(dir.path().join("broker.log"))
+            .unwrap()
+            .into(),
+    );
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/config.ron");
+    let journal = dir.path().join("worker.sqlite3");
+    let (_worker, worker_lines) = run(
+        &[
+            "--role",
+            "worker",
+            "--no-tui",
+            "--config",
+            shipped,
+            "--journal",
+            journal.to_str().unwrap(),
+            "-b",
+            &bootstrap,
+            "-t",
+            &topic,
+            "--from-beginning",
+        ],
+        &dir.path().join("worker.log"),
+    );
+    let config = config_with_operator(dir.path());
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let (_console, _console_lines) = run(
+        &[
+            "--role",
+            "console",
+            "--no-tui",
+            "--config",
+            config.to_str().unwrap(),
+            "-b",
+            &bootstrap,
+            "-t",
+            &topic,
+            "--web-addr",
+            &addr,
+        ],
+        &dir.path().join("console.log"),
+    );
+
+    // The page shows the active worker (from the lease records the console reads) ...
+    let mut browser = Browser::start(1200, 800).await;
+    browser.navigate(&format!("http://{addr}/")).await;
+    browser
+        .wait_for(
+            "an active worker on the page",
+            Duration::from_secs(90),
+            "document.getElementById('team').textContent.startsWith('active worker')",
+        )
+        .await;
+    // ... and the worker's escalation, from `<topic>.state`.
+    let mut producer_config = incident_console::config::Config::built_in();
+    producer_config.kafka.brokers = bootstrap.clone();
+    let producer = common::producer(&producer_config);
+    common::send(
+        &producer,
+        &topic,
+        "7",
+        Some(&incident(7, "Team page check")),
+    )
+    .await;
+    browser
+        .wait_for(
+            "the worker's escalation on the page",
+            FIRST_EVENTS,
+            &page_row_has("7", "unacknowledged"),
+        )
+        .await;
+
+    // The page's acknowledgement goes the console's way: `<topic>.commands`, applied by the
+    // worker, back on `<topic>.state`, and on the page.
+    browser
+        .eval(&format!(
+            "(() => {{ const input = document.getElementById('token'); input.value = {}; \
+             input.dispatchEvent(new Event('input')); \
+             document.querySelector('#escalations button.ack[data-incident=\"7\"]').click(); }})()",
+            js_string(TOKEN)
+        ))
+        .await;
+    let by_web = format!("✓ {WEB_OPERATOR}");
+    browser
+        .wait_for(
+            "the acknowledgement back from the worker",
+            FIRST_EVENTS,
+            &page_row_has("7", &by_web),
+        )
+        .await;
+    let deadline = Instant::now() + STEP;
+    loop {
+        let line = worker_lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the worker's acknowledgement line");
+        if line.contains("\"change\":\"acknowledged\"") && line.contains("\"incident_id\":7") {
+            assert!(
+                line.contains(&format!("\"by\":\"{WEB_OPERATOR}\"")),
+                "{line}"
+            );
+            break;
+        }
+    }
+}

@@ -124,7 +124,13 @@ impl Browser {
             .unwrap_or_else(|_| panic!("{method}: no answer from chromium"))
     }
 
+    /// Opens `url` once its server answers (a page loaded before would be an error page).
     pub async fn navigate(&mut self, url: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while reqwest::get(url).await.is_err() {
+            assert!(Instant::now() < deadline, "{url} never answered");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         self.call("Page.navigate", json!({ "url": url })).await;
     }
 
@@ -146,7 +152,11 @@ impl Browser {
     pub async fn wait_for(&mut self, what: &str, timeout: Duration, expression: &str) {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.eval(expression).await == Value::Bool(true) {
+            // Before the page has loaded, its elements are missing: not yet, not an error.
+            let guarded = format!(
+                "(() => {{ try {{ return ({expression}); }} catch (e) {{ return false; }} }})()"
+            );
+            if self.eval(&guarded).await == Value::Bool(true) {
                 return;
             }
             if Instant::now() > deadline {
