@@ -75,6 +75,11 @@ pub fn effective_config(cli: &Cli) -> anyhow::Result<(Config, ConfigSource)> {
             .map_err(|error| anyhow::anyhow!("--metrics-addr: {error}"))?;
         config.monitoring.metrics_addr = Some(addr.clone());
     }
+    if let Some(addr) = &cli.web_addr {
+        crate::observe::check_listen_addr(addr)
+            .map_err(|error| anyhow::anyhow!("--web-addr: {error}"))?;
+        config.web.addr = Some(addr.clone());
+    }
     Ok((config, source))
 }
 
@@ -325,6 +330,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
             Some(crate::observe::start(addr, &config, sources).await?)
         }
     };
+    let web = match &config.web.addr {
+        None => None,
+        Some(addr) => Some(
+            crate::web::start(
+                addr,
+                &config.web,
+                handle.snapshots.clone(),
+                &handle.commands,
+            )
+            .await?,
+        ),
+    };
     let summary = match writer {
         Some((records, flushed)) => headless::run(handle, records, flushed).await,
         None => {
@@ -334,6 +351,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
     };
     if let Some(observer) = observer {
         observer.shutdown();
+    }
+    if let Some(web) = web {
+        web.shutdown();
     }
     if let Some(demo) = demo {
         demo.shutdown().await;

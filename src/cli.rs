@@ -94,6 +94,11 @@ pub struct Cli {
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,
 
+    /// Serve the live web view (one page and its WebSocket) on this address (overrides
+    /// web.addr).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub web_addr: Option<String>,
+
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
     pub print_config: bool,

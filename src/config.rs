@@ -31,6 +31,8 @@ pub struct Config {
     pub monitoring: crate::observe::MonitoringConfig,
     #[serde(default)]
     pub team: crate::team::TeamConfig,
+    #[serde(default)]
+    pub web: crate::web::WebConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -339,6 +341,9 @@ impl Config {
         self.monitoring
             .validate()
             .map_err(|(field, message)| invalid(&format!("monitoring.{field}"), &message))?;
+        self.web
+            .validate()
+            .map_err(|(field, message)| invalid(&format!("web.{field}"), &message))?;
         Ok(())
     }
 
@@ -429,6 +434,7 @@ impl Config {
             }
         }
         copy.notifications.redact();
+        copy.web.redact();
         ron::ser::to_string_pretty(&copy, ron::ser::PrettyConfig::default())
             .unwrap_or_else(|error| format!("/* cannot print configuration: {error} */"))
     }

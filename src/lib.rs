@@ -19,3 +19,4 @@ pub mod simulate;
 pub mod status;
 pub mod team;
 pub mod tui;
+pub mod web;
