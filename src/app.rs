@@ -376,14 +376,20 @@ async fn run_broker(config: &Config, partitions: i32, topics: &[String]) -> anyh
     };
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     let broker = EmbeddedBroker::start(1, &names, partitions).map_err(anyhow::Error::msg)?;
-    // Team mode's coordination topics, one partition each (the mock cannot create topics
-    // through the admin API; on a real cluster the operator creates them).
+    // Each topic's dead-letter topic and team mode's coordination topics, one partition each:
+    // the mock cannot create topics through the admin API, as a console does on a real cluster.
     let team_topic = |t: &&String| {
         [".dlq", ".leader", ".state", ".commands"]
             .iter()
             .any(|suffix| t.ends_with(suffix))
     };
     for topic in topics.iter().filter(|t| !team_topic(t)) {
+        let dead_letters = format!("{topic}.dlq");
+        if !topics.contains(&dead_letters) {
+            broker
+                .create_topic(&dead_letters, 1)
+                .map_err(anyhow::Error::msg)?;
+        }
         for team_topic in crate::team::leader::team_topics(topic) {
             broker
                 .create_topic(&team_topic, 1)

@@ -167,11 +167,27 @@ pub async fn prepare(config: &Config) -> Result<Prepared, PrepareError> {
                 )
             })
             .collect();
-        let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
-        let results = admin
-            .create_topics(&new_topics, &options)
-            .await
-            .map_err(|error| unreachable(error.to_string()))?;
+        let options = AdminOptions::new()
+            .operation_timeout(Some(REQUEST_TIMEOUT))
+            .request_timeout(Some(REQUEST_TIMEOUT));
+        // The embedded broker never answers CreateTopics: the request times out like any
+        // refusal, bounded.
+        let results = match tokio::time::timeout(
+            REQUEST_TIMEOUT * 2,
+            admin.create_topics(&new_topics, &options),
+        )
+        .await
+        {
+            Ok(Ok(results)) => results,
+            Ok(Err(error)) => missing
+                .iter()
+                .map(|spec| Err((spec.name.clone(), error_code(&error))))
+                .collect(),
+            Err(_) => missing
+                .iter()
+                .map(|spec| Err((spec.name.clone(), RDKafkaErrorCode::RequestTimedOut)))
+                .collect(),
+        };
         let mut refused = Vec::new();
         for result in results {
             match result {
@@ -183,13 +199,31 @@ pub async fn prepare(config: &Config) -> Result<Prepared, PrepareError> {
                 Err((name, code)) => refused.push((name, code)),
             }
         }
-        if !refused.is_empty() {
+        // Dead letters can wait: a broker that creates topics on first use still takes them,
+        // and nothing else needs them to start. The team topics cannot.
+        let (required, optional): (Vec<_>, Vec<_>) = refused.into_iter().partition(|(name, _)| {
+            missing
+                .iter()
+                .any(|spec| spec.name == *name && spec.purpose != Purpose::DeadLetters)
+        });
+        if !optional.is_empty() {
+            tracing::warn!("{}", refused_text(config, &missing, &optional, replicas));
+        }
+        if !required.is_empty() {
             return Err(PrepareError::Refused(refused_text(
-                config, &missing, &refused, replicas,
+                config, &missing, &required, replicas,
             )));
         }
     }
-    warn_if_not_compacted(config, &admin, &needed).await;
+    // Only a warning, and the embedded broker never answers DescribeConfigs: not in the way
+    // of the start.
+    if let Some(state) = needed
+        .into_iter()
+        .find(|spec| spec.purpose == Purpose::State)
+    {
+        let brokers = config.kafka.brokers.clone();
+        tokio::spawn(async move { warn_if_not_compacted(&brokers, &admin, &state.name).await });
+    }
     Ok(prepared)
 }
 
@@ -208,6 +242,12 @@ pub async fn prepare_when_reachable(config: &Config) -> anyhow::Result<Prepared>
             }
         }
     }
+}
+
+fn error_code(error: &rdkafka::error::KafkaError) -> RDKafkaErrorCode {
+    error
+        .rdkafka_error_code()
+        .unwrap_or(RDKafkaErrorCode::Unknown)
 }
 
 fn replication(brokers: usize) -> usize {
@@ -277,35 +317,30 @@ fn refused_text(
 /// An existing state topic that is not compacted grows without bound and makes every
 /// takeover slower; it works, so this is a warning, not a refusal.
 async fn warn_if_not_compacted(
-    config: &Config,
+    brokers: &str,
     admin: &AdminClient<DefaultClientContext>,
-    needed: &[TopicSpec],
+    state: &str,
 ) {
-    let Some(state) = needed.iter().find(|spec| spec.purpose == Purpose::State) else {
-        return;
-    };
     let options = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
-    let resource = ResourceSpecifier::Topic(&state.name);
+    let resource = ResourceSpecifier::Topic(state);
     let policy = match admin.describe_configs([&resource], &options).await {
         Ok(results) => results
             .into_iter()
             .next()
             .and_then(Result::ok)
             .and_then(|config| config.get("cleanup.policy").and_then(|e| e.value.clone())),
-        // The embedded broker answers no DescribeConfigs; nothing to say then.
         Err(_) => None,
     };
     if let Some(policy) = policy
         && !policy.split(',').any(|p| p.trim() == "compact")
     {
         tracing::warn!(
-            topic = %state.name,
+            topic = %state,
             cleanup_policy = %policy,
             "the team state topic is not compacted: it grows with every change and each \
              takeover reads all of it; fix: kafka-configs.sh --bootstrap-server {} --alter \
-             --entity-type topics --entity-name {} --add-config cleanup.policy=compact",
-            config.kafka.brokers.split(',').next().unwrap_or_default().trim(),
-            state.name
+             --entity-type topics --entity-name {state} --add-config cleanup.policy=compact",
+            brokers.split(',').next().unwrap_or_default().trim(),
         );
     }
 }
