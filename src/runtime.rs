@@ -1072,6 +1072,29 @@ impl Runtime {
             } => {
                 tracing::warn!(incident_id, "acknowledge rejected: {reason}")
             }
+            Effect::Held {
+                notification,
+                silence_id,
+                until,
+            } => info_unless!(
+                quiet,
+                "incident {} {} held by silence {silence_id} until {until}",
+                notification.incident_id,
+                notification.kind.as_str()
+            ),
+            Effect::SilenceSet(view) => tracing::info!(
+                "silence {} set by {} until {}: {} ({})",
+                view.id,
+                view.created_by,
+                view.end,
+                view.matches,
+                view.reason
+            ),
+            Effect::SilenceEnded { id, by } => match by {
+                Some(by) => tracing::info!("silence {id} ended by {by}"),
+                None => tracing::info!("silence {id} expired"),
+            },
+            Effect::SilenceRejected { reason } => tracing::warn!("silence refused: {reason}"),
         }
     }
 
@@ -1164,6 +1187,16 @@ fn log_escalation(change: &crate::core::escalation::EscalationChange, quiet: boo
         Change::Closed { incident_id, .. } => {
             info_unless!(quiet, "incident {incident_id} escalation closed")
         }
+        Change::Unacknowledged {
+            incident_id,
+            level,
+            cause,
+            was_acknowledged_by,
+            ..
+        } => tracing::warn!(
+            ?cause,
+            "incident {incident_id} no longer acknowledged (was by {was_acknowledged_by}): paging level {level} again"
+        ),
     }
 }
 

@@ -103,6 +103,9 @@ fn change_columns(change: &EscalationChange) -> (&'static str, i64, u32) {
         EscalationChange::Closed {
             incident_id, level, ..
         } => ("closed", *incident_id, *level),
+        EscalationChange::Unacknowledged {
+            incident_id, level, ..
+        } => ("unacknowledged", *incident_id, *level),
     }
 }
 

@@ -153,7 +153,8 @@ pub fn change_incident(change: &EscalationChange) -> IncidentId {
         | EscalationChange::Repeated { incident_id, .. }
         | EscalationChange::Exhausted { incident_id, .. }
         | EscalationChange::Acknowledged { incident_id, .. }
-        | EscalationChange::Closed { incident_id, .. } => *incident_id,
+        | EscalationChange::Closed { incident_id, .. }
+        | EscalationChange::Unacknowledged { incident_id, .. } => *incident_id,
     }
 }
 
