@@ -189,6 +189,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
             crate::replay::run(&config, &options, &mut stdout).await?;
             return Ok(RunSummary::default());
         }
+        Some(Subcommands::Oncall { at, json }) => {
+            init_headless_logging(cli.log_level.as_filter());
+            let (config, _) = effective_config(&cli)?;
+            let at = match at {
+                Some(text) => chrono::DateTime::parse_from_rfc3339(text)
+                    .map_err(|error| anyhow::anyhow!("--at `{text}`: {error} (want RFC 3339)"))?
+                    .with_timezone(&chrono::Utc),
+                None => chrono::Utc::now(),
+            };
+            let oncall = config.engine_config().oncall;
+            crate::oncall::print(&oncall, at, *json, &mut std::io::stdout().lock())?;
+            return Ok(RunSummary::default());
+        }
         Some(Subcommands::Simulate {
             brokers,
             topic,

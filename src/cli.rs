@@ -147,6 +147,15 @@ pub enum Subcommands {
         #[arg(long = "no-tui")]
         no_tui: bool,
     },
+    /// Who is on call on every schedule (`oncall.schedules`), until when, and who is next.
+    Oncall {
+        /// The instant to ask about (RFC 3339); default: now.
+        #[arg(long, value_name = "RFC3339")]
+        at: Option<String>,
+        /// One JSON object per schedule: {"schedule","on_call","until","next"}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Send the simulated incident stream to a broker.
     Simulate {
         #[arg(short = 'b', long, value_name = "HOST:PORT")]

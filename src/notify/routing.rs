@@ -11,6 +11,8 @@
 //!   acknowledges, `resolved` resolves, all keyed `<dedup_key_prefix><incident id>`.
 //! - SMS goes to `sms.numbers` for the administrators, and to the numbers of the users in
 //!   `sms.users` (the level's users, or the user a notification is for).
+//! - A level paging a schedule also reaches the person on call when the engine decided the
+//!   page (`on_call_email`, `on_call_sms` in the notification's fields).
 //! - Channels that are not configured are skipped.
 
 use std::collections::BTreeSet;
@@ -121,6 +123,8 @@ impl Router {
                     emails.extend(entry.emails.iter().cloned());
                     users.extend(entry.users.iter().cloned());
                 }
+                // A level that pages a schedule: the engine named who was on call (core::oncall).
+                emails.extend(notification.fields.get("on_call_email").cloned());
             }
             audience => {
                 match audience {
@@ -259,6 +263,9 @@ impl Router {
                     let mut numbers = Vec::new();
                     if notification.audience == Audience::Administrators {
                         numbers.extend(self.config.sms.numbers.iter().cloned());
+                    }
+                    if matches!(notification.audience, Audience::EscalationLevel { .. }) {
+                        numbers.extend(notification.fields.get("on_call_sms").cloned());
                     }
                     for user in &users {
                         match self.config.sms.users.get(user) {
