@@ -626,6 +626,10 @@ impl Runtime {
                     .await;
             }
             Command::Notify(notification) => self.notify(*notification).await,
+            Command::Oncall(command) => {
+                self.apply(command.into_input(chrono::Utc::now()), None)
+                    .await;
+            }
             Command::Shutdown => return Flow::Stop,
         }
         Flow::Continue

@@ -99,6 +99,52 @@ pub struct WindowConfig {
     pub matcher: Matcher,
 }
 
+/// What an operator asks of the on-call workflow; the runtime turns it into an engine input
+/// at the time it arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OncallCommand {
+    /// Silence one incident from now for `minutes`.
+    Snooze {
+        incident_id: crate::core::event::IncidentId,
+        minutes: u32,
+        reason: String,
+        by: String,
+    },
+    EndSilence {
+        id: String,
+        by: String,
+    },
+    Unacknowledge {
+        incident_id: crate::core::event::IncidentId,
+        by: String,
+    },
+}
+
+impl OncallCommand {
+    pub fn into_input(self, now: Timestamp) -> crate::core::engine::Input {
+        use crate::core::engine::Input;
+        match self {
+            Self::Snooze {
+                incident_id,
+                minutes,
+                reason,
+                by,
+            } => Input::Silence {
+                matcher: Matcher {
+                    incident_ids: vec![incident_id],
+                    ..Matcher::default()
+                },
+                start: now,
+                end: now + chrono::TimeDelta::minutes(i64::from(minutes)),
+                reason,
+                by,
+            },
+            Self::EndSilence { id, by } => Input::EndSilence { id, by },
+            Self::Unacknowledge { incident_id, by } => Input::Unacknowledge { incident_id, by },
+        }
+    }
+}
+
 /// A mistake in the section: the field, the text in the file to point at, what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OnCallError {
