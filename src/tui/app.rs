@@ -15,13 +15,13 @@ use tui_logger::{TuiWidgetEvent, TuiWidgetState};
 use super::detail;
 
 mod oncall;
-pub use oncall::{SNOOZE_MINUTES, SnoozeForm, snooze_label};
 use super::filter::FeedFilter;
 use super::keymap::{Action, Keymap};
 use super::theme;
 use crate::core::engine::{EscalationView, FeedEntry};
 use crate::core::event::IncidentId;
 use crate::status::{Command, Snapshot};
+pub use oncall::{SNOOZE_MINUTES, SnoozeForm, snooze_label};
 
 /// Characters a filter may hold; more would not fit on the screen anyway.
 pub const MAX_FILTER_CHARS: usize = 64;

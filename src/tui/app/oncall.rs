@@ -135,7 +135,10 @@ impl App {
             &format!("un-acknowledging incident {incident_id}: its level is paged again"),
             theme::warning(),
         );
-        Some(Command::Oncall(OncallCommand::Unacknowledge { incident_id, by }))
+        Some(Command::Oncall(OncallCommand::Unacknowledge {
+            incident_id,
+            by,
+        }))
     }
 
     pub(super) fn end_silence(&mut self) -> Option<Command> {
@@ -155,7 +158,10 @@ impl App {
         };
         let by = self.snapshot.operator.clone();
         self.say(&format!("ending silence {}", mark.id), theme::ok());
-        Some(Command::Oncall(OncallCommand::EndSilence { id: mark.id, by }))
+        Some(Command::Oncall(OncallCommand::EndSilence {
+            id: mark.id,
+            by,
+        }))
     }
 
     pub(super) fn show_on_call(&mut self) {
@@ -207,14 +213,20 @@ impl App {
                     },
                 ),
                 Span::raw(format!(
-                    ": {} from {} to {}, by {}: {}",
+                    ": {}, by {}: {}",
                     clean(&silence.matches),
-                    theme::full_time(silence.start, zone),
-                    theme::full_time(silence.end, zone),
                     clean(&silence.created_by),
                     clean(&silence.reason),
                 )),
             ]));
+            lines.push(Line::styled(
+                format!(
+                    "      from {} to {}",
+                    theme::full_time(silence.start, zone),
+                    theme::full_time(silence.end, zone),
+                ),
+                theme::dim(),
+            ));
         }
         self.overlay = Some(Overlay::Detail {
             title: "On call and silences".into(),

@@ -123,7 +123,8 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App) {
                     // Still shown, with whose silence and until when (docs/oncall.md).
                     Some(mark) => (
                         format!(
-                            "silenced to {} {}",
+                            // Narrow panes keep "silenced HH:MM"; the popup (o) says whose.
+                            "silenced {} {}",
                             theme::clock_short(mark.until, zone),
                             sanitize_with_limit(&mark.by, 32)
                         ),

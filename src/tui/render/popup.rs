@@ -102,7 +102,10 @@ fn snooze(frame: &mut Frame, screen: Rect, form: &super::super::app::SnoozeForm)
         Line::from(lengths),
         Line::from(vec![
             Span::raw(" Reason: "),
-            Span::styled(format!("{}▏", form.reason), Style::default().add_modifier(Modifier::BOLD)),
+            Span::styled(
+                format!("{}▏", form.reason),
+                Style::default().add_modifier(Modifier::BOLD),
+            ),
         ]),
         Line::default(),
         Line::styled(" enter snooze · esc cancel", theme::dim()),
