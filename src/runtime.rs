@@ -19,7 +19,7 @@ use crate::core::offsets::{OffsetTracker, PartitionKey};
 use crate::headless::OutputRecord;
 use crate::journal::{
     Completion, Decision, EscalationRecord, Journal, JournalFailed, JournalReader, JournalRecord,
-    JournalWriter, ProcessedEvent, ResumedNotifications,
+    JournalWriter, OnCallRecord, ProcessedEvent, ResumedNotifications,
 };
 use crate::kafka::consumer::{self, ConsumerControl, FetchedMessage};
 use crate::kafka::dead_letter::DeadLetterProducer;
@@ -168,6 +168,13 @@ fn open_journal(
         );
     }
     engine.restore_escalations(escalations);
+    let silences = journal.open_silences(chrono::Utc::now())?;
+    if !silences.is_empty() {
+        tracing::info!(count = silences.len(), "silences restored from the journal");
+    }
+    for silence in silences {
+        engine.restore_silence(silence);
+    }
     let resumed = journal.resume_notifications(
         chrono::Utc::now(),
         horizon,
@@ -1017,6 +1024,29 @@ impl Runtime {
                     Effect::Notify(notification) => {
                         records.push(JournalRecord::Decided(Decision {
                             notification: notification.clone(),
+                            at: now,
+                        }))
+                    }
+                    Effect::Held {
+                        notification,
+                        silence_id,
+                        until,
+                    } => records.push(JournalRecord::OnCall(OnCallRecord::Held {
+                        notification: notification.clone(),
+                        silence_id: silence_id.clone(),
+                        until: *until,
+                        at: now,
+                    })),
+                    Effect::SilenceSet(view) => {
+                        records.push(JournalRecord::OnCall(OnCallRecord::SilenceSet {
+                            silence: view.clone(),
+                            at: now,
+                        }))
+                    }
+                    Effect::SilenceEnded { id, by } => {
+                        records.push(JournalRecord::OnCall(OnCallRecord::SilenceEnded {
+                            id: id.clone(),
+                            by: by.clone(),
                             at: now,
                         }))
                     }

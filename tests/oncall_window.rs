@@ -238,4 +238,27 @@ async fn a_window_holds_matching_mail_and_releases_one_page_per_open_incident() 
         about(&mails, 3, "").is_empty(),
         "resolved inside the window"
     );
+
+    // The journal has what was held, under the window's id, and when the window ended.
+    let journal = rusqlite::Connection::open_with_flags(
+        dir.path().join("journal.sqlite3"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let held_rows: i64 = journal
+        .query_row(
+            "SELECT count(*) FROM held_notifications WHERE silence_id = 'planned-1'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(held_rows, 6);
+    let ended: Option<String> = journal
+        .query_row(
+            "SELECT ended_at FROM silences WHERE id = 'planned-1'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert!(ended.is_some());
 }

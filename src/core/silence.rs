@@ -184,6 +184,8 @@ impl Silence {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SilenceView {
     pub id: String,
+    pub matcher: Matcher,
+    /// The matcher in words.
     pub matches: String,
     pub reason: String,
     pub created_by: String,
@@ -320,6 +322,7 @@ impl SilenceBook {
                 let (start, end) = s.window(at)?;
                 Some(SilenceView {
                     id: s.id.clone(),
+                    matcher: s.matcher.clone(),
                     matches: s.matcher.describe(),
                     reason: s.reason.clone(),
                     created_by: s.created_by.clone(),

@@ -48,6 +48,7 @@ pub fn write_records(
             JournalRecord::Escalation(escalation) => write_escalation(transaction, escalation)?,
             JournalRecord::Decided(decision) => write_decision(transaction, decision)?,
             JournalRecord::Delivery(change) => write_delivery_change(transaction, change)?,
+            JournalRecord::OnCall(record) => super::oncall::write(transaction, record)?,
         }
     }
     Ok(())

@@ -17,6 +17,8 @@ pub enum JournalRecord {
     Decided(Decision),
     /// The notifier queued, attempted or finished a delivery, or routed a notification.
     Delivery(DeliveryChange),
+    /// A silence set or ended, or a notification one held (docs/oncall.md).
+    OnCall(super::oncall::OnCallRecord),
 }
 
 /// A notification the engine decided on, and when.

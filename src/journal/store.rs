@@ -230,6 +230,14 @@ impl Journal {
         query::open_escalations(&self.connection, &self.path)
     }
 
+    /// Operators' silences still running at `now`.
+    pub fn open_silences(
+        &self,
+        now: Timestamp,
+    ) -> Result<Vec<crate::core::silence::Silence>, JournalError> {
+        super::oncall::open_silences(&self.connection, &self.path, now)
+    }
+
     /// Notification state for a start, at `now`: what was decided or queued before
     /// `now - horizon` and never finished is marked expired (and counted), never sent; what is
     /// younger comes back to be routed or delivered, with the delivery keys claimed within
