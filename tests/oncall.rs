@@ -6,32 +6,21 @@ use std::process::Command;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_incident-console");
 
+const DOC: &str = include_str!("../docs/oncall.md");
+
+/// The first block of `language` in docs/oncall.md after the line containing `after`.
+fn doc_block(after: &str, language: &str) -> String {
+    let start = DOC.find(after).expect("the doc has the section");
+    let fence = format!("```{language}\n");
+    let open = DOC[start..].find(&fence).expect("a block") + start + fence.len();
+    let close = DOC[open..].find("```").expect("closed") + open;
+    DOC[open..close].to_string()
+}
+
 /// The worked example of docs/oncall.md, as a user writes it (only what differs).
-const EXAMPLE: &str = r#"(
-    oncall: (
-        people: {
-            "alice": (email: "alice@example.com", sms: "+15551230001", slack: "@alice"),
-            "bob": (email: "bob@example.com", slack: "@bob"),
-            "carol": (email: "carol@example.com"),
-        },
-        schedules: [
-            (
-                name: "primary",
-                time_zone: "Europe/Berlin",
-                layers: [(name: "weekly", people: ["alice", "bob"],
-                          start: "2026-10-19T09:00", length: weekly)],
-                overrides: [(person: "carol", start: "2026-11-03T09:00", end: "2026-11-04T09:00")],
-            ),
-            (
-                name: "secondary",
-                time_zone: "America/New_York",
-                layers: [(people: ["carol", "bob"], start: "2026-10-19T09:00", length: daily)],
-            ),
-        ],
-        levels: { 1: "primary", 2: "secondary" },
-    ),
-)
-"#;
+fn example() -> String {
+    doc_block("## A weekly rotation with an override", "ron")
+}
 
 fn write(name: &str, text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
@@ -65,7 +54,7 @@ fn json_lines(output: &std::process::Output) -> Vec<serde_json::Value> {
 
 #[test]
 fn oncall_json_says_who_until_when_and_who_is_next() {
-    let (_dir, path) = write("config.ron", EXAMPLE);
+    let (_dir, path) = write("config.ron", &example());
     // Monday 2 November 12:00 UTC: week 3 of the rotation (alice), carol's override tomorrow.
     let lines = json_lines(&oncall(&path, &["--at", "2026-11-02T12:00:00Z", "--json"]));
     assert_eq!(
@@ -99,7 +88,7 @@ fn oncall_json_says_who_until_when_and_who_is_next() {
 
 #[test]
 fn oncall_prints_a_line_per_schedule_in_its_local_time() {
-    let (_dir, path) = write("config.ron", EXAMPLE);
+    let (_dir, path) = write("config.ron", &example());
     let output = oncall(&path, &["--at", "2026-11-02T12:00:00Z"]);
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout).unwrap();
@@ -120,7 +109,7 @@ fn config_error(text: &str) -> String {
 
 #[test]
 fn config_mistakes_are_named_by_file_and_line() {
-    let unknown = config_error(&EXAMPLE.replace(
+    let unknown = config_error(&example().replace(
         r#"people: ["carol", "bob"]"#,
         r#"people: ["carol", "dave"]"#,
     ));
@@ -129,14 +118,14 @@ fn config_mistakes_are_named_by_file_and_line() {
             .contains("bad.ron:19: field `oncall.schedules.layers.people`: unknown person `dave`"),
         "{unknown}"
     );
-    let zone = config_error(&EXAMPLE.replace("America/New_York", "America/Gotham"));
+    let zone = config_error(&example().replace("America/New_York", "America/Gotham"));
     assert!(
         zone.contains(
             "bad.ron:18: field `oncall.schedules.time_zone`: unknown time zone `America/Gotham`"
         ),
         "{zone}"
     );
-    let overlapping = EXAMPLE.replace(
+    let overlapping = example().replace(
         r#"overrides: [(person: "carol", start: "2026-11-03T09:00", end: "2026-11-04T09:00")],"#,
         "overrides: [\n                    (person: \"carol\", start: \"2026-11-03T09:00\", end: \"2026-11-04T09:00\"),\n                    (person: \"bob\", start: \"2026-11-03T20:00\", end: \"2026-11-04T20:00\"),\n                ],",
     );
@@ -154,4 +143,72 @@ fn config_mistakes_are_named_by_file_and_line() {
         ),
         "{window}"
     );
+}
+
+#[test]
+fn the_commands_in_docs_oncall_md_print_what_it_shows() {
+    let (_dir, path) = write("config.ron", &example());
+    let block = doc_block("Who is on call, until when", "sh");
+    let mut runs: Vec<(Vec<String>, String)> = Vec::new();
+    for line in block.lines() {
+        match line.strip_prefix("$ incident-console oncall") {
+            Some(args) => runs.push((
+                args.split_whitespace().map(str::to_string).collect(),
+                String::new(),
+            )),
+            None => {
+                let (_, expected) = runs.last_mut().expect("a command first");
+                expected.push_str(line);
+                expected.push('\n');
+            }
+        }
+    }
+    assert_eq!(runs.len(), 2);
+    for (args, expected) in runs {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let output = oncall(&path, &args);
+        assert!(output.status.success());
+        assert_eq!(
+            String::from_utf8(output.stdout).unwrap(),
+            expected,
+            "{args:?}"
+        );
+    }
+    // And the error it quotes, for the same file with a person nobody defined.
+    let shown = doc_block("Mistakes stop the start", "text");
+    let shown = shown.trim().strip_prefix("incident-console: ").unwrap();
+    let error = config_error(&example().replace(
+        r#"people: ["carol", "bob"]"#,
+        r#"people: ["carol", "dave"]"#,
+    ));
+    assert!(error.contains(shown), "{error}\nvs the doc:\n{shown}");
+}
+
+#[test]
+fn the_settings_shown_in_docs_oncall_md_are_valid_configurations() {
+    use incident_console::config::Config;
+    let parse = |section: &str| {
+        let text = format!("(\n{}\n)", doc_block(section, "ron").trim_end());
+        Config::parse(&text, "docs/oncall.md").unwrap_or_else(|e| panic!("{section}: {e}"))
+    };
+    let planned = parse("## A planned maintenance window");
+    let windows = planned.oncall.windows().unwrap();
+    assert_eq!(windows.len(), 2);
+    // 02:00 in Berlin in December is 01:00 UTC; the weekly one comes back on the 13th.
+    assert!(windows[0].active("2026-12-06T01:30:00Z".parse().unwrap()));
+    assert!(!windows[0].active("2026-12-06T02:00:00Z".parse().unwrap()));
+    assert!(windows[1].active("2026-12-13T03:30:00Z".parse().unwrap()));
+    let ack = parse("## Acknowledgement timeout");
+    assert_eq!(ack.escalation.ack_timeout_secs, Some(14_400));
+    assert_eq!(
+        ack.engine_config().oncall.ack_timeout,
+        Some(std::time::Duration::from_secs(14_400))
+    );
+    let silent = parse("## A silent source");
+    assert_eq!(silent.monitoring.alerts.source_silent_secs, Some(900));
+    // Off unless written.
+    let shipped = Config::built_in();
+    assert_eq!(shipped.escalation.ack_timeout_secs, None);
+    assert_eq!(shipped.monitoring.alerts.source_silent_secs, None);
+    assert!(shipped.oncall.schedules.is_empty() && shipped.oncall.maintenance.is_empty());
 }

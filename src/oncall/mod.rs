@@ -481,13 +481,24 @@ pub fn print(
     for schedule in &oncall.schedules {
         let now = schedule.resolve(at);
         if json {
-            let line = serde_json::json!({
-                "schedule": now.schedule,
-                "on_call": now.on_call,
-                "until": now.until.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-                "next": now.next,
-            });
-            writeln!(out, "{line}")?;
+            // In this order: the contract `--json` documents.
+            #[derive(Serialize)]
+            struct Line<'a> {
+                schedule: &'a str,
+                on_call: Option<&'a str>,
+                until: Option<String>,
+                next: Option<&'a str>,
+            }
+            let line = Line {
+                schedule: &now.schedule,
+                on_call: now.on_call.as_deref(),
+                until: now
+                    .until
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                next: now.next.as_deref(),
+            };
+            let text = serde_json::to_string(&line).map_err(std::io::Error::other)?;
+            writeln!(out, "{text}")?;
             continue;
         }
         let until = now
