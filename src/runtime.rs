@@ -1039,7 +1039,7 @@ impl Runtime {
                     })),
                     Effect::SilenceSet(view) => {
                         records.push(JournalRecord::OnCall(OnCallRecord::SilenceSet {
-                            silence: view.clone(),
+                            silence: (**view).clone(),
                             at: now,
                         }))
                     }

@@ -142,7 +142,7 @@ pub enum Effect {
         silence_id: String,
         until: Timestamp,
     },
-    SilenceSet(SilenceView),
+    SilenceSet(Box<SilenceView>),
     SilenceEnded {
         id: String,
         /// Who ended it early; `None` when its time was up.
@@ -460,7 +460,7 @@ impl Engine {
                     .views(now)
                     .into_iter()
                     .filter(|view| view.id == silence.id)
-                    .map(Effect::SilenceSet)
+                    .map(|view| Effect::SilenceSet(Box::new(view)))
                     .collect(),
                 Err(error) => vec![Effect::SilenceRejected {
                     reason: error.to_string(),
