@@ -275,7 +275,7 @@ impl Replayer {
             return to;
         };
         for _ in 0..MAX_TICKS_PER_STEP {
-            match self.engine.escalations().next_deadline() {
+            match self.engine.next_deadline(now) {
                 Some(due) if due <= to => {
                     // A deadline already behind the clock (an event came late) fires now.
                     now = now.max(due);

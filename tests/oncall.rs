@@ -212,3 +212,83 @@ fn the_settings_shown_in_docs_oncall_md_are_valid_configurations() {
     assert_eq!(shipped.monitoring.alerts.source_silent_secs, None);
     assert!(shipped.oncall.schedules.is_empty() && shipped.oncall.maintenance.is_empty());
 }
+
+#[test]
+fn replay_honours_schedules_and_windows_on_the_historys_clock() {
+    let config = r#"(
+    oncall: (
+        people: { "alice": (email: "alice@example.com") },
+        schedules: [(name: "primary",
+                     layers: [(people: ["alice"], start: "2026-01-05T09:00", length: weekly)])],
+        levels: { 1: "primary" },
+        maintenance: [(reason: "failover", start: "2026-12-06T02:00", end: "2026-12-06T03:00",
+                       matcher: (categories: ["database"]))],
+    ),
+)
+"#;
+    let history = [
+        r#"{"incident_id": 1, "title": "db down", "priority": "critical", "status": "open", "category": "database", "reported_by": "x", "assigned_to": null, "created_at": "2026-12-06T02:10:00Z", "event_type": "incident_created"}"#,
+        r#"{"incident_id": 2, "title": "disk", "priority": "high", "status": "open", "category": "hardware", "reported_by": "x", "assigned_to": null, "created_at": "2026-12-06T02:11:00Z", "event_type": "incident_created"}"#,
+        r#"{"incident_id": 2, "title": "disk", "old_status": "open", "new_status": "in_progress", "priority": "high", "assigned_to": null, "updated_at": "2026-12-06T03:01:00Z", "event_type": "status_updated"}"#,
+    ];
+    let (dir, path) = write("config.ron", config);
+    let file = dir.path().join("history.jsonl");
+    std::fs::write(&file, history.join("\n") + "\n").unwrap();
+    let output = Command::new(BINARY)
+        .arg("--config")
+        .arg(&path)
+        .arg("replay")
+        .arg(&file)
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    let lines = json_lines(&output);
+    // (time, effect, incident, reason) of what concerns the pages.
+    let pages: Vec<(String, String, i64, String)> = lines
+        .iter()
+        .filter(|r| r["kind"] == "effect")
+        .filter_map(|r| {
+            let (notification, effect) = match r["effect"].as_str()? {
+                "notify" => (r, "notify"),
+                "held" => (&r["notification"], "held"),
+                _ => return None,
+            };
+            (notification["notification"] == "escalation").then(|| {
+                if notification["fields"]["level"] == "1" {
+                    assert_eq!(notification["fields"]["on_call"], "alice");
+                }
+                (
+                    r["at"].as_str().unwrap().to_string(),
+                    effect.to_string(),
+                    notification["incident_id"].as_i64().unwrap(),
+                    notification["fields"]["reason"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                )
+            })
+        })
+        .filter(|(at, ..)| at.as_str() <= "2026-12-06T03:00:00Z")
+        .collect();
+    let of = |id| {
+        pages
+            .iter()
+            .filter(|p| p.2 == id)
+            .map(|(at, effect, _, reason)| format!("{at} {effect} {reason}"))
+            .collect::<Vec<_>>()
+    };
+    // Held in the window, its steps waiting, then one page when it ends.
+    assert_eq!(
+        of(1),
+        [
+            "2026-12-06T02:10:00Z held new incident",
+            "2026-12-06T03:00:00Z notify silence ended, still not acknowledged",
+        ]
+    );
+    // The other incident pages and steps as usual meanwhile.
+    assert_eq!(of(2)[0], "2026-12-06T02:11:00Z notify new incident");
+    assert_eq!(
+        of(2)[1],
+        "2026-12-06T02:16:00Z notify level 1 did not acknowledge in time"
+    );
+}

@@ -519,6 +519,37 @@ impl Engine {
         }
     }
 
+    /// When the next `Tick` can change something after `now`: an escalation step (for one a
+    /// silence holds, the silence's end), an acknowledgement timing out, a held incident's
+    /// release. A runtime on a virtual clock (replay) ticks exactly then.
+    pub fn next_deadline(&self, now: Timestamp) -> Option<Timestamp> {
+        let steps = self.escalations.iter().filter_map(|e| {
+            let due = e.next_step_at?;
+            Some(
+                match self.escalation_silence(e, due).and_then(|s| s.window(due)) {
+                    Some((_, end)) => end.max(due),
+                    None => due,
+                },
+            )
+        });
+        let acks = self
+            .config
+            .oncall
+            .ack_timeout
+            .into_iter()
+            .flat_map(|timeout| {
+                let timeout = TimeDelta::from_std(timeout).unwrap_or(TimeDelta::MAX);
+                self.escalations
+                    .iter()
+                    .filter_map(move |e| Some(e.acknowledged.as_ref()?.at + timeout))
+            });
+        let releases = self.held.iter().filter_map(|id| {
+            let escalation = self.escalations.get(*id)?;
+            Some(self.escalation_silence(escalation, now)?.window(now)?.1)
+        });
+        steps.chain(acks).chain(releases).min()
+    }
+
     fn subject<'a>(
         &'a self,
         incident_id: IncidentId,
