@@ -285,6 +285,37 @@ fn replay_honours_schedules_and_windows_on_the_historys_clock() {
             "2026-12-06T03:00:00Z notify silence ended, still not acknowledged",
         ]
     );
+    // The summary counts what was held, and who was woken: under another schedule, another
+    // name (the what-if of `replay --config OTHER.ron`).
+    let summary = &lines.last().unwrap()["summary"];
+    assert_eq!(
+        summary["held"], 2,
+        "incident 1's new-incident mail and first page"
+    );
+    // Level 1 pages alice twice: incident 2's first page, incident 1's release.
+    assert_eq!(summary["pages_per_on_call"]["alice"], 2);
+    let other = config
+        .replace(r#"people: ["alice"]"#, r#"people: ["bob"]"#)
+        .replace(
+            r#""alice": (email: "alice@example.com")"#,
+            r#""alice": (), "bob": ()"#,
+        );
+    let (_other_dir, other_path) = write("other.ron", &other);
+    let what_if = Command::new(BINARY)
+        .arg("--config")
+        .arg(&other_path)
+        .arg("replay")
+        .arg(&file)
+        .arg("--dry-run")
+        .output()
+        .unwrap();
+    let what_if = json_lines(&what_if);
+    let what_if = &what_if.last().unwrap()["summary"];
+    assert_eq!(
+        what_if["pages_per_on_call"]["bob"],
+        summary["pages_per_on_call"]["alice"]
+    );
+    assert!(what_if["pages_per_on_call"].get("alice").is_none());
     // The other incident pages and steps as usual meanwhile.
     assert_eq!(of(2)[0], "2026-12-06T02:11:00Z notify new incident");
     assert_eq!(
