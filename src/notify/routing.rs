@@ -834,4 +834,47 @@ mod tests {
             [(PagerDuty, s("pagerduty")), (Webhook, s("webhook"))]
         );
     }
+
+    #[test]
+    fn a_schedule_driven_page_also_reaches_the_person_on_call() {
+        let mut config = config();
+        config.escalation_levels[0].channels.push(Channel::Sms);
+        config.sms.account_sid = Some("AC1".into());
+        config.sms.auth_token = Some("token".into());
+        config.sms.from = Some("+15550000000".into());
+        let router = Router::new(config, TemplateSet::load(None).unwrap());
+        let page = notification(
+            NotificationKind::Escalation,
+            Audience::EscalationLevel { level: 1 },
+            Priority::Critical,
+            &[
+                ("level", "1"),
+                ("on_call", "dave"),
+                ("on_call_email", "dave@example.com"),
+                ("on_call_sms", "+15551230004"),
+            ],
+        );
+        use Channel::*;
+        let s = |x: &str| x.to_string();
+        let routed = targets(&router.route(&page, now()));
+        assert!(
+            routed.contains(&(Email, s("dave@example.com"))),
+            "{routed:?}"
+        );
+        assert!(routed.contains(&(Sms, s("+15551230004"))), "{routed:?}");
+        // The level's own recipients still get it.
+        assert!(routed.contains(&(Email, s("oncall@example.com"))));
+        // Other audiences never take on-call fields as recipients.
+        let admins = notification(
+            NotificationKind::IncidentCreated,
+            Audience::Administrators,
+            Priority::Critical,
+            &[("on_call_email", "dave@example.com")],
+        );
+        let routed = targets(&router.route(&admins, now()));
+        assert!(
+            !routed.contains(&(Email, s("dave@example.com"))),
+            "{routed:?}"
+        );
+    }
 }
