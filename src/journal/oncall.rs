@@ -230,10 +230,16 @@ mod tests {
                         by: Some("bob".into()),
                         at: at("2026-12-01T10:30:00Z"),
                     }),
+                    JournalRecord::OnCall(OnCallRecord::Held {
+                        notification: crate::notify::fixtures::notification("7/incident_created"),
+                        silence_id: "s2".into(),
+                        until: at("2026-12-01T14:00:00Z"),
+                        at: at("2026-12-01T10:05:00Z"),
+                    }),
                 ])
                 .unwrap();
         }
-        let journal = Journal::open(&path, &config).unwrap();
+        let mut journal = Journal::open(&path, &config).unwrap();
         // s1 is over by 12:00, s3 was ended early: only s2 still holds.
         let open = journal.open_silences(at("2026-12-01T12:00:00Z")).unwrap();
         assert_eq!(open.len(), 1);
@@ -241,5 +247,8 @@ mod tests {
         assert_eq!(open[0].matcher.incident_ids, vec![7]);
         assert_eq!(open[0].created_by, "alice");
         assert_eq!(open[0].end, at("2026-12-01T14:00:00Z"));
+        // Retention forgets them like the rest, once they are over.
+        let report = journal.prune(at("2027-06-01T00:00:00Z")).unwrap();
+        assert_eq!((report.silences, report.held_notifications), (3, 1));
     }
 }

@@ -625,6 +625,15 @@ pub fn prune(
             "DELETE FROM notifications WHERE id IN (
                  SELECT id FROM notifications WHERE decided_at < ?1 ORDER BY decided_at LIMIT ?2)",
         )?,
+        held_notifications: delete(
+            "DELETE FROM held_notifications WHERE id IN (
+                 SELECT id FROM held_notifications WHERE held_at < ?1 ORDER BY held_at LIMIT ?2)",
+        )?,
+        // A silence still running is kept, however old its start.
+        silences: delete(
+            "DELETE FROM silences WHERE id IN (
+                 SELECT id FROM silences WHERE ends_at < ?1 ORDER BY ends_at LIMIT ?2)",
+        )?,
         more: false,
     };
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);

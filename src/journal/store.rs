@@ -35,12 +35,15 @@ pub struct PruneReport {
     pub delivery_attempts: usize,
     pub deliveries: usize,
     pub notifications: usize,
+    /// What silences held, and silences that ended (docs/oncall.md).
+    pub held_notifications: usize,
+    pub silences: usize,
     /// Some table hit the per-call limit: call again.
     pub more: bool,
 }
 
 impl PruneReport {
-    pub fn counts(&self) -> [usize; 7] {
+    pub fn counts(&self) -> [usize; 9] {
         [
             self.events,
             self.escalation_changes,
@@ -49,6 +52,8 @@ impl PruneReport {
             self.delivery_attempts,
             self.deliveries,
             self.notifications,
+            self.held_notifications,
+            self.silences,
         ]
     }
 
