@@ -36,9 +36,24 @@ pub fn snooze_label(minutes: u32) -> String {
 }
 
 impl App {
+    /// Team consoles do not share silences yet: say so rather than pretend.
+    fn team_refuses(&mut self, what: &str) -> bool {
+        if self.snapshot.team.is_some() {
+            self.say(
+                &format!("{what} is not shared in team mode yet (docs/oncall.md)"),
+                theme::warning(),
+            );
+            return true;
+        }
+        false
+    }
+
     pub(super) fn ask_snooze(&mut self) {
         if self.replay {
             self.say("snoozing is disabled in a replay", theme::warning());
+            return;
+        }
+        if self.team_refuses("snoozing") {
             return;
         }
         let Some(view) = self.acknowledge_target() else {
@@ -118,6 +133,9 @@ impl App {
             self.say("un-acknowledging is disabled in a replay", theme::warning());
             return None;
         }
+        if self.team_refuses("un-acknowledging") {
+            return None;
+        }
         let Some(view) = self.acknowledge_target() else {
             self.say("no escalation selected", theme::dim());
             return None;
@@ -142,6 +160,9 @@ impl App {
     }
 
     pub(super) fn end_silence(&mut self) -> Option<Command> {
+        if self.team_refuses("ending a silence") {
+            return None;
+        }
         let Some(view) = self.acknowledge_target() else {
             self.say("no escalation selected", theme::dim());
             return None;
