@@ -156,6 +156,13 @@ pub enum Subcommands {
         #[arg(long)]
         json: bool,
     },
+    /// The silences: planned windows from the configuration and those set from the console
+    /// (from the journal), current and coming. End one early from the console (`x`).
+    Silences {
+        /// One JSON object per silence.
+        #[arg(long)]
+        json: bool,
+    },
     /// Send the simulated incident stream to a broker.
     Simulate {
         #[arg(short = 'b', long, value_name = "HOST:PORT")]

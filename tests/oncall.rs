@@ -323,3 +323,79 @@ fn replay_honours_schedules_and_windows_on_the_historys_clock() {
         "2026-12-06T02:16:00Z notify level 1 did not acknowledge in time"
     );
 }
+
+#[test]
+fn silences_lists_planned_windows_and_the_consoles_silences_from_the_journal() {
+    use incident_console::core::silence::{Matcher, SilenceOrigin, SilenceView};
+    use incident_console::journal::{Journal, JournalConfig, JournalRecord, OnCallRecord};
+    let config = r#"(
+    oncall: (
+        maintenance: [
+            (reason: "done", start: "2020-01-01T02:00", end: "2020-01-01T03:00"),
+            (reason: "failover", start: "2099-12-06T02:00", end: "2099-12-06T03:00",
+             matcher: (categories: ["database"])),
+        ],
+    ),
+)
+"#;
+    let (dir, path) = write("config.ron", config);
+    let journal_path = dir.path().join("journal.sqlite3");
+    let now = chrono::Utc::now();
+    let snooze = |id: &str, end| SilenceView {
+        id: id.into(),
+        matcher: Matcher {
+            incident_ids: vec![42],
+            ..Matcher::default()
+        },
+        matches: "incident 42".into(),
+        reason: "looking into it".into(),
+        created_by: "alice".into(),
+        origin: SilenceOrigin::Operator,
+        active: true,
+        start: now - chrono::TimeDelta::minutes(5),
+        end,
+    };
+    Journal::open(&journal_path, &JournalConfig::default())
+        .unwrap()
+        .write(&[
+            JournalRecord::OnCall(OnCallRecord::SilenceSet {
+                silence: snooze("s1", now + chrono::TimeDelta::hours(1)),
+                at: now,
+            }),
+            JournalRecord::OnCall(OnCallRecord::SilenceSet {
+                silence: snooze("s2", now - chrono::TimeDelta::minutes(1)),
+                at: now,
+            }),
+        ])
+        .unwrap();
+    let output = Command::new(BINARY)
+        .arg("--config")
+        .arg(&path)
+        .arg("--journal")
+        .arg(&journal_path)
+        .args(["silences", "--json"])
+        .output()
+        .unwrap();
+    let lines = json_lines(&output);
+    let ids: Vec<(&str, bool)> = lines
+        .iter()
+        .map(|l| (l["id"].as_str().unwrap(), l["active"].as_bool().unwrap()))
+        .collect();
+    // The past window and the snooze that is over are gone.
+    assert_eq!(ids, [("planned-2", false), ("s1", true)]);
+    assert_eq!(lines[0]["matches"], "category database");
+    assert_eq!(lines[1]["created_by"], "alice");
+    assert_eq!(lines[1]["matcher"]["incident_ids"][0], 42);
+    let plain = Command::new(BINARY)
+        .arg("--config")
+        .arg(&path)
+        .arg("--no-journal")
+        .arg("silences")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(plain.stdout).unwrap();
+    assert_eq!(
+        text,
+        "planned-2 planned from 2099-12-06T02:00:00Z to 2099-12-06T03:00:00Z: category database, by config: failover\n"
+    );
+}

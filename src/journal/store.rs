@@ -499,6 +499,14 @@ impl std::fmt::Debug for JournalReader {
 }
 
 impl JournalReader {
+    /// Operators' silences still running at `now` (`incident-console silences`).
+    pub fn open_silences(
+        &self,
+        now: Timestamp,
+    ) -> Result<Vec<crate::core::silence::Silence>, JournalError> {
+        super::oncall::open_silences(&self.connection, &self.path, now)
+    }
+
     /// Opens an existing journal read-only (it must have been opened by `Journal::open`).
     pub fn open(path: &Path) -> Result<Self, JournalError> {
         let sqlite = |error| JournalError::from_sqlite(path, error);

@@ -465,6 +465,40 @@ pub fn line_of(text: &str, within: Option<&str>, needle: &str) -> usize {
         .map_or(section + 1, |index| index + 1)
 }
 
+/// `incident-console silences`: one line per silence, current and coming.
+pub fn print_silences(
+    silences: Vec<Silence>,
+    at: Timestamp,
+    json: bool,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    let book = crate::core::silence::SilenceBook::new(silences, usize::MAX);
+    let views = book.views(at);
+    if views.is_empty() && !json {
+        writeln!(out, "no silences")?;
+    }
+    for view in views {
+        if json {
+            let text = serde_json::to_string(&view).map_err(std::io::Error::other)?;
+            writeln!(out, "{text}")?;
+            continue;
+        }
+        let time = |t: Timestamp| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        writeln!(
+            out,
+            "{} {} from {} to {}: {}, by {}: {}",
+            view.id,
+            if view.active { "active" } else { "planned" },
+            time(view.start),
+            time(view.end),
+            view.matches,
+            view.created_by,
+            view.reason,
+        )?;
+    }
+    Ok(())
+}
+
 /// `incident-console oncall`: one line per schedule, for people or (`json`) for scripts.
 pub fn print(
     oncall: &OnCall,
