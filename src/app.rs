@@ -194,6 +194,35 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
             crate::replay::run(&config, &options, &mut stdout).await?;
             return Ok(RunSummary::default());
         }
+        Some(Subcommands::Oncall { at, json }) => {
+            init_headless_logging(cli.log_level.as_filter());
+            let (config, _) = effective_config(&cli)?;
+            let at = match at {
+                Some(text) => chrono::DateTime::parse_from_rfc3339(text)
+                    .map_err(|error| anyhow::anyhow!("--at `{text}`: {error} (want RFC 3339)"))?
+                    .with_timezone(&chrono::Utc),
+                None => chrono::Utc::now(),
+            };
+            let oncall = config.engine_config().oncall;
+            crate::oncall::print(&oncall, at, *json, &mut std::io::stdout().lock())?;
+            return Ok(RunSummary::default());
+        }
+        Some(Subcommands::Silences { json }) => {
+            init_headless_logging(cli.log_level.as_filter());
+            let (config, _) = effective_config(&cli)?;
+            let now = chrono::Utc::now();
+            let mut silences = config.oncall.windows().unwrap_or_default();
+            if config.journal.enabled {
+                let path = config.journal.resolved_path()?;
+                // No journal yet: nobody has set a silence.
+                if path.exists() {
+                    silences
+                        .extend(crate::journal::JournalReader::open(&path)?.open_silences(now)?);
+                }
+            }
+            crate::oncall::print_silences(silences, now, *json, &mut std::io::stdout().lock())?;
+            return Ok(RunSummary::default());
+        }
         Some(Subcommands::Simulate {
             brokers,
             topic,

@@ -152,6 +152,22 @@ pub enum Subcommands {
         #[arg(long = "no-tui")]
         no_tui: bool,
     },
+    /// Who is on call on every schedule (`oncall.schedules`), until when, and who is next.
+    Oncall {
+        /// The instant to ask about (RFC 3339); default: now.
+        #[arg(long, value_name = "RFC3339")]
+        at: Option<String>,
+        /// One JSON object per schedule: {"schedule","on_call","until","next"}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The silences: planned windows from the configuration and those set from the console
+    /// (from the journal), current and coming. End one early from the console (`x`).
+    Silences {
+        /// One JSON object per silence.
+        #[arg(long)]
+        json: bool,
+    },
     /// Send the simulated incident stream to a broker.
     Simulate {
         #[arg(short = 'b', long, value_name = "HOST:PORT")]

@@ -33,6 +33,9 @@ pub struct Config {
     pub team: crate::team::TeamConfig,
     #[serde(default)]
     pub web: crate::web::WebConfig,
+    /// People, schedules, schedule-driven levels, maintenance windows (docs/oncall.md).
+    #[serde(default)]
+    pub oncall: crate::oncall::OnCallConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,6 +76,9 @@ pub struct EscalationConfig {
     pub levels: Vec<LevelConfig>,
     pub repeat_interval_secs: u64,
     pub max_repeats: u32,
+    /// An acknowledged escalation still open this long pages its level again; `None`: never.
+    #[serde(default)]
+    pub ack_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,6 +127,7 @@ impl Default for EscalationConfig {
             ],
             repeat_interval_secs: 900,
             max_repeats: 3,
+            ack_timeout_secs: None,
         }
     }
 }
@@ -344,6 +351,21 @@ impl Config {
         self.web
             .validate()
             .map_err(|(field, message)| invalid(&format!("web.{field}"), &message))?;
+        if self.escalation.ack_timeout_secs == Some(0) {
+            return Err(invalid(
+                "escalation.ack_timeout_secs",
+                "must be more than 0 (or None for no timeout)",
+            ));
+        }
+        let oncall = self.oncall.build(None).and_then(|_| self.oncall.windows());
+        if let Err(error) = oncall {
+            return Err(ConfigError::Invalid {
+                path: path.to_string(),
+                line: crate::oncall::line_of(text, error.within.as_deref(), &error.needle),
+                field: error.field,
+                message: error.message,
+            });
+        }
         Ok(())
     }
 
@@ -411,6 +433,12 @@ impl Config {
             },
             feed_capacity: self.console.feed_history,
             max_tracked_incidents: self.console.max_tracked_incidents,
+            // Checked by `validate`: a config that got this far builds.
+            oncall: self
+                .oncall
+                .build(self.escalation.ack_timeout_secs.map(Duration::from_secs))
+                .unwrap_or_default(),
+            planned_silences: self.oncall.windows().unwrap_or_default(),
             ..EngineConfig::default()
         }
     }

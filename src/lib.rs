@@ -13,6 +13,7 @@ pub mod journal;
 pub mod kafka;
 pub mod notify;
 pub mod observe;
+pub mod oncall;
 pub mod replay;
 pub mod runtime;
 pub mod simulate;

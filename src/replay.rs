@@ -203,6 +203,10 @@ fn spread(samples: &mut [f64], count: u64) -> Spread {
     }
 }
 
+fn is_zero(count: &u64) -> bool {
+    *count == 0
+}
+
 /// The final `{"kind":"summary", ...}` line.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Summary {
@@ -220,6 +224,13 @@ pub struct Summary {
     pub escalations: u64,
     /// Pages (escalation notifications, repeats included) per level.
     pub pages_per_level: BTreeMap<u32, u64>,
+    /// Pages of schedule-driven levels per person on call when they fired (docs/oncall.md):
+    /// under another schedule, who would have been woken.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub pages_per_on_call: BTreeMap<String, u64>,
+    /// Notifications silences held back (not sent).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub held: u64,
     pub exhausted: u64,
     pub acknowledged: u64,
     pub time_to_acknowledge: Spread,
@@ -275,7 +286,7 @@ impl Replayer {
             return to;
         };
         for _ in 0..MAX_TICKS_PER_STEP {
-            match self.engine.escalations().next_deadline() {
+            match self.engine.next_deadline(now) {
                 Some(due) if due <= to => {
                     // A deadline already behind the clock (an event came late) fires now.
                     now = now.max(due);
@@ -371,6 +382,7 @@ impl Replayer {
                 Effect::Escalation(EscalationChange::Exhausted { .. }) => {
                     self.summary.exhausted += 1
                 }
+                Effect::Held { .. } => self.summary.held += 1,
                 Effect::Escalation(EscalationChange::Acknowledged {
                     time_to_acknowledge_secs,
                     ..
@@ -414,6 +426,15 @@ impl Replayer {
             && let Audience::EscalationLevel { level } = notification.audience
         {
             *self.summary.pages_per_level.entry(level).or_default() += 1;
+            if let Some(person) = notification.fields.get("on_call")
+                && self.summary.pages_per_on_call.len() < 10_000
+            {
+                *self
+                    .summary
+                    .pages_per_on_call
+                    .entry(person.clone())
+                    .or_default() += 1;
+            }
         }
         let routed = self.router.route(notification, now);
         routed

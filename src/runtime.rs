@@ -19,7 +19,7 @@ use crate::core::offsets::{OffsetTracker, PartitionKey};
 use crate::headless::OutputRecord;
 use crate::journal::{
     Completion, Decision, EscalationRecord, Journal, JournalFailed, JournalReader, JournalRecord,
-    JournalWriter, ProcessedEvent, ResumedNotifications,
+    JournalWriter, OnCallRecord, ProcessedEvent, ResumedNotifications,
 };
 use crate::kafka::consumer::{self, ConsumerControl, FetchedMessage};
 use crate::kafka::dead_letter::DeadLetterProducer;
@@ -168,6 +168,13 @@ fn open_journal(
         );
     }
     engine.restore_escalations(escalations);
+    let silences = journal.open_silences(chrono::Utc::now())?;
+    if !silences.is_empty() {
+        tracing::info!(count = silences.len(), "silences restored from the journal");
+    }
+    for silence in silences {
+        engine.restore_silence(silence);
+    }
     let resumed = journal.resume_notifications(
         chrono::Utc::now(),
         horizon,
@@ -637,6 +644,10 @@ impl Runtime {
                     .await;
             }
             Command::Notify(notification) => self.notify(*notification).await,
+            Command::Oncall(command) => {
+                self.apply(command.into_input(chrono::Utc::now()), None)
+                    .await;
+            }
             Command::Shutdown => return Flow::Stop,
         }
         Flow::Continue
@@ -1027,6 +1038,29 @@ impl Runtime {
                             at: now,
                         }))
                     }
+                    Effect::Held {
+                        notification,
+                        silence_id,
+                        until,
+                    } => records.push(JournalRecord::OnCall(OnCallRecord::Held {
+                        notification: notification.clone(),
+                        silence_id: silence_id.clone(),
+                        until: *until,
+                        at: now,
+                    })),
+                    Effect::SilenceSet(view) => {
+                        records.push(JournalRecord::OnCall(OnCallRecord::SilenceSet {
+                            silence: (**view).clone(),
+                            at: now,
+                        }))
+                    }
+                    Effect::SilenceEnded { id, by } => {
+                        records.push(JournalRecord::OnCall(OnCallRecord::SilenceEnded {
+                            id: id.clone(),
+                            by: by.clone(),
+                            at: now,
+                        }))
+                    }
                     _ => {}
                 }
             }
@@ -1083,6 +1117,29 @@ impl Runtime {
             } => {
                 tracing::warn!(incident_id, "acknowledge rejected: {reason}")
             }
+            Effect::Held {
+                notification,
+                silence_id,
+                until,
+            } => info_unless!(
+                quiet,
+                "incident {} {} held by silence {silence_id} until {until}",
+                notification.incident_id,
+                notification.kind.as_str()
+            ),
+            Effect::SilenceSet(view) => tracing::info!(
+                "silence {} set by {} until {}: {} ({})",
+                view.id,
+                view.created_by,
+                view.end,
+                view.matches,
+                view.reason
+            ),
+            Effect::SilenceEnded { id, by } => match by {
+                Some(by) => tracing::info!("silence {id} ended by {by}"),
+                None => tracing::info!("silence {id} expired"),
+            },
+            Effect::SilenceRejected { reason } => tracing::warn!("silence refused: {reason}"),
         }
     }
 
@@ -1175,6 +1232,16 @@ fn log_escalation(change: &crate::core::escalation::EscalationChange, quiet: boo
         Change::Closed { incident_id, .. } => {
             info_unless!(quiet, "incident {incident_id} escalation closed")
         }
+        Change::Unacknowledged {
+            incident_id,
+            level,
+            cause,
+            was_acknowledged_by,
+            ..
+        } => tracing::warn!(
+            ?cause,
+            "incident {incident_id} no longer acknowledged (was by {was_acknowledged_by}): paging level {level} again"
+        ),
     }
 }
 

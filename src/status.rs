@@ -21,6 +21,8 @@ pub enum Command {
     /// A self-alert starting or clearing, to be notified through the runtime's notifier (the
     /// one owner of notification state) and recorded in its journal like any notification.
     Notify(Box<Notification>),
+    /// Snooze, end a silence, take an acknowledgement back (docs/oncall.md).
+    Oncall(crate::oncall::OncallCommand),
     Shutdown,
 }
 

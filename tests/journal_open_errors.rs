@@ -267,7 +267,7 @@ fn a_journal_from_a_newer_release_is_refused() {
         JournalError::TooNew {
             path: path.clone(),
             found: 99,
-            supported: 3
+            supported: 4
         }
     );
     assert_helpful(&error, &path, "upgrade");

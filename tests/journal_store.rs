@@ -32,7 +32,7 @@ fn open_creates_a_private_directory_and_file_in_wal_mode() {
     // SQLite gives its side files the database's mode.
     assert_eq!(mode(&dir.path().join("a/b/journal.sqlite3-wal")), 0o600);
     assert_eq!(mode(&dir.path().join("a/b/journal.sqlite3.lock")), 0o600);
-    assert_eq!(journal.schema_version().unwrap(), 3);
+    assert_eq!(journal.schema_version().unwrap(), 4);
     let journal_mode: String = inspect(&path)
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
@@ -53,9 +53,11 @@ fn open_creates_a_private_directory_and_file_in_wal_mode() {
             "escalation_changes",
             "escalations",
             "events",
+            "held_notifications",
             "kafka_clusters",
             "notifications",
-            "schema_version"
+            "schema_version",
+            "silences"
         ]
     );
 }

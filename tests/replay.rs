@@ -89,7 +89,8 @@ fn incident_of(change: &EscalationChange) -> i64 {
         | EscalationChange::Repeated { incident_id, .. }
         | EscalationChange::Exhausted { incident_id, .. }
         | EscalationChange::Acknowledged { incident_id, .. }
-        | EscalationChange::Closed { incident_id, .. } => *incident_id,
+        | EscalationChange::Closed { incident_id, .. }
+        | EscalationChange::Unacknowledged { incident_id, .. } => *incident_id,
     }
 }
 

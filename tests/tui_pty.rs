@@ -624,3 +624,97 @@ fn a_long_paste_does_not_stall_the_keys_after_it() {
     assert!(bracketed, "the console should ask for bracketed paste");
     console.with_screen(|s| assert!(!s.bracketed_paste(), "bracketed paste left on"));
 }
+
+/// The number after `prefix` on the screen.
+fn number_after(screen: &str, prefix: &str) -> Option<String> {
+    let start = screen.find(prefix)? + prefix.len();
+    let digits: String = screen[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    (!digits.is_empty()).then_some(digits)
+}
+
+#[test]
+fn snooze_from_the_keyboard_marks_the_escalation_and_ends_early() {
+    let mut console = Console::start(
+        &["--demo", "--demo-rate", "30", "--operator", OPERATOR],
+        48,
+        160,
+    );
+    console.wait_until("two open escalations", FIRST_EVENTS, |s| {
+        s.contents().matches("unacknowledged").count() >= 2
+    });
+    console.press("p");
+    console.wait_for_text("PAUSED");
+    console.press("\t");
+    console.wait_for_text("▶ Escalations");
+
+    // s asks for a length and a reason; esc leaves it alone.
+    console.press("s");
+    console.wait_for_text("Snooze escalation");
+    console.press("\x1b");
+    console.wait_for_no_text("Snooze escalation");
+    assert!(console.screen().contains("not snoozed"));
+    console.press("s");
+    console.wait_for_text("Snooze escalation");
+    let incident =
+        number_after(&console.screen(), "Incident #").expect("the form names the incident");
+    console.press("db failover");
+    console.wait_for_text("Reason: db failover");
+    // → picks 1 h; enter snoozes. Marked with when it ends, to the minute (the narrow pane
+    // leaves the name to the popup below).
+    let pressed = chrono::Local::now();
+    let until: Vec<String> = [60, 61]
+        .iter()
+        .map(|m| {
+            let at = pressed + chrono::TimeDelta::minutes(*m);
+            format!("silenced {}", at.format("%H:%M"))
+        })
+        .collect();
+    console.press("\x1b[C\r");
+    console.wait_for_no_text("Snooze escalation");
+    let needle = format!("#{incident} ");
+    let marker = "silenced ";
+    console.wait_until("the incident marked silenced, until when", STEP, |s| {
+        s.contents().lines().any(|line| {
+            line.contains(&needle) && until.iter().any(|text| line.contains(text.as_str()))
+        })
+    });
+
+    // o lists it: an active silence of that incident, for an hour, with its reason.
+    console.press("o");
+    console.wait_for_text("On call and silences");
+    let screen = console.screen();
+    assert!(
+        screen.contains(&format!(
+            "s1 silence active: incident {incident}, by {OPERATOR}"
+        )),
+        "{screen}"
+    );
+    assert!(
+        screen.contains(&format!("by {OPERATOR}: db failover")),
+        "{screen}"
+    );
+    console.press("\x1b");
+    console.wait_for_no_text("On call and silences");
+
+    // x ends it early: the marker goes.
+    console.press("x");
+    console.wait_until("the silence to end", STEP, |s| {
+        !s.contents()
+            .lines()
+            .any(|line| line.contains(&needle) && line.contains(marker))
+    });
+    console.press("o");
+    console.wait_for_text("On call and silences");
+    assert!(
+        console
+            .screen()
+            .contains("none (s snoozes the selected escalation)")
+    );
+    console.press("\x1b");
+    console.wait_for_no_text("On call and silences");
+    console.press("q");
+    console.wait_for_exit(Duration::from_secs(30));
+}

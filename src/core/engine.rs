@@ -2,7 +2,7 @@
 //! passing of time) goes through `Engine::apply`, which updates state and returns what should
 //! happen as data. It never does I/O and never reads a clock.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use chrono::TimeDelta;
@@ -10,11 +10,14 @@ use serde::{Deserialize, Serialize};
 
 use super::escalation::{
     AcknowledgeError, Escalation, EscalationBook, EscalationChange, EscalationPolicy, RaiseCause,
+    UnacknowledgeCause,
 };
 use super::event::{
     DecodeError, EventType, IncidentEvent, IncidentId, Priority, Status, Timestamp,
 };
 use super::metrics::{Metrics, MetricsSnapshot};
+use super::oncall::{OnCall, OnCallNow};
+use super::silence::{Matcher, Silence, SilenceBook, SilenceView, Subject};
 
 /// Where a message came from, so errors and records can name it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -45,6 +48,23 @@ pub enum Input {
     },
     Acknowledge {
         incident_id: IncidentId,
+        by: String,
+    },
+    /// Takes an acknowledgement back: the incident pages its level again at once.
+    Unacknowledge {
+        incident_id: IncidentId,
+        by: String,
+    },
+    /// An operator's silence (snooze) from `start` to `end`.
+    Silence {
+        matcher: Matcher,
+        start: Timestamp,
+        end: Timestamp,
+        reason: String,
+        by: String,
+    },
+    EndSilence {
+        id: String,
         by: String,
     },
     Tick,
@@ -115,6 +135,22 @@ pub enum Effect {
         incident_id: IncidentId,
         reason: String,
     },
+    /// A notification a silence holds back: recorded, not sent. If its incident is still open
+    /// and unacknowledged when the silence ends, it pages its level then, once.
+    Held {
+        notification: Notification,
+        silence_id: String,
+        until: Timestamp,
+    },
+    SilenceSet(Box<SilenceView>),
+    SilenceEnded {
+        id: String,
+        /// Who ended it early; `None` when its time was up.
+        by: Option<String>,
+    },
+    SilenceRejected {
+        reason: String,
+    },
 }
 
 /// One line of the live feed: a handled event or a rejected payload.
@@ -139,6 +175,17 @@ pub struct EscalationView {
     #[serde(flatten)]
     pub escalation: Escalation,
     pub level_name: String,
+    /// The silence holding its notifications now, if any.
+    pub silenced: Option<SilenceMark>,
+}
+
+/// Why an escalation is quiet: which silence, whose, until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SilenceMark {
+    pub id: String,
+    pub by: String,
+    pub until: Timestamp,
+    pub reason: String,
 }
 
 /// A read-only picture of the engine for renderers.
@@ -153,6 +200,10 @@ pub struct EngineSnapshot {
     pub escalations: Vec<EscalationView>,
     pub metrics: MetricsSnapshot,
     pub tracked_incidents: usize,
+    /// Current and coming silences.
+    pub silences: Vec<SilenceView>,
+    /// Who is on call now, per schedule.
+    pub on_call: Vec<OnCallNow>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -162,6 +213,9 @@ pub struct EngineConfig {
     pub max_tracked_incidents: usize,
     /// Raw payloads longer than this are cut in the feed (the dead-letter topic keeps them whole).
     pub max_raw_in_feed: usize,
+    pub oncall: OnCall,
+    /// Maintenance windows from the configuration.
+    pub planned_silences: Vec<Silence>,
 }
 
 impl Default for EngineConfig {
@@ -171,9 +225,14 @@ impl Default for EngineConfig {
             feed_capacity: 1000,
             max_tracked_incidents: 10_000,
             max_raw_in_feed: 16 * 1024,
+            oncall: OnCall::default(),
+            planned_silences: Vec::new(),
         }
     }
 }
+
+/// Operators' silences kept at most (planned windows come on top).
+const MAX_SILENCES: usize = 1000;
 
 /// What the console knows of one incident's life, for lifecycle figures.
 #[derive(Debug, Clone)]
@@ -181,6 +240,8 @@ struct IncidentRecord {
     created_at: Option<Timestamp>,
     status: Option<Status>,
     assignee: Option<String>,
+    /// For silences that match on it.
+    category: Option<String>,
 }
 
 /// Incidents by id with first-in-first-out eviction, so memory stays bounded.
@@ -217,6 +278,7 @@ impl IncidentTracker {
                     created_at: None,
                     status: None,
                     assignee: None,
+                    category: None,
                 },
             );
         }
@@ -234,6 +296,9 @@ pub struct Engine {
     metrics: Metrics,
     feed: VecDeque<Arc<FeedEntry>>,
     feed_total: u64,
+    silences: SilenceBook,
+    /// Incidents a silence held a page or a step for: released when no silence covers them.
+    held: BTreeSet<IncidentId>,
 }
 
 fn fields<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, String> {
@@ -263,6 +328,8 @@ impl Engine {
             feed: VecDeque::with_capacity(config.feed_capacity.min(4096)),
             feed_total: 0,
             follower: false,
+            silences: SilenceBook::new(config.planned_silences.clone(), MAX_SILENCES),
+            held: BTreeSet::new(),
             config,
         }
     }
@@ -310,7 +377,26 @@ impl Engine {
         self.metrics.record_dead_lettered();
     }
 
+    pub fn silences(&self) -> &SilenceBook {
+        &self.silences
+    }
+
+    /// Silences remembered from before a restart (or from the active worker).
+    pub fn restore_silence(&mut self, silence: Silence) {
+        self.silences.restore(silence);
+    }
+
     pub fn apply(&mut self, input: Input, now: Timestamp) -> Vec<Effect> {
+        let event_type = match &input {
+            Input::Event { event, .. } => Some(event.event_type()),
+            Input::Tick => Some(EventType::EscalationTriggered),
+            _ => None,
+        };
+        let effects = self.apply_unsilenced(input, now);
+        self.hold_silenced(effects, event_type, now)
+    }
+
+    fn apply_unsilenced(&mut self, input: Input, now: Timestamp) -> Vec<Effect> {
         match input {
             Input::Event { event, source, raw } => {
                 self.metrics.record_event(event.event_type(), now);
@@ -345,15 +431,235 @@ impl Engine {
                 Vec::new()
             }
             Input::Acknowledge { incident_id, by } => self.acknowledge(incident_id, &by, now),
+            Input::Unacknowledge { incident_id, by } => {
+                match self.escalations.unacknowledge(
+                    incident_id,
+                    UnacknowledgeCause::Operator { by },
+                    now,
+                ) {
+                    Ok(change) => {
+                        let mut effects = Vec::new();
+                        self.escalation_effects(change, now, &mut effects);
+                        effects
+                    }
+                    Err(error) => vec![Effect::AcknowledgeRejected {
+                        incident_id,
+                        reason: error.to_string(),
+                    }],
+                }
+            }
+            Input::Silence {
+                matcher,
+                start,
+                end,
+                reason,
+                by,
+            } => match self.silences.add(matcher, start, end, reason, by) {
+                Ok(silence) => self
+                    .silences
+                    .views(now)
+                    .into_iter()
+                    .filter(|view| view.id == silence.id)
+                    .map(|view| Effect::SilenceSet(Box::new(view)))
+                    .collect(),
+                Err(error) => vec![Effect::SilenceRejected {
+                    reason: error.to_string(),
+                }],
+            },
+            Input::EndSilence { id, by } => match self.silences.end(&id) {
+                Ok(_) => {
+                    let mut effects = vec![Effect::SilenceEnded { id, by: Some(by) }];
+                    if !self.follower {
+                        self.release_held(now, &mut effects);
+                    }
+                    effects
+                }
+                Err(error) => vec![Effect::SilenceRejected {
+                    reason: error.to_string(),
+                }],
+            },
             Input::Tick if self.follower => Vec::new(),
             Input::Tick => {
-                let changes = self.escalations.tick(now);
                 let mut effects = Vec::new();
+                if let Some(timeout) = self.config.oncall.ack_timeout {
+                    for id in self.escalations.ack_expired(timeout, now) {
+                        if let Ok(change) =
+                            self.escalations
+                                .unacknowledge(id, UnacknowledgeCause::AckTimeout, now)
+                        {
+                            self.escalation_effects(change, now, &mut effects);
+                        }
+                    }
+                }
+                // Released first: a step that fell due during the silence is its one page.
+                for silence in self.silences.prune(now) {
+                    effects.push(Effect::SilenceEnded {
+                        id: silence.id,
+                        by: None,
+                    });
+                }
+                self.release_held(now, &mut effects);
+                // Steps due for silenced incidents wait (and are remembered for the release).
+                let held_now: BTreeSet<IncidentId> = self
+                    .escalations
+                    .iter()
+                    .filter(|e| e.next_step_at.is_some_and(|due| due <= now))
+                    .filter(|e| self.escalation_silence(e, now).is_some())
+                    .map(|e| e.incident_id)
+                    .collect();
+                self.remember_held(held_now.iter().copied());
+                let changes = self
+                    .escalations
+                    .tick_except(now, |e| held_now.contains(&e.incident_id));
                 for change in changes {
                     self.escalation_effects(change, now, &mut effects);
                 }
                 effects
             }
+        }
+    }
+
+    /// When the next `Tick` can change something after `now`: an escalation step (for one a
+    /// silence holds, the silence's end), an acknowledgement timing out, a held incident's
+    /// release. A runtime on a virtual clock (replay) ticks exactly then.
+    pub fn next_deadline(&self, now: Timestamp) -> Option<Timestamp> {
+        let steps = self.escalations.iter().filter_map(|e| {
+            let due = e.next_step_at?;
+            Some(
+                match self.escalation_silence(e, due).and_then(|s| s.window(due)) {
+                    Some((_, end)) => end.max(due),
+                    None => due,
+                },
+            )
+        });
+        let acks = self
+            .config
+            .oncall
+            .ack_timeout
+            .into_iter()
+            .flat_map(|timeout| {
+                let timeout = TimeDelta::from_std(timeout).unwrap_or(TimeDelta::MAX);
+                self.escalations
+                    .iter()
+                    .filter_map(move |e| Some(e.acknowledged.as_ref()?.at + timeout))
+            });
+        let releases = self.held.iter().filter_map(|id| {
+            let escalation = self.escalations.get(*id)?;
+            Some(self.escalation_silence(escalation, now)?.window(now)?.1)
+        });
+        steps.chain(acks).chain(releases).min()
+    }
+
+    fn subject<'a>(
+        &'a self,
+        incident_id: IncidentId,
+        priority: Option<Priority>,
+        title: &'a str,
+        event_type: Option<EventType>,
+    ) -> Subject<'a> {
+        Subject {
+            incident_id,
+            priority,
+            category: self
+                .incidents
+                .records
+                .get(&incident_id)
+                .and_then(|r| r.category.as_deref()),
+            title,
+            event_type,
+        }
+    }
+
+    fn escalation_silence(&self, escalation: &Escalation, now: Timestamp) -> Option<&Silence> {
+        let subject = self.subject(
+            escalation.incident_id,
+            Some(escalation.priority),
+            &escalation.title,
+            Some(EventType::EscalationTriggered),
+        );
+        self.silences.covering(&subject, now)
+    }
+
+    fn remember_held(&mut self, ids: impl IntoIterator<Item = IncidentId>) {
+        for id in ids {
+            // Bounded like the escalation book: only escalated incidents are ever released.
+            if self.held.len() < self.config.max_tracked_incidents.max(1) {
+                self.held.insert(id);
+            }
+        }
+    }
+
+    /// Notifications a silence covers become `Held` effects.
+    fn hold_silenced(
+        &mut self,
+        effects: Vec<Effect>,
+        event_type: Option<EventType>,
+        now: Timestamp,
+    ) -> Vec<Effect> {
+        if self.follower || self.silences.iter().next().is_none() {
+            return effects;
+        }
+        let mut held = Vec::new();
+        let effects = effects
+            .into_iter()
+            .map(|effect| match effect {
+                Effect::Notify(notification) => {
+                    let subject = self.subject(
+                        notification.incident_id,
+                        notification.priority,
+                        &notification.title,
+                        event_type,
+                    );
+                    let covering = self
+                        .silences
+                        .covering(&subject, now)
+                        .and_then(|s| Some((s.id.clone(), s.window(now)?.1)));
+                    match covering {
+                        Some((silence_id, until)) => {
+                            if notification.kind == NotificationKind::Escalation {
+                                held.push(notification.incident_id);
+                            }
+                            Effect::Held {
+                                notification,
+                                silence_id,
+                                until,
+                            }
+                        }
+                        None => Effect::Notify(notification),
+                    }
+                }
+                other => other,
+            })
+            .collect();
+        self.remember_held(held);
+        effects
+    }
+
+    /// Incidents no silence covers any more: a still-open unacknowledged one pages its level,
+    /// once, and its next step is due one level timeout from now.
+    fn release_held(&mut self, now: Timestamp, effects: &mut Vec<Effect>) {
+        let held: Vec<IncidentId> = self.held.iter().copied().collect();
+        for id in held {
+            let Some(escalation) = self.escalations.get(id) else {
+                self.held.remove(&id);
+                continue;
+            };
+            if self.escalation_silence(escalation, now).is_some() {
+                continue;
+            }
+            self.held.remove(&id);
+            if escalation.acknowledged.is_some() {
+                continue;
+            }
+            let level = escalation.level;
+            self.escalations.rearm(id, now);
+            effects.extend(self.page(
+                id,
+                level,
+                format!("S{}", now.timestamp_millis()),
+                "silence ended, still not acknowledged".into(),
+                now,
+            ));
         }
     }
 
@@ -376,6 +682,7 @@ impl Engine {
                 record.created_at = Some(e.created_at);
                 record.status = Some(e.status);
                 record.assignee = e.assigned_to.clone();
+                record.category = Some(e.category.clone());
                 effects.push(Effect::Notify(Notification {
                     kind: NotificationKind::IncidentCreated,
                     audience: Audience::Administrators,
@@ -445,7 +752,7 @@ impl Engine {
                         effects.push(Effect::Escalation(change));
                     }
                     if !was_resolved {
-                        self.resolve(e, created_at, escalation_level, &mut effects);
+                        self.resolve(e, created_at, escalation_level, now, &mut effects);
                     }
                 } else if e.new_status == Status::Open {
                     // Reopened, or raised in priority while open: page like a new incident.
@@ -539,6 +846,7 @@ impl Engine {
         e: &super::event::StatusUpdated,
         created_at: Option<Timestamp>,
         escalation_level: Option<u32>,
+        now: Timestamp,
         effects: &mut Vec<Effect>,
     ) {
         let id = e.incident_id;
@@ -558,6 +866,23 @@ impl Engine {
             audiences.push(Audience::EscalationLevel { level });
         }
         for audience in audiences {
+            let mut values = fields([
+                ("new_status", e.new_status.to_string()),
+                (
+                    "assignee",
+                    e.assigned_to.clone().unwrap_or_else(|| "unassigned".into()),
+                ),
+                (
+                    "time_to_resolve",
+                    time_to_resolve_secs
+                        .map(format_duration)
+                        .unwrap_or_else(|| "unknown".into()),
+                ),
+                ("updated_at", e.updated_at.to_rfc3339()),
+            ]);
+            if let Audience::EscalationLevel { level } = audience {
+                self.add_on_call(level, now, &mut values);
+            }
             effects.push(Effect::Notify(Notification {
                 kind: NotificationKind::Resolved,
                 audience,
@@ -565,20 +890,7 @@ impl Engine {
                 title: e.title.clone(),
                 priority: Some(e.priority),
                 dedup_key: format!("{id}/resolved/{}", e.updated_at.timestamp_millis()),
-                fields: fields([
-                    ("new_status", e.new_status.to_string()),
-                    (
-                        "assignee",
-                        e.assigned_to.clone().unwrap_or_else(|| "unassigned".into()),
-                    ),
-                    (
-                        "time_to_resolve",
-                        time_to_resolve_secs
-                            .map(format_duration)
-                            .unwrap_or_else(|| "unknown".into()),
-                    ),
-                    ("updated_at", e.updated_at.to_rfc3339()),
-                ]),
+                fields: values,
             }));
         }
     }
@@ -592,7 +904,8 @@ impl Engine {
             }
             Err(
                 error @ (AcknowledgeError::NotEscalated(_)
-                | AcknowledgeError::AlreadyAcknowledged { .. }),
+                | AcknowledgeError::AlreadyAcknowledged { .. }
+                | AcknowledgeError::NotAcknowledged(_)),
             ) => {
                 vec![Effect::AcknowledgeRejected {
                     incident_id,
@@ -602,6 +915,61 @@ impl Engine {
         }
     }
 
+    /// Fills in who a schedule-driven level reaches at `now`: the schedule, the person on
+    /// call and their contact methods (the router sends to them; templates may show them).
+    fn add_on_call(&self, level: u32, now: Timestamp, fields: &mut BTreeMap<String, String>) {
+        let Some((schedule, person)) = self.config.oncall.for_level(level, now) else {
+            return;
+        };
+        fields.insert("schedule".into(), schedule.name.clone());
+        fields.insert("on_call".into(), person.unwrap_or("nobody").to_string());
+        let Some(contact) = person.and_then(|name| self.config.oncall.person(name)) else {
+            return;
+        };
+        for (name, value) in [
+            ("on_call_email", &contact.email),
+            ("on_call_sms", &contact.sms),
+            ("on_call_slack", &contact.slack),
+        ] {
+            if let Some(value) = value {
+                fields.insert(name.into(), value.clone());
+            }
+        }
+    }
+
+    /// A page to `level` about the incident's escalation. `key` tells pages of one level
+    /// apart (`R<repeat>`, an un-acknowledgement, a silence's release).
+    fn page(
+        &self,
+        incident_id: IncidentId,
+        level: u32,
+        key: String,
+        reason: String,
+        now: Timestamp,
+    ) -> Option<Effect> {
+        let escalation = self.escalations.get(incident_id)?;
+        let mut fields = fields([
+            ("level", level.to_string()),
+            ("level_name", self.escalations.policy().level_name(level)),
+            ("repeat", escalation.repeats.to_string()),
+            ("reason", reason),
+            ("opened_at", escalation.opened_at.to_rfc3339()),
+        ]);
+        self.add_on_call(level, now, &mut fields);
+        Some(Effect::Notify(Notification {
+            kind: NotificationKind::Escalation,
+            audience: Audience::EscalationLevel { level },
+            incident_id,
+            title: escalation.title.clone(),
+            priority: Some(escalation.priority),
+            dedup_key: format!(
+                "{incident_id}/escalation/{}/L{level}/{key}",
+                escalation.opened_at.timestamp_millis()
+            ),
+            fields,
+        }))
+    }
+
     /// Turns an escalation change into the effects it implies: metrics, and who to page.
     fn escalation_effects(
         &mut self,
@@ -609,28 +977,9 @@ impl Engine {
         now: Timestamp,
         effects: &mut Vec<Effect>,
     ) {
-        let page =
-            |engine: &Self, incident_id: IncidentId, level: u32, repeat: u32, reason: String| {
-                let escalation = engine.escalations.get(incident_id)?;
-                Some(Effect::Notify(Notification {
-                    kind: NotificationKind::Escalation,
-                    audience: Audience::EscalationLevel { level },
-                    incident_id,
-                    title: escalation.title.clone(),
-                    priority: Some(escalation.priority),
-                    dedup_key: format!(
-                        "{incident_id}/escalation/{}/L{level}/R{repeat}",
-                        escalation.opened_at.timestamp_millis()
-                    ),
-                    fields: fields([
-                        ("level", level.to_string()),
-                        ("level_name", engine.escalations.policy().level_name(level)),
-                        ("repeat", repeat.to_string()),
-                        ("reason", reason),
-                        ("opened_at", escalation.opened_at.to_rfc3339()),
-                    ]),
-                }))
-            };
+        let page = |engine: &Self, incident_id: IncidentId, level: u32, repeat: u32, reason| {
+            engine.page(incident_id, level, format!("R{repeat}"), reason, now)
+        };
         let notification = match &change {
             EscalationChange::Opened {
                 incident_id, level, ..
@@ -673,6 +1022,16 @@ impl Engine {
                 self.metrics
                     .record_time_to_acknowledge(*time_to_acknowledge_secs);
                 self.escalations.get(*incident_id).map(|escalation| {
+                    let mut values = fields([
+                        ("level", level.to_string()),
+                        ("by", by.clone()),
+                        ("acknowledged_at", now.to_rfc3339()),
+                        (
+                            "time_to_acknowledge",
+                            format_duration(*time_to_acknowledge_secs),
+                        ),
+                    ]);
+                    self.add_on_call(*level, now, &mut values);
                     Effect::Notify(Notification {
                         kind: NotificationKind::EscalationAcknowledged,
                         audience: Audience::EscalationLevel { level: *level },
@@ -683,17 +1042,30 @@ impl Engine {
                             "{incident_id}/acknowledged/{}",
                             escalation.opened_at.timestamp_millis()
                         ),
-                        fields: fields([
-                            ("level", level.to_string()),
-                            ("by", by.clone()),
-                            ("acknowledged_at", now.to_rfc3339()),
-                            (
-                                "time_to_acknowledge",
-                                format_duration(*time_to_acknowledge_secs),
-                            ),
-                        ]),
+                        fields: values,
                     })
                 })
+            }
+            EscalationChange::Unacknowledged {
+                incident_id,
+                level,
+                cause,
+                acknowledged_at,
+                ..
+            } => {
+                let reason = match cause {
+                    UnacknowledgeCause::AckTimeout => {
+                        "acknowledged but still open: the acknowledgement timed out".to_string()
+                    }
+                    UnacknowledgeCause::Operator { by } => format!("unacknowledged by {by}"),
+                };
+                self.page(
+                    *incident_id,
+                    *level,
+                    format!("U{}", acknowledged_at.timestamp_millis()),
+                    reason,
+                    now,
+                )
             }
             EscalationChange::Exhausted { .. } | EscalationChange::Closed { .. } => None,
         };
@@ -707,6 +1079,14 @@ impl Engine {
             .iter()
             .map(|escalation| EscalationView {
                 level_name: self.escalations.policy().level_name(escalation.level),
+                silenced: self.escalation_silence(escalation, now).and_then(|s| {
+                    Some(SilenceMark {
+                        id: s.id.clone(),
+                        by: s.created_by.clone(),
+                        until: s.window(now)?.1,
+                        reason: s.reason.clone(),
+                    })
+                }),
                 escalation: escalation.clone(),
             })
             .collect();
@@ -727,6 +1107,14 @@ impl Engine {
             escalations,
             metrics: self.metrics.snapshot(now),
             tracked_incidents: self.incidents.records.len(),
+            silences: self.silences.views(now),
+            on_call: self
+                .config
+                .oncall
+                .schedules
+                .iter()
+                .map(|schedule| schedule.resolve(now))
+                .collect(),
         }
     }
 }

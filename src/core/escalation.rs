@@ -132,6 +132,25 @@ pub enum EscalationChange {
         level: u32,
         acknowledged: bool,
     },
+    /// The acknowledgement no longer holds: it timed out, or an operator took it back.
+    Unacknowledged {
+        incident_id: IncidentId,
+        level: u32,
+        cause: UnacknowledgeCause,
+        /// Who had acknowledged it.
+        was_acknowledged_by: String,
+        acknowledged_at: Timestamp,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum UnacknowledgeCause {
+    /// Open for `escalation.ack_timeout_secs` after the acknowledgement.
+    AckTimeout,
+    Operator {
+        by: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -140,6 +159,8 @@ pub enum AcknowledgeError {
     NotEscalated(IncidentId),
     #[error("incident {incident_id} was already acknowledged by {by}")]
     AlreadyAcknowledged { incident_id: IncidentId, by: String },
+    #[error("incident {0} is not acknowledged")]
+    NotAcknowledged(IncidentId),
 }
 
 /// Every escalation the console is tracking, keyed by incident.
@@ -320,16 +341,76 @@ impl EscalationBook {
             })
     }
 
+    /// Takes an acknowledgement back: the escalation pages again at its level from `now`, its
+    /// next step one level timeout later.
+    pub fn unacknowledge(
+        &mut self,
+        incident_id: IncidentId,
+        cause: UnacknowledgeCause,
+        now: Timestamp,
+    ) -> Result<EscalationChange, AcknowledgeError> {
+        let escalation = self
+            .escalations
+            .get_mut(&incident_id)
+            .ok_or(AcknowledgeError::NotEscalated(incident_id))?;
+        let ack = escalation
+            .acknowledged
+            .take()
+            .ok_or(AcknowledgeError::NotAcknowledged(incident_id))?;
+        escalation.level_since = now;
+        escalation.next_step_at = Some(after(now, self.policy.timeout(escalation.level)));
+        Ok(EscalationChange::Unacknowledged {
+            incident_id,
+            level: escalation.level,
+            cause,
+            was_acknowledged_by: ack.by,
+            acknowledged_at: ack.at,
+        })
+    }
+
+    /// Acknowledged escalations whose acknowledgement is `timeout` old at `now`.
+    pub fn ack_expired(&self, timeout: Duration, now: Timestamp) -> Vec<IncidentId> {
+        self.iter()
+            .filter(|e| {
+                e.acknowledged
+                    .as_ref()
+                    .is_some_and(|a| after(a.at, timeout) <= now)
+            })
+            .map(|e| e.incident_id)
+            .collect()
+    }
+
+    /// After a silence: a step that fell due while it held gives the level a fresh timeout
+    /// from `now` (the page itself is the engine's), instead of stepping at once.
+    pub fn rearm(&mut self, incident_id: IncidentId, now: Timestamp) {
+        if let Some(escalation) = self.escalations.get_mut(&incident_id)
+            && escalation.acknowledged.is_none()
+            && escalation.next_step_at.is_some_and(|due| due <= now)
+        {
+            escalation.next_step_at = Some(after(now, self.policy.timeout(escalation.level)));
+        }
+    }
+
     /// Steps every escalation whose deadline has passed. One step per escalation per call:
     /// after a long pause the console pages one level at a time rather than all at once.
     pub fn tick(&mut self, now: Timestamp) -> Vec<EscalationChange> {
+        self.tick_except(now, |_| false)
+    }
+
+    /// As `tick`, leaving alone the escalations `held` says are held (silenced): their due
+    /// steps wait, so a window that starts stops the repeats already scheduled.
+    pub fn tick_except(
+        &mut self,
+        now: Timestamp,
+        held: impl Fn(&Escalation) -> bool,
+    ) -> Vec<EscalationChange> {
         let top = self.policy.top_level();
         let mut changes = Vec::new();
         for escalation in self.escalations.values_mut() {
             let Some(due) = escalation.next_step_at else {
                 continue;
             };
-            if due > now {
+            if due > now || held(escalation) {
                 continue;
             }
             let incident_id = escalation.incident_id;

@@ -7,3 +7,5 @@ pub mod escalation;
 pub mod event;
 pub mod metrics;
 pub mod offsets;
+pub mod oncall;
+pub mod silence;

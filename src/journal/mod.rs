@@ -20,6 +20,7 @@
 pub mod cluster;
 mod error;
 mod lock;
+mod oncall;
 mod query;
 mod record;
 mod schema;
@@ -35,6 +36,7 @@ use serde::{Deserialize, Serialize};
 use crate::notify::{DeliveryChange, DeliveryRecorder};
 
 pub use error::{JournalError, JournalFailed};
+pub use oncall::OnCallRecord;
 pub use record::{
     Decision, EscalationRecord, EventOutcome, JournalRecord, ProcessedEvent, ResumedNotifications,
     change_incident, escalation_records,

@@ -48,6 +48,7 @@ pub fn write_records(
             JournalRecord::Escalation(escalation) => write_escalation(transaction, escalation)?,
             JournalRecord::Decided(decision) => write_decision(transaction, decision)?,
             JournalRecord::Delivery(change) => write_delivery_change(transaction, change)?,
+            JournalRecord::OnCall(record) => super::oncall::write(transaction, record)?,
         }
     }
     Ok(())
@@ -103,6 +104,9 @@ fn change_columns(change: &EscalationChange) -> (&'static str, i64, u32) {
         EscalationChange::Closed {
             incident_id, level, ..
         } => ("closed", *incident_id, *level),
+        EscalationChange::Unacknowledged {
+            incident_id, level, ..
+        } => ("unacknowledged", *incident_id, *level),
     }
 }
 
@@ -620,6 +624,15 @@ pub fn prune(
         notifications: delete(
             "DELETE FROM notifications WHERE id IN (
                  SELECT id FROM notifications WHERE decided_at < ?1 ORDER BY decided_at LIMIT ?2)",
+        )?,
+        held_notifications: delete(
+            "DELETE FROM held_notifications WHERE id IN (
+                 SELECT id FROM held_notifications WHERE held_at < ?1 ORDER BY held_at LIMIT ?2)",
+        )?,
+        // A silence still running is kept, however old its start.
+        silences: delete(
+            "DELETE FROM silences WHERE id IN (
+                 SELECT id FROM silences WHERE ends_at < ?1 ORDER BY ends_at LIMIT ?2)",
         )?,
         more: false,
     };

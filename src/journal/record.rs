@@ -17,6 +17,8 @@ pub enum JournalRecord {
     Decided(Decision),
     /// The notifier queued, attempted or finished a delivery, or routed a notification.
     Delivery(DeliveryChange),
+    /// A silence set or ended, or a notification one held (docs/oncall.md).
+    OnCall(super::oncall::OnCallRecord),
 }
 
 /// A notification the engine decided on, and when.
@@ -153,7 +155,8 @@ pub fn change_incident(change: &EscalationChange) -> IncidentId {
         | EscalationChange::Repeated { incident_id, .. }
         | EscalationChange::Exhausted { incident_id, .. }
         | EscalationChange::Acknowledged { incident_id, .. }
-        | EscalationChange::Closed { incident_id, .. } => *incident_id,
+        | EscalationChange::Closed { incident_id, .. }
+        | EscalationChange::Unacknowledged { incident_id, .. } => *incident_id,
     }
 }
 

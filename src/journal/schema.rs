@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension};
 pub const APPLICATION_ID: i64 = 0x4943_4A31;
 
 /// Index `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, super::oncall::SCHEMA];
 
 /// The cluster each topic's records came from (see `cluster.rs`): offsets from another
 /// cluster, or another incarnation of the topic, are other messages.

@@ -35,12 +35,15 @@ pub struct PruneReport {
     pub delivery_attempts: usize,
     pub deliveries: usize,
     pub notifications: usize,
+    /// What silences held, and silences that ended (docs/oncall.md).
+    pub held_notifications: usize,
+    pub silences: usize,
     /// Some table hit the per-call limit: call again.
     pub more: bool,
 }
 
 impl PruneReport {
-    pub fn counts(&self) -> [usize; 7] {
+    pub fn counts(&self) -> [usize; 9] {
         [
             self.events,
             self.escalation_changes,
@@ -49,6 +52,8 @@ impl PruneReport {
             self.delivery_attempts,
             self.deliveries,
             self.notifications,
+            self.held_notifications,
+            self.silences,
         ]
     }
 
@@ -228,6 +233,14 @@ impl Journal {
     /// Escalations that were open (acknowledged or not) when the journal was last written.
     pub fn open_escalations(&self) -> Result<Vec<Escalation>, JournalError> {
         query::open_escalations(&self.connection, &self.path)
+    }
+
+    /// Operators' silences still running at `now`.
+    pub fn open_silences(
+        &self,
+        now: Timestamp,
+    ) -> Result<Vec<crate::core::silence::Silence>, JournalError> {
+        super::oncall::open_silences(&self.connection, &self.path, now)
     }
 
     /// Notification state for a start, at `now`: what was decided or queued before
@@ -486,6 +499,14 @@ impl std::fmt::Debug for JournalReader {
 }
 
 impl JournalReader {
+    /// Operators' silences still running at `now` (`incident-console silences`).
+    pub fn open_silences(
+        &self,
+        now: Timestamp,
+    ) -> Result<Vec<crate::core::silence::Silence>, JournalError> {
+        super::oncall::open_silences(&self.connection, &self.path, now)
+    }
+
     /// Opens an existing journal read-only (it must have been opened by `Journal::open`).
     pub fn open(path: &Path) -> Result<Self, JournalError> {
         let sqlite = |error| JournalError::from_sqlite(path, error);

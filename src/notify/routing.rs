@@ -11,6 +11,8 @@
 //!   acknowledges, `resolved` resolves, all keyed `<dedup_key_prefix><incident id>`.
 //! - SMS goes to `sms.numbers` for the administrators, and to the numbers of the users in
 //!   `sms.users` (the level's users, or the user a notification is for).
+//! - A level paging a schedule also reaches the person on call when the engine decided the
+//!   page (`on_call_email`, `on_call_sms` in the notification's fields).
 //! - Channels that are not configured are skipped.
 
 use std::collections::BTreeSet;
@@ -121,6 +123,8 @@ impl Router {
                     emails.extend(entry.emails.iter().cloned());
                     users.extend(entry.users.iter().cloned());
                 }
+                // A level that pages a schedule: the engine named who was on call (core::oncall).
+                emails.extend(notification.fields.get("on_call_email").cloned());
             }
             audience => {
                 match audience {
@@ -259,6 +263,9 @@ impl Router {
                     let mut numbers = Vec::new();
                     if notification.audience == Audience::Administrators {
                         numbers.extend(self.config.sms.numbers.iter().cloned());
+                    }
+                    if matches!(notification.audience, Audience::EscalationLevel { .. }) {
+                        numbers.extend(notification.fields.get("on_call_sms").cloned());
                     }
                     for user in &users {
                         match self.config.sms.users.get(user) {
@@ -825,6 +832,49 @@ mod tests {
         assert_eq!(
             targets(&failing),
             [(PagerDuty, s("pagerduty")), (Webhook, s("webhook"))]
+        );
+    }
+
+    #[test]
+    fn a_schedule_driven_page_also_reaches_the_person_on_call() {
+        let mut config = config();
+        config.escalation_levels[0].channels.push(Channel::Sms);
+        config.sms.account_sid = Some("AC1".into());
+        config.sms.auth_token = Some("token".into());
+        config.sms.from = Some("+15550000000".into());
+        let router = Router::new(config, TemplateSet::load(None).unwrap());
+        let page = notification(
+            NotificationKind::Escalation,
+            Audience::EscalationLevel { level: 1 },
+            Priority::Critical,
+            &[
+                ("level", "1"),
+                ("on_call", "dave"),
+                ("on_call_email", "dave@example.com"),
+                ("on_call_sms", "+15551230004"),
+            ],
+        );
+        use Channel::*;
+        let s = |x: &str| x.to_string();
+        let routed = targets(&router.route(&page, now()));
+        assert!(
+            routed.contains(&(Email, s("dave@example.com"))),
+            "{routed:?}"
+        );
+        assert!(routed.contains(&(Sms, s("+15551230004"))), "{routed:?}");
+        // The level's own recipients still get it.
+        assert!(routed.contains(&(Email, s("oncall@example.com"))));
+        // Other audiences never take on-call fields as recipients.
+        let admins = notification(
+            NotificationKind::IncidentCreated,
+            Audience::Administrators,
+            Priority::Critical,
+            &[("on_call_email", "dave@example.com")],
+        );
+        let routed = targets(&router.route(&admins, now()));
+        assert!(
+            !routed.contains(&(Email, s("dave@example.com"))),
+            "{routed:?}"
         );
     }
 }

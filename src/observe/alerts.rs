@@ -27,6 +27,10 @@ pub struct SelfAlertsConfig {
     pub dead_letters_for_secs: u64,
     /// A notification channel failing (failures, no delivery since) this long.
     pub channel_failing_secs: u64,
+    /// No event on the topic for this long: "source silent", the dead-man's switch on the
+    /// producer. `None` (the default): off.
+    #[serde(default)]
+    pub source_silent_secs: Option<u64>,
 }
 
 impl Default for SelfAlertsConfig {
@@ -40,6 +44,7 @@ impl Default for SelfAlertsConfig {
             dead_letters_per_minute: 60,
             dead_letters_for_secs: 60,
             channel_failing_secs: 300,
+            source_silent_secs: None,
         }
     }
 }
@@ -58,6 +63,14 @@ impl SelfAlertsConfig {
                 return Err((format!("alerts.{field}"), format!("must be at most {day}")));
             }
         }
+        if let Some(silent) = self.source_silent_secs
+            && !(1..=7 * day).contains(&silent)
+        {
+            return Err((
+                "alerts.source_silent_secs".into(),
+                format!("must be from 1 to {} (a week), or None", 7 * day),
+            ));
+        }
         if self.lag_above < 0 {
             return Err(("alerts.lag_above".into(), "must not be negative".into()));
         }
@@ -75,6 +88,8 @@ pub struct AlertInputs {
     /// Dead letters so far (a counter).
     pub dead_letters: u64,
     pub notifier: NotifierStatus,
+    /// Events handled so far (a counter): its standing still is a silent source.
+    pub events_total: u64,
 }
 
 /// An alert starting or clearing.
@@ -125,6 +140,8 @@ pub struct SelfAlerts {
     conditions: BTreeMap<String, Condition>,
     channels: BTreeMap<String, ChannelTrack>,
     dead_letter_samples: VecDeque<(Instant, u64)>,
+    /// The event counter when it last moved (or at the first evaluation), and when.
+    last_event: Option<(u64, Instant)>,
 }
 
 impl SelfAlerts {
@@ -134,6 +151,7 @@ impl SelfAlerts {
             conditions: BTreeMap::new(),
             channels: BTreeMap::new(),
             dead_letter_samples: VecDeque::new(),
+            last_event: None,
         }
     }
 
@@ -214,6 +232,21 @@ impl SelfAlerts {
                 config.dead_letters_per_minute
             ),
         ));
+        if let Some(limit) = config.source_silent_secs {
+            let since = match self.last_event {
+                Some((total, at)) if total == inputs.events_total => at,
+                _ => {
+                    self.last_event = Some((inputs.events_total, now));
+                    now
+                }
+            };
+            checks.push((
+                "source_silent".into(),
+                now.saturating_duration_since(since) >= secs(limit),
+                Duration::ZERO,
+                format!("no event on the topic for {limit} s: is the producer running?"),
+            ));
+        }
         for channel in &inputs.notifier.channels {
             let track = self.channels.entry(channel.name.clone()).or_default();
             let failed = channel.failed + channel.retrying;
@@ -449,6 +482,45 @@ mod tests {
         assert_eq!(names(&cleared), [("broker_unreachable".to_string(), false)]);
         assert!(alerts.evaluate(at(201), &connected()).is_empty());
         assert!(alerts.firing().is_empty());
+    }
+
+    #[test]
+    fn a_silent_source_fires_once_and_clears_on_the_next_event() {
+        let start = Instant::now();
+        let at = |s| start + Duration::from_secs(s);
+        let events = |n| AlertInputs {
+            events_total: n,
+            ..connected()
+        };
+        // Off by default.
+        let mut off = SelfAlerts::new(SelfAlertsConfig::default());
+        assert!(off.evaluate(at(0), &events(0)).is_empty());
+        assert!(off.evaluate(at(100_000), &events(0)).is_empty());
+        let mut alerts = SelfAlerts::new(SelfAlertsConfig {
+            source_silent_secs: Some(600),
+            ..SelfAlertsConfig::default()
+        });
+        assert!(alerts.evaluate(at(0), &events(5)).is_empty());
+        // Events keep coming: never silent, however long it runs.
+        for s in 1..1200 {
+            assert!(alerts.evaluate(at(s), &events(5 + s)).is_empty(), "at {s}");
+        }
+        // Then nothing from 1199 on: silent at 1799, once.
+        for s in 1200..1799 {
+            assert!(alerts.evaluate(at(s), &events(1204)).is_empty(), "at {s}");
+        }
+        let fired = alerts.evaluate(at(1799), &events(1204));
+        assert_eq!(names(&fired), [("source_silent".to_string(), true)]);
+        assert!(fired[0].detail.contains("600 s"));
+        for s in 1800..5000 {
+            assert!(
+                alerts.evaluate(at(s), &events(1204)).is_empty(),
+                "no repeat at {s}"
+            );
+        }
+        let cleared = alerts.evaluate(at(5000), &events(1205));
+        assert_eq!(names(&cleared), [("source_silent".to_string(), false)]);
+        assert!(alerts.evaluate(at(5001), &events(1205)).is_empty());
     }
 
     #[test]

@@ -257,6 +257,7 @@ pub async fn start(addr: &str, config: &Config, sources: Sources) -> anyhow::Res
                     stalled_for: progress.stalled_for(now),
                     dead_letters: snapshot.engine.metrics.dead_lettered,
                     notifier: snapshot.notifier.clone(),
+                    events_total: snapshot.engine.metrics.total_events,
                 }
             };
             let transitions = self_alerts.evaluate(now, &inputs);

@@ -155,6 +155,8 @@ impl Observer {
                         Command::Acknowledge { incident_id, by } => self.acknowledge(incident_id, by).await,
                         // A team console notifies nobody: the active worker does.
                         Command::Notify(notification) => tracing::debug!(dedup_key = notification.dedup_key, "not notified from a team console"),
+                        // Team-wide silences travel on `<topic>.commands` in a later change.
+                        Command::Oncall(command) => tracing::warn!(?command, "silences and un-acknowledging are not yet shared in team mode; ignored"),
                     }
                     snapshot_tx.send_replace(self.snapshot());
                     dirty = false;

@@ -93,6 +93,9 @@ impl StateBody {
                 incident_id, by, ..
             } => (*incident_id, "acknowledged", None, Some(by.clone())),
             C::Closed { incident_id, .. } => (*incident_id, "closed", None, None),
+            C::Unacknowledged {
+                incident_id, level, ..
+            } => (*incident_id, "unacknowledged", Some(*level), None),
         };
         let current = match change {
             C::Closed { .. } => None,

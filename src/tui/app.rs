@@ -13,12 +13,15 @@ use tracing::level_filters::LevelFilter;
 use tui_logger::{TuiWidgetEvent, TuiWidgetState};
 
 use super::detail;
+
+mod oncall;
 use super::filter::FeedFilter;
 use super::keymap::{Action, Keymap};
 use super::theme;
 use crate::core::engine::{EscalationView, FeedEntry};
 use crate::core::event::IncidentId;
 use crate::status::{Command, Snapshot};
+pub use oncall::{SNOOZE_MINUTES, SnoozeForm, snooze_label};
 
 /// Characters a filter may hold; more would not fit on the screen anyway.
 pub const MAX_FILTER_CHARS: usize = 64;
@@ -70,6 +73,8 @@ pub enum Overlay {
         incident_id: IncidentId,
         question: String,
     },
+    /// "Snooze incident 1234 for [15 min] 1 h 4 h, reason: ..." (app/oncall.rs)
+    Snooze(SnoozeForm),
 }
 
 /// Where the feed view stands when the operator has scrolled away from the newest event.
@@ -359,6 +364,7 @@ impl App {
                 lines,
                 scroll,
             }) => self.detail_key(key, title, lines, scroll),
+            Some(Overlay::Snooze(form)) => self.snooze_key(key, form),
         }
     }
 
@@ -431,6 +437,10 @@ impl App {
             LogShowMore => self.log_state.transition(TuiWidgetEvent::RightKey),
             LogShowLess => self.log_state.transition(TuiWidgetEvent::LeftKey),
             LogTargets => self.log_state.transition(TuiWidgetEvent::HideKey),
+            Snooze => self.ask_snooze(),
+            Unacknowledge => return self.unacknowledge(),
+            EndSilence => return self.end_silence(),
+            OnCall => self.show_on_call(),
             Confirm | Cancel => {}
         }
         None

@@ -32,10 +32,14 @@ pub enum Action {
     LogShowMore,
     LogShowLess,
     LogTargets,
+    Snooze,
+    Unacknowledge,
+    EndSilence,
+    OnCall,
 }
 
 impl Action {
-    pub const ALL: [Action; 23] = [
+    pub const ALL: [Action; 27] = [
         Self::Quit,
         Self::Help,
         Self::FocusNext,
@@ -59,6 +63,10 @@ impl Action {
         Self::LogShowMore,
         Self::LogShowLess,
         Self::LogTargets,
+        Self::Snooze,
+        Self::Unacknowledge,
+        Self::EndSilence,
+        Self::OnCall,
     ];
 
     /// The name used in `console.keys`.
@@ -87,6 +95,10 @@ impl Action {
             Self::LogShowMore => "log_show_more",
             Self::LogShowLess => "log_show_less",
             Self::LogTargets => "log_targets",
+            Self::Snooze => "snooze",
+            Self::Unacknowledge => "unacknowledge",
+            Self::EndSilence => "end_silence",
+            Self::OnCall => "oncall",
         }
     }
 
@@ -115,6 +127,10 @@ impl Action {
             Self::LogShowMore => "logs: show more for the selected target",
             Self::LogShowLess => "logs: show less for the selected target",
             Self::LogTargets => "logs: show or hide the target list",
+            Self::Snooze => "snooze the selected escalation: 15 min, 1 h or 4 h, with a reason",
+            Self::Unacknowledge => "take back the selected acknowledgement: pages its level again",
+            Self::EndSilence => "end the silence on the selected escalation now",
+            Self::OnCall => "who is on call, and the silences",
         }
     }
 
@@ -143,6 +159,10 @@ impl Action {
             Self::LogShowMore => &["right"],
             Self::LogShowLess => &["left"],
             Self::LogTargets => &["t"],
+            Self::Snooze => &["s"],
+            Self::Unacknowledge => &["u"],
+            Self::EndSilence => &["x"],
+            Self::OnCall => &["o"],
         }
     }
 

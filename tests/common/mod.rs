@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+// A test binary may load both this and the other support module.
+#[allow(clippy::duplicate_mod)]
 #[path = "../support/apache_kafka.rs"]
 pub mod apache_kafka;
 

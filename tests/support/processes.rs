@@ -7,6 +7,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+// A test binary may load both this and the other support module.
+#[allow(clippy::duplicate_mod)]
 #[path = "apache_kafka.rs"]
 pub mod apache_kafka;
 

@@ -55,6 +55,7 @@ pub fn engine(feed_capacity: usize) -> Engine {
         feed_capacity,
         max_tracked_incidents: 10_000,
         max_raw_in_feed: 16 * 1024,
+        ..EngineConfig::default()
     })
 }
 

@@ -34,6 +34,7 @@ fn engine() -> Engine {
         feed_capacity: 3,
         max_tracked_incidents: 100,
         max_raw_in_feed: 32,
+        ..EngineConfig::default()
     })
 }
 
@@ -101,12 +102,23 @@ fn describe(effects: &[Effect]) -> Vec<String> {
                 EscalationChange::Closed { acknowledged, .. } => {
                     format!("escalation closed acknowledged={acknowledged}")
                 }
+                EscalationChange::Unacknowledged { level, .. } => {
+                    format!("escalation unacknowledged L{level}")
+                }
             },
             Effect::IncidentResolved {
                 time_to_resolve_secs,
                 ..
             } => format!("resolved ttr={time_to_resolve_secs:?}"),
             Effect::AcknowledgeRejected { .. } => "acknowledge rejected".into(),
+            Effect::Held {
+                notification,
+                silence_id,
+                ..
+            } => format!("held {} by {silence_id}", notification.kind.as_str()),
+            Effect::SilenceSet(view) => format!("silence set {}", view.id),
+            Effect::SilenceEnded { id, by } => format!("silence ended {id} by {by:?}"),
+            Effect::SilenceRejected { reason } => format!("silence rejected: {reason}"),
         })
         .collect()
 }
@@ -531,3 +543,6 @@ fn a_follower_mirrors_escalations_and_never_steps_them_itself() {
     console.mirror_escalation(1, None);
     assert!(console.escalations().is_empty());
 }
+
+#[path = "oncall_tests.rs"]
+mod oncall_tests;

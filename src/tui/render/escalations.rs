@@ -119,7 +119,19 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App) {
                     ),
                     theme::ok(),
                 ),
-                None => ("unacknowledged".to_string(), theme::error()),
+                None => match &view.silenced {
+                    // Still shown, with whose silence and until when (docs/oncall.md).
+                    Some(mark) => (
+                        format!(
+                            // Narrow panes keep "silenced HH:MM"; the popup (o) says whose.
+                            "silenced {} {}",
+                            theme::clock_short(mark.until, zone),
+                            sanitize_with_limit(&mark.by, 32)
+                        ),
+                        theme::warning(),
+                    ),
+                    None => ("unacknowledged".to_string(), theme::error()),
+                },
             };
             let next = next_step(view, now);
             let next_style = match next.as_str() {

@@ -45,6 +45,7 @@ pub fn render(frame: &mut Frame, screen: Rect, app: &mut App) {
             let rows = render_scrolled(frame, area, &title, lines.clone(), *scroll, true);
             app.viewport.popup_rows = rows;
         }
+        Overlay::Snooze(form) => snooze(frame, screen, form),
         Overlay::ConfirmAcknowledge { question, .. } => {
             let area = centered(screen, 72, 7);
             frame.render_widget(Clear, area);
@@ -71,6 +72,48 @@ pub fn render(frame: &mut Frame, screen: Rect, app: &mut App) {
             );
         }
     }
+}
+
+/// The snooze form: which incident, the length to pick, the reason being typed.
+fn snooze(frame: &mut Frame, screen: Rect, form: &super::super::app::SnoozeForm) {
+    use super::super::app::{SNOOZE_MINUTES, snooze_label};
+    let area = centered(screen, 72, 8);
+    frame.render_widget(Clear, area);
+    let block = Block::bordered()
+        .border_type(BorderType::Double)
+        .border_style(theme::warning())
+        .title(Line::styled(" Snooze escalation ", theme::warning()));
+    let mut lengths = vec![Span::raw(" For: ")];
+    for (index, minutes) in SNOOZE_MINUTES.iter().enumerate() {
+        let label = format!(" {} ", snooze_label(*minutes));
+        lengths.push(if index == form.choice {
+            Span::styled(label, theme::consuming_style())
+        } else {
+            Span::raw(label)
+        });
+        lengths.push(Span::raw(" "));
+    }
+    lengths.push(Span::styled("(←/→)", theme::dim()));
+    let text = vec![
+        Line::from(format!(
+            " Incident #{} \"{}\": notifications held, no steps",
+            form.incident_id, form.title
+        )),
+        Line::from(lengths),
+        Line::from(vec![
+            Span::raw(" Reason: "),
+            Span::styled(
+                format!("{}▏", form.reason),
+                Style::default().add_modifier(Modifier::BOLD),
+            ),
+        ]),
+        Line::default(),
+        Line::styled(" enter snooze · esc cancel", theme::dim()),
+    ];
+    frame.render_widget(
+        Paragraph::new(text).block(block).wrap(Wrap { trim: false }),
+        area,
+    );
 }
 
 fn key(keymap: &Keymap, action: Action) -> String {
