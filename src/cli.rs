@@ -147,6 +147,22 @@ pub enum Subcommands {
         #[arg(long = "no-tui")]
         no_tui: bool,
     },
+    /// Check the setup and print one line per check: the config file, the journal, the
+    /// brokers and topics, each notification channel (reached, nothing sent). Exits 1 if any
+    /// check failed.
+    Doctor {
+        /// One JSON object per check instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (e.g. `incident-console completions bash >
+    /// ~/.local/share/bash-completion/completions/incident-console`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `incident-console man | man -l -`.
+    Man,
     /// Send the simulated incident stream to a broker.
     Simulate {
         #[arg(short = 'b', long, value_name = "HOST:PORT")]
