@@ -29,6 +29,7 @@ pub fn effective_config(cli: &Cli) -> anyhow::Result<(Config, ConfigSource)> {
     if let Some(error) = unreadable.into_inner() {
         anyhow::bail!(error);
     }
+    crate::profile::apply(&mut config, cli.profile.as_deref(), cli.read_only)?;
     if let Some(brokers) = &cli.brokers {
         config.kafka.brokers = brokers.clone();
     }

@@ -94,6 +94,15 @@ pub struct Cli {
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_addr: Option<String>,
 
+    /// Use the named cluster profile of the config (`profiles`): its brokers, security
+    /// settings and header colour; -b/-t/-g/-X still win.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// Acknowledge and pause are off in the console (also `read_only` in a profile).
+    #[arg(long)]
+    pub read_only: bool,
+
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
     pub print_config: bool,

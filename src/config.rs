@@ -31,6 +31,15 @@ pub struct Config {
     pub monitoring: crate::observe::MonitoringConfig,
     #[serde(default)]
     pub team: crate::team::TeamConfig,
+    /// Named clusters for `--profile NAME` (src/profile.rs). Not printed: a profile's
+    /// properties may hold secrets, and the one in use is already in `kafka`.
+    #[serde(skip_serializing)]
+    pub profiles: BTreeMap<String, crate::profile::Profile>,
+    /// Saved feed filters by name, picked from a list in the console (src/tui/query.rs).
+    pub filters: BTreeMap<String, String>,
+    /// The profile in use and read-only; command line only.
+    #[serde(skip)]
+    pub session: crate::profile::Session,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -339,6 +348,8 @@ impl Config {
         self.monitoring
             .validate()
             .map_err(|(field, message)| invalid(&format!("monitoring.{field}"), &message))?;
+        crate::profile::validate(&self.profiles)
+            .map_err(|(field, message)| invalid(&field, &message))?;
         Ok(())
     }
 

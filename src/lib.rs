@@ -14,6 +14,7 @@ pub mod journal;
 pub mod kafka;
 pub mod notify;
 pub mod observe;
+pub mod profile;
 pub mod release;
 pub mod replay;
 pub mod runtime;

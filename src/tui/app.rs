@@ -132,6 +132,10 @@ pub struct App {
     /// runtime publishes a snapshot at least every second, so the header follows within one.
     self_alerts: Option<tokio::sync::watch::Receiver<Vec<String>>>,
     pub viewport: Viewport,
+    /// The profile in use and read-only (src/profile.rs).
+    session: crate::profile::Session,
+    /// `NO_COLOR`: every frame is drawn without colour (src/tui/monochrome.rs).
+    monochrome: bool,
 }
 
 impl App {
@@ -159,6 +163,8 @@ impl App {
             replay: false,
             self_alerts: None,
             viewport: Viewport::default(),
+            session: crate::profile::Session::default(),
+            monochrome: false,
         };
         app.refresh_visible();
         // The log pane starts with its target list hidden; the log key shows it.
@@ -175,6 +181,20 @@ impl App {
 
     pub fn is_replay(&self) -> bool {
         self.replay
+    }
+
+    pub fn with_session(mut self, session: crate::profile::Session, monochrome: bool) -> Self {
+        self.session = session;
+        self.monochrome = monochrome;
+        self
+    }
+
+    pub fn session(&self) -> &crate::profile::Session {
+        &self.session
+    }
+
+    pub fn is_monochrome(&self) -> bool {
+        self.monochrome
     }
 
     /// The level logs are captured at when the console starts (see `logging`).
@@ -409,6 +429,9 @@ impl App {
             Live => self.go_live(),
             Details => self.open_details(),
             Acknowledge => self.ask_acknowledge(),
+            Pause if self.session.read_only => {
+                self.say("pausing is disabled: read-only", theme::warning());
+            }
             Pause => {
                 let paused = self.snapshot.consumer.paused;
                 self.say(
@@ -778,6 +801,10 @@ impl App {
     fn ask_acknowledge(&mut self) {
         if self.replay {
             self.say("acknowledging is disabled in a replay", theme::warning());
+            return;
+        }
+        if self.session.read_only {
+            self.say("acknowledging is disabled: read-only", theme::warning());
             return;
         }
         let Some(view) = self.acknowledge_target() else {

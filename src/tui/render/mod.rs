@@ -8,6 +8,7 @@ mod header;
 mod logs;
 mod metrics;
 mod popup;
+mod session;
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
