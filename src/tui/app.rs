@@ -136,6 +136,8 @@ pub struct App {
     session: crate::profile::Session,
     /// `NO_COLOR`: every frame is drawn without colour (src/tui/monochrome.rs).
     monochrome: bool,
+    /// Where `e`/`E` write; `None`: the user's home directory.
+    export_dir: Option<std::path::PathBuf>,
 }
 
 impl App {
@@ -165,6 +167,7 @@ impl App {
             viewport: Viewport::default(),
             session: crate::profile::Session::default(),
             monochrome: false,
+            export_dir: None,
         };
         app.refresh_visible();
         // The log pane starts with its target list hidden; the log key shows it.
@@ -186,6 +189,11 @@ impl App {
     pub fn with_session(mut self, session: crate::profile::Session, monochrome: bool) -> Self {
         self.session = session;
         self.monochrome = monochrome;
+        self
+    }
+
+    pub fn with_export_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.export_dir = Some(dir);
         self
     }
 
@@ -454,6 +462,14 @@ impl App {
             LogShowMore => self.log_state.transition(TuiWidgetEvent::RightKey),
             LogShowLess => self.log_state.transition(TuiWidgetEvent::LeftKey),
             LogTargets => self.log_state.transition(TuiWidgetEvent::HideKey),
+            ExportEvent => match self.selected_feed_entry().cloned() {
+                Some(entry) => self.export(&[entry], "event"),
+                None => self.say("no event selected", theme::dim()),
+            },
+            ExportFeed => {
+                let entries = self.visible.clone();
+                self.export(&entries, "events");
+            }
             Confirm | Cancel => {}
         }
         None
@@ -795,6 +811,25 @@ impl App {
                     .find(|e| e.escalation.incident_id == id)
             }
             Pane::Metrics | Pane::Logs => None,
+        }
+    }
+
+    /// Writes an export and says where (or why not) in the footer.
+    fn export(&mut self, entries: &[Arc<FeedEntry>], what: &str) {
+        if entries.is_empty() {
+            self.say("nothing to export: the feed is empty", theme::dim());
+            return;
+        }
+        let dir = self
+            .export_dir
+            .clone()
+            .unwrap_or_else(super::export::default_dir);
+        match super::export::write(entries, &dir, self.snapshot.engine.at) {
+            Ok(path) => {
+                let text = format!("exported {} {what} to {}", entries.len(), path.display());
+                self.say(&text, theme::ok());
+            }
+            Err(error) => self.say(&format!("export failed: {error}"), theme::error()),
         }
     }
 

@@ -32,10 +32,12 @@ pub enum Action {
     LogShowMore,
     LogShowLess,
     LogTargets,
+    ExportEvent,
+    ExportFeed,
 }
 
 impl Action {
-    pub const ALL: [Action; 23] = [
+    pub const ALL: [Action; 25] = [
         Self::Quit,
         Self::Help,
         Self::FocusNext,
@@ -59,6 +61,8 @@ impl Action {
         Self::LogShowMore,
         Self::LogShowLess,
         Self::LogTargets,
+        Self::ExportEvent,
+        Self::ExportFeed,
     ];
 
     /// The name used in `console.keys`.
@@ -87,6 +91,8 @@ impl Action {
             Self::LogShowMore => "log_show_more",
             Self::LogShowLess => "log_show_less",
             Self::LogTargets => "log_targets",
+            Self::ExportEvent => "export_event",
+            Self::ExportFeed => "export_feed",
         }
     }
 
@@ -115,6 +121,8 @@ impl Action {
             Self::LogShowMore => "logs: show more for the selected target",
             Self::LogShowLess => "logs: show less for the selected target",
             Self::LogTargets => "logs: show or hide the target list",
+            Self::ExportEvent => "export the selected event to a JSON-lines file (replayable)",
+            Self::ExportFeed => "export the feed as filtered to a JSON-lines file (replayable)",
         }
     }
 
@@ -143,6 +151,8 @@ impl Action {
             Self::LogShowMore => &["right"],
             Self::LogShowLess => &["left"],
             Self::LogTargets => &["t"],
+            Self::ExportEvent => &["e"],
+            Self::ExportFeed => &["E"],
         }
     }
 

@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod detail;
+pub mod export;
 pub mod filter;
 pub mod keymap;
 pub mod logging;
