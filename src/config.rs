@@ -350,6 +350,8 @@ impl Config {
             .map_err(|(field, message)| invalid(&format!("monitoring.{field}"), &message))?;
         crate::profile::validate(&self.profiles)
             .map_err(|(field, message)| invalid(&field, &message))?;
+        crate::tui::query::validate_saved(&self.filters)
+            .map_err(|(field, message)| invalid(&field, &message))?;
         Ok(())
     }
 

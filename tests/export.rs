@@ -113,3 +113,123 @@ fn the_filtered_feed_and_one_event_export_to_files_that_replay() {
         assert_eq!(summary["summary"]["bad_lines"], 0, "{summary}");
     }
 }
+
+fn urgent_created(record: &serde_json::Value) -> bool {
+    ["critical", "high"].contains(&record["data"]["priority"].as_str().unwrap_or(""))
+        && record["data"]["event_type"] == "incident_created"
+}
+
+fn place(record: &serde_json::Value) -> (String, i64, i64) {
+    (
+        record["topic"].as_str().unwrap().to_string(),
+        record["partition"].as_i64().unwrap(),
+        record["offset"].as_i64().unwrap(),
+    )
+}
+
+#[test]
+fn a_saved_field_query_selects_exactly_the_matching_events_and_bad_syntax_shows_in_place() {
+    let home = tempfile::tempdir().unwrap();
+    let config = home.path().join("config.ron");
+    std::fs::write(
+        &config,
+        r#"(filters: {"urgent": "priority in [\"critical\", \"high\"] && event_type == \"incident_created\""})"#,
+    )
+    .unwrap();
+    let tmux = Tmux::start();
+    tmux.window(
+        "console",
+        &format!(
+            "env -u RUST_LOG HOME={} TERM=xterm-256color {} --config {} --demo --demo-rate 40",
+            shell_quote(home.path()),
+            shell_quote(Path::new(BINARY)),
+            shell_quote(&config),
+        ),
+    );
+    tmux.wait(
+        "console",
+        "events in the feed",
+        FIRST_EVENTS,
+        events_in_feed,
+    );
+    tmux.wait("console", "urgent new incidents", FIRST_EVENTS, |s| {
+        s.lines()
+            .filter(|l| l.contains("created") && (l.contains("CRIT") || l.contains("HIGH")))
+            .count()
+            >= 2
+    });
+    // Bad syntax: the error in place, the console still running.
+    tmux.keys("console", "/");
+    tmux.keys("console", "-l");
+    tmux.keys("console", "priority == ");
+    tmux.wait("console", "the query error", STEP, |s| {
+        s.contains("query error:")
+    });
+    tmux.keys("console", "Escape");
+    tmux.wait("console", "the filter cleared", STEP, |s| {
+        !s.contains("query error")
+    });
+
+    tmux.keys("console", "p");
+    tmux.wait("console", "paused", STEP, |s| s.contains("PAUSED"));
+    // The new file of each export (names of one second are told apart by a suffix).
+    let export = |expected: usize| -> Vec<serde_json::Value> {
+        let known = exports(home.path());
+        tmux.keys("console", "E");
+        tmux.wait("console", "the export", STEP, |_| {
+            exports(home.path()).len() == expected
+        });
+        let new = exports(home.path())
+            .into_iter()
+            .find(|f| !known.contains(f))
+            .unwrap();
+        records(&new)
+    };
+    let before = export(1);
+    // The saved filter, picked with tab while typing a filter.
+    tmux.keys("console", "/");
+    tmux.keys("console", "Tab");
+    tmux.keys("console", "Enter");
+    tmux.wait(
+        "console",
+        "the saved query in the feed's title",
+        STEP,
+        |s| s.contains("filter: priority in"),
+    );
+    let filtered = export(2);
+    tmux.keys("console", "Escape");
+    tmux.wait("console", "the filter cleared", STEP, |s| {
+        !s.contains("filter: priority")
+    });
+    let after = export(3);
+
+    // Exactly the matching events: all that matched before the filtered export, none that
+    // did not, and nothing that was not in the feed after it.
+    let matching = |records: &[serde_json::Value]| -> Vec<(String, i64, i64)> {
+        records
+            .iter()
+            .filter(|r| urgent_created(r))
+            .map(place)
+            .collect()
+    };
+    let got: Vec<(String, i64, i64)> = filtered.iter().map(place).collect();
+    assert!(filtered.iter().all(urgent_created), "{filtered:#?}");
+    assert!(!got.is_empty());
+    for place in matching(&before) {
+        assert!(
+            got.contains(&place),
+            "{place:?} matched but was not selected"
+        );
+    }
+    let later = matching(&after);
+    for place in &got {
+        assert!(
+            later.contains(place),
+            "{place:?} selected but not in the feed"
+        );
+    }
+    assert!(
+        before.iter().any(|r| !urgent_created(r)),
+        "the feed had only matches"
+    );
+}

@@ -20,8 +20,9 @@ use crate::core::engine::{EscalationView, FeedEntry};
 use crate::core::event::IncidentId;
 use crate::status::{Command, Snapshot};
 
-/// Characters a filter may hold; more would not fit on the screen anyway.
-pub const MAX_FILTER_CHARS: usize = 64;
+/// Characters a filter may hold (a field query is longer than words); more would not fit on
+/// the footer's line anyway.
+pub const MAX_FILTER_CHARS: usize = 160;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pane {
@@ -136,6 +137,7 @@ pub struct App {
     session: crate::profile::Session,
     /// `NO_COLOR`: every frame is drawn without colour (src/tui/monochrome.rs).
     monochrome: bool,
+    saved_filters: Vec<(String, String)>,
     /// Where `e`/`E` write; `None`: the user's home directory.
     export_dir: Option<std::path::PathBuf>,
 }
@@ -168,6 +170,7 @@ impl App {
             session: crate::profile::Session::default(),
             monochrome: false,
             export_dir: None,
+            saved_filters: Vec::new(),
         };
         app.refresh_visible();
         // The log pane starts with its target list hidden; the log key shows it.
@@ -265,6 +268,21 @@ impl App {
 
     pub fn filter_text(&self) -> &str {
         &self.filter_text
+    }
+
+    /// Why the filter (a query) cannot be read, shown where the filter is.
+    pub fn filter_error(&self) -> Option<&str> {
+        self.filter.error()
+    }
+
+    /// Saved filters by name (config `filters`); tab while typing a filter steps through them.
+    pub fn saved_filters(&self) -> &[(String, String)] {
+        &self.saved_filters
+    }
+
+    pub fn with_saved_filters(mut self, filters: Vec<(String, String)>) -> Self {
+        self.saved_filters = filters;
+        self
     }
 
     pub fn is_filter_editing(&self) -> bool {
@@ -588,6 +606,21 @@ impl App {
                 self.set_filter(text);
             }
             KeyCode::Char('u') if ctrl => self.set_filter(String::new()),
+            KeyCode::Tab | KeyCode::BackTab if !self.saved_filters.is_empty() => {
+                let count = self.saved_filters.len();
+                let current = self
+                    .saved_filters
+                    .iter()
+                    .position(|(_, text)| *text == self.filter_text);
+                let next = match (current, key.code == KeyCode::BackTab) {
+                    (None, false) => 0,
+                    (None, true) => count - 1,
+                    (Some(i), false) => (i + 1) % count,
+                    (Some(i), true) => (i + count - 1) % count,
+                };
+                let text = self.saved_filters[next].1.clone();
+                self.set_filter(text);
+            }
             KeyCode::Char(c)
                 if !ctrl
                     && !key.modifiers.contains(KeyModifiers::ALT)

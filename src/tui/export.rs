@@ -59,41 +59,52 @@ pub fn record(entry: &FeedEntry) -> Value {
 
 /// Writes `entries` (newest first, as the feed holds them) oldest first to a new file in
 /// `dir`, never over an existing one, readable by its owner only (events name people and
-/// systems). Returns the path.
+/// systems). The file appears whole: written under a hidden name, then linked to its own.
+/// Returns the path.
 pub fn write(entries: &[Arc<FeedEntry>], dir: &Path, now: Timestamp) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::OpenOptionsExt;
     let stamp = now.format("%Y%m%d-%H%M%S");
-    let mut attempt = 0;
-    let (path, file) = loop {
-        let name = match attempt {
-            0 => format!("incident-console-export-{stamp}.jsonl"),
-            n => format!("incident-console-export-{stamp}-{n}.jsonl"),
-        };
-        let path = dir.join(name);
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-        {
-            Ok(file) => break (path, file),
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists && attempt < 100 => {
-                attempt += 1;
-            }
-            Err(error) => {
-                return Err(std::io::Error::new(
-                    error.kind(),
-                    format!("{}: {error}", path.display()),
-                ));
+    let named = |error: std::io::Error, path: &Path| {
+        std::io::Error::new(error.kind(), format!("{}: {error}", path.display()))
+    };
+    let partial = dir.join(format!(
+        ".incident-console-export-{stamp}-{}.partial",
+        std::process::id()
+    ));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)
+        .map_err(|error| named(error, &partial))?;
+    let written = (|| {
+        let mut out = std::io::BufWriter::new(file);
+        for entry in entries.iter().rev() {
+            serde_json::to_writer(&mut out, &record(entry))?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        out.get_ref().sync_all()?;
+        let mut attempt = 0;
+        loop {
+            let name = match attempt {
+                0 => format!("incident-console-export-{stamp}.jsonl"),
+                n => format!("incident-console-export-{stamp}-{n}.jsonl"),
+            };
+            let path = dir.join(name);
+            // A hard link fails on an existing name, where a rename would replace it.
+            match std::fs::hard_link(&partial, &path) {
+                Ok(()) => return Ok(path),
+                Err(error)
+                    if error.kind() == std::io::ErrorKind::AlreadyExists && attempt < 1000 =>
+                {
+                    attempt += 1;
+                }
+                Err(error) => return Err(named(error, &path)),
             }
         }
-    };
-    let mut out = std::io::BufWriter::new(file);
-    for entry in entries.iter().rev() {
-        serde_json::to_writer(&mut out, &record(entry))?;
-        out.write_all(b"\n")?;
-    }
-    out.flush()?;
-    out.get_ref().sync_all()?;
-    Ok(path)
+    })();
+    let _ = std::fs::remove_file(&partial);
+    written
 }

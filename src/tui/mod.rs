@@ -12,6 +12,7 @@ pub mod filter;
 pub mod keymap;
 pub mod logging;
 pub mod monochrome;
+pub mod query;
 pub mod render;
 pub mod sanitize;
 pub mod terminal;
@@ -81,6 +82,13 @@ pub async fn run(
         .with_session(
             config.session.clone(),
             monochrome::wanted(std::env::var_os("NO_COLOR")),
+        )
+        .with_saved_filters(
+            config
+                .filters
+                .iter()
+                .map(|(name, text)| (name.clone(), text.clone()))
+                .collect(),
         );
     let fps = config.console.max_frames_per_sec.clamp(1, MAX_FPS);
     // Handlers first: a signal that lands just after the terminal is taken over must not

@@ -12,6 +12,9 @@ pub const BINARY: &str = env!("CARGO_BIN_EXE_incident-console");
 pub const FIRST_EVENTS: Duration = Duration::from_secs(60);
 pub const STEP: Duration = Duration::from_secs(15);
 
+/// Each test's own server, also among the tests of one process.
+static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
 /// A tmux server of the test's own (its socket named after the process), killed on drop.
 pub struct Tmux {
     socket: String,
@@ -20,7 +23,11 @@ pub struct Tmux {
 impl Tmux {
     pub fn start() -> Self {
         Self {
-            socket: format!("incident-console-test-{}", std::process::id()),
+            socket: format!(
+                "incident-console-test-{}-{}",
+                std::process::id(),
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            ),
         }
     }
 
