@@ -847,6 +847,28 @@ impl App {
         }
     }
 
+    /// A mouse gesture (src/tui/mouse.rs): scrolling or clicking focuses the pane under the
+    /// pointer; a click on a feed row selects it. Ignored while a popup or question is open
+    /// or a filter is typed, where keys decide.
+    pub fn apply_gesture(&mut self, gesture: super::mouse::Gesture) {
+        use super::mouse::Gesture;
+        if self.overlay.is_some() || self.filter_editing || self.quitting {
+            return;
+        }
+        match gesture {
+            Gesture::Scroll { pane, rows } => {
+                self.focus = pane;
+                self.move_selection(rows);
+            }
+            Gesture::Click { pane, row } => {
+                self.focus = pane;
+                if let (Some(row), Some(current)) = (row, self.selected_feed_index()) {
+                    self.move_feed(row as isize - current as isize);
+                }
+            }
+        }
+    }
+
     /// Writes an export and says where (or why not) in the footer.
     fn export(&mut self, entries: &[Arc<FeedEntry>], what: &str) {
         if entries.is_empty() {

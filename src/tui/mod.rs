@@ -12,6 +12,7 @@ pub mod filter;
 pub mod keymap;
 pub mod logging;
 pub mod monochrome;
+pub mod mouse;
 pub mod query;
 pub mod render;
 pub mod sanitize;
@@ -195,6 +196,15 @@ async fn event_loop(
                     }
                     dirty = true;
                     key_pressed = true;
+                }
+                Some(Ok(Event::Mouse(event))) => {
+                    let size = guard.terminal.size()?;
+                    let screen = ratatui::layout::Rect::new(0, 0, size.width, size.height);
+                    if let Some(gesture) = mouse::gesture(&app, event, screen) {
+                        app.apply_gesture(gesture);
+                        dirty = true;
+                        key_pressed = true;
+                    }
                 }
                 Some(Ok(Event::Paste(text))) => {
                     paste(&mut app, &text);
