@@ -29,6 +29,7 @@ pub fn effective_config(cli: &Cli) -> anyhow::Result<(Config, ConfigSource)> {
     if let Some(error) = unreadable.into_inner() {
         anyhow::bail!(error);
     }
+    crate::profile::apply(&mut config, cli.profile.as_deref(), cli.read_only)?;
     if let Some(brokers) = &cli.brokers {
         config.kafka.brokers = brokers.clone();
     }
@@ -223,6 +224,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
             crate::oncall::print_silences(silences, now, *json, &mut std::io::stdout().lock())?;
             return Ok(RunSummary::default());
         }
+        Some(Subcommands::Completions { shell }) => {
+            quiet_broken_pipe(crate::release::write_completions(
+                *shell,
+                &mut std::io::stdout().lock(),
+            ))?;
+            return Ok(RunSummary::default());
+        }
+        Some(Subcommands::Man) => {
+            quiet_broken_pipe(crate::release::write_man(&mut std::io::stdout().lock()))?;
+            return Ok(RunSummary::default());
+        }
+        Some(Subcommands::Doctor { json }) => {
+            init_headless_logging(tracing::level_filters::LevelFilter::ERROR);
+            let failed = crate::doctor::run(&cli, *json).await?;
+            if failed > 0 {
+                return Err(crate::doctor::ChecksFailed(failed).into());
+            }
+            return Ok(RunSummary::default());
+        }
         Some(Subcommands::Simulate {
             brokers,
             topic,
@@ -388,6 +408,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
         demo.shutdown().await;
     }
     summary
+}
+
+/// `completions bash | head` is a reader that had enough, not a failure.
+fn quiet_broken_pipe(result: std::io::Result<()>) -> std::io::Result<()> {
+    match result {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }
 
 fn rand_seed() -> u64 {

@@ -98,6 +98,14 @@ pub struct Cli {
     /// web.addr).
     #[arg(long, value_name = "HOST:PORT")]
     pub web_addr: Option<String>,
+    /// Use the named cluster profile of the config (`profiles`): its brokers, security
+    /// settings and header colour; -b/-t/-g/-X still win.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub profile: Option<String>,
+
+    /// Acknowledge and pause are off in the console (also `read_only` in a profile).
+    #[arg(long)]
+    pub read_only: bool,
 
     /// Print the effective configuration (secrets redacted) and exit.
     #[arg(long)]
@@ -168,6 +176,22 @@ pub enum Subcommands {
         #[arg(long)]
         json: bool,
     },
+    /// Check the setup and print one line per check: the config file, the journal, the
+    /// brokers and topics, each notification channel (reached, nothing sent). Exits 1 if any
+    /// check failed.
+    Doctor {
+        /// One JSON object per check instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (e.g. `incident-console completions bash >
+    /// ~/.local/share/bash-completion/completions/incident-console`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `incident-console man | man -l -`.
+    Man,
     /// Send the simulated incident stream to a broker.
     Simulate {
         #[arg(short = 'b', long, value_name = "HOST:PORT")]

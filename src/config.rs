@@ -36,6 +36,15 @@ pub struct Config {
     /// People, schedules, schedule-driven levels, maintenance windows (docs/oncall.md).
     #[serde(default)]
     pub oncall: crate::oncall::OnCallConfig,
+    /// Named clusters for `--profile NAME` (src/profile.rs). Not printed: a profile's
+    /// properties may hold secrets, and the one in use is already in `kafka`.
+    #[serde(skip_serializing)]
+    pub profiles: BTreeMap<String, crate::profile::Profile>,
+    /// Saved feed filters by name, picked from a list in the console (src/tui/query.rs).
+    pub filters: BTreeMap<String, String>,
+    /// The profile in use and read-only; command line only.
+    #[serde(skip)]
+    pub session: crate::profile::Session,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -366,6 +375,10 @@ impl Config {
                 message: error.message,
             });
         }
+        crate::profile::validate(&self.profiles)
+            .map_err(|(field, message)| invalid(&field, &message))?;
+        crate::tui::query::validate_saved(&self.filters)
+            .map_err(|(field, message)| invalid(&field, &message))?;
         Ok(())
     }
 

@@ -101,8 +101,11 @@ pub const EXIT_OUTPUT_ERROR: u8 = 74;
 #[derive(Debug)]
 pub struct OutputFailed {
     pub error: std::io::Error,
-    /// Records written and flushed before it failed.
+    /// Records handed to stdout before it failed: an upper bound of what the reader got
+    /// (`| head -n 5` took 5 of them, from a batch not yet flushed).
     pub written: u64,
+    /// Of those, the records flushed before the failing batch: only their offsets count.
+    pub flushed: u64,
 }
 
 impl OutputFailed {
@@ -124,8 +127,9 @@ impl std::fmt::Display for OutputFailed {
         }
         write!(
             f,
-            "; stopped consuming after {} lines, offsets committed only for what was written",
-            self.written
+            "; stopped consuming after writing {} lines (offsets committed only for the {} \
+             flushed before)",
+            self.written, self.flushed
         )
     }
 }
@@ -164,25 +168,29 @@ pub async fn write_records(
 ) -> Result<u64, OutputFailed> {
     let mut written = 0u64;
     let mut gated = 0u64;
-    let fail = |error, written| OutputFailed { error, written };
+    let fail = |error, written, batch: usize| OutputFailed {
+        error,
+        written: written + batch as u64,
+        flushed: written,
+    };
     while let Some(record) = records.recv().await {
-        write_line(&mut out, &record).map_err(|e| fail(e, written))?;
+        write_line(&mut out, &record).map_err(|e| fail(e, written, 0))?;
         let mut batch = 1;
         let mut batch_gated = u64::from(record.is_gated());
         while batch < FLUSH_EVERY {
             let Ok(record) = records.try_recv() else {
                 break;
             };
-            write_line(&mut out, &record).map_err(|e| fail(e, written))?;
+            write_line(&mut out, &record).map_err(|e| fail(e, written, batch))?;
             batch += 1;
             batch_gated += u64::from(record.is_gated());
         }
-        out.flush().map_err(|e| fail(e, written))?;
+        out.flush().map_err(|e| fail(e, written, batch))?;
         written += batch as u64;
         gated += batch_gated;
         flushed.send_replace(gated);
     }
-    out.flush().map_err(|e| fail(e, written))?;
+    out.flush().map_err(|e| fail(e, written, 0))?;
     Ok(written)
 }
 
@@ -291,5 +299,46 @@ mod tests {
         assert_eq!(written, 3);
         assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 3);
         assert_eq!(*channel.flushed.borrow(), 2);
+    }
+
+    /// `| head -n 5`: the reader takes some lines of a batch not yet flushed, then goes. The
+    /// message counts the lines written, not 0.
+    #[tokio::test]
+    async fn a_reader_that_leaves_mid_batch_is_told_the_lines_written() {
+        /// Takes `lines` lines, then the pipe is broken.
+        struct Head {
+            lines: usize,
+        }
+        impl Write for Head {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                if self.lines == 0 {
+                    return Err(std::io::ErrorKind::BrokenPipe.into());
+                }
+                self.lines -= buf.iter().filter(|&&b| b == b'\n').count().min(self.lines);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let channel = output_channel();
+        for offset in 0..8 {
+            channel.records.send(dead_letter(offset)).await.unwrap();
+        }
+        drop(channel.records);
+        let failed = write_records(
+            channel.writer_records,
+            Head { lines: 5 },
+            channel.writer_flushed,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!((failed.written, failed.flushed), (5, 0));
+        assert_eq!(
+            failed.to_string(),
+            "stdout was closed by its reader; stopped consuming after writing 5 lines \
+             (offsets committed only for the 0 flushed before)"
+        );
+        assert_eq!(*channel.flushed.borrow(), 0);
     }
 }

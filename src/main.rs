@@ -1,7 +1,4 @@
-use clap::Parser;
-
 use incident_console::app;
-use incident_console::cli::Cli;
 
 fn main() -> std::process::ExitCode {
     // A file-size limit (`ulimit -f`) then fails the journal's write with EFBIG, which is
@@ -11,7 +8,7 @@ fn main() -> std::process::ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
-    let cli = Cli::parse();
+    let cli = incident_console::release::parse_cli();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

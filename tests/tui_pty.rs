@@ -718,3 +718,37 @@ fn snooze_from_the_keyboard_marks_the_escalation_and_ends_early() {
     console.press("q");
     console.wait_for_exit(Duration::from_secs(30));
 }
+
+/// The mouse: a click on a feed row selects it (the view freezes there), the wheel over the
+/// escalations pane focuses and scrolls it. Written as the SGR mouse reports a terminal sends.
+#[test]
+fn a_click_selects_a_feed_row_and_the_wheel_scrolls_the_pane_under_it() {
+    let (rows, cols) = (48, 160);
+    let mut console = Console::start(&["--demo", "--demo-rate", "30"], rows, cols);
+    console.wait_until("events in the feed", FIRST_EVENTS, events_in_feed);
+    console.wait_until("a full feed pane", FIRST_EVENTS, |s| {
+        s.contents().matches("created").count() >= 8
+    });
+    let layout =
+        incident_console::tui::render::layout(ratatui::layout::Rect::new(0, 0, cols, rows));
+    // The fourth event row: below the border and the column header.
+    let y = layout.feed.y + 1 + 1 + 3;
+    let x = layout.feed.x + 4;
+    console.press(&format!(
+        "\x1b[<0;{};{}M\x1b[<0;{};{}m",
+        x + 1,
+        y + 1,
+        x + 1,
+        y + 1
+    ));
+    console.wait_until("the clicked row selected", STEP, |s| {
+        selected_row(s, x) == Some(y) && s.contents().contains("view frozen")
+    });
+    // The wheel over the escalations pane focuses it.
+    let (ex, ey) = (layout.escalations.x + 4, layout.escalations.y + 3);
+    console.press(&format!("\x1b[<65;{};{}M", ex + 1, ey + 1));
+    console.wait_for_text("▶ Escalations");
+    // And the keys still work: tab moves the focus on.
+    console.press("\t");
+    console.wait_for_text("▶ Metrics");
+}

@@ -351,7 +351,7 @@ impl Default for RateLimitConfig {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[serde(from = "DedupFile")]
 pub struct DedupConfig {
     /// The same notification to the same recipient on the same channel is sent once per window.
     pub window_secs: u64,
@@ -364,12 +364,43 @@ pub struct DedupConfig {
     pub resume_horizon_secs: u64,
 }
 
+/// The default horizon, or the window when that is shorter.
+const DEFAULT_RESUME_HORIZON_SECS: u64 = 3600;
+
 impl Default for DedupConfig {
+    fn default() -> Self {
+        DedupFile::default().into()
+    }
+}
+
+/// `dedup` as written: a horizon left out follows the window (`window_secs: 1` alone is
+/// valid), while one the user wrote is checked against it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct DedupFile {
+    window_secs: u64,
+    max_entries: usize,
+    resume_horizon_secs: Option<u64>,
+}
+
+impl Default for DedupFile {
     fn default() -> Self {
         Self {
             window_secs: 24 * 3600,
             max_entries: 100_000,
-            resume_horizon_secs: 3600,
+            resume_horizon_secs: None,
+        }
+    }
+}
+
+impl From<DedupFile> for DedupConfig {
+    fn from(file: DedupFile) -> Self {
+        Self {
+            window_secs: file.window_secs,
+            max_entries: file.max_entries,
+            resume_horizon_secs: file
+                .resume_horizon_secs
+                .unwrap_or(DEFAULT_RESUME_HORIZON_SECS.min(file.window_secs)),
         }
     }
 }
@@ -1058,5 +1089,25 @@ mod shipped_config_tests {
             error.contains("field `notifications.outbox_capacity`: must be more than 0"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_short_dedup_window_alone_takes_the_horizon_with_it() {
+        use crate::config::Config;
+        let config = Config::parse("(notifications: (dedup: (window_secs: 1)))", "c.ron").unwrap();
+        assert_eq!(config.notifications.dedup.window_secs, 1);
+        assert_eq!(config.notifications.dedup.resume_horizon_secs, 1);
+        // The shipped horizon where the window is longer.
+        let config = Config::parse("(notifications: (dedup: (max_entries: 5)))", "c.ron").unwrap();
+        assert_eq!(config.notifications.dedup.resume_horizon_secs, 3600);
+        // A horizon the user wrote is still checked.
+        let error = Config::parse(
+            "(\n notifications: (\n  dedup: (\n   window_secs: 1,\n   resume_horizon_secs: 5,\n  ),\n ),\n)",
+            "c.ron",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.starts_with("c.ron:5:"), "{error}");
+        assert!(error.contains("resume_horizon_secs"), "{error}");
     }
 }

@@ -374,6 +374,19 @@ impl SmsEndpoint {
 }
 
 /// `application/x-www-form-urlencoded`, as browsers write it (UTF-8, space as `+`).
+impl Senders {
+    /// `doctor`: connects to the SMTP server and says EHLO (with STARTTLS and login as
+    /// configured), then QUIT; no mail is sent. `None` when email is off.
+    pub async fn test_smtp(&self) -> Option<Result<(), String>> {
+        let (transport, _, _) = self.smtp.as_ref()?;
+        Some(match transport.test_connection().await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("the server did not accept the connection".into()),
+            Err(error) => Err(error.to_string()),
+        })
+    }
+}
+
 pub fn form_encode(fields: &[(&str, &str)]) -> String {
     let mut out = String::new();
     for (i, (name, value)) in fields.iter().enumerate() {

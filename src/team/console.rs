@@ -26,6 +26,8 @@ struct Observer {
     control: ConsumerControl,
     output: Option<mpsc::Sender<OutputRecord>>,
     max_message_bytes: usize,
+    /// Where the active worker dead-letters what does not decode, for the headless line.
+    dead_letter_topic: String,
     operator: String,
     summary: RunSummary,
     /// Acknowledgements go out as records on `<topic>.commands`.
@@ -72,6 +74,7 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
         control: source.control,
         output: options.output,
         max_message_bytes: config.kafka.max_message_bytes,
+        dead_letter_topic: config.dead_letter_topic(),
         operator: options.operator,
         summary: RunSummary::default(),
     };
@@ -303,7 +306,17 @@ impl Observer {
                 self.summary.handled += 1;
             }
             Err(error) => {
-                // Shown in the feed; the active worker dead-letters it.
+                // Shown in the feed and, headless, as a line of its own (as a standalone
+                // console prints it); the active worker dead-letters it.
+                self.emit(OutputRecord::DeadLetter {
+                    reason: error.reason(),
+                    error: error.to_string(),
+                    topic: source.topic.clone(),
+                    partition: source.partition,
+                    offset: source.offset,
+                    dead_letter_topic: self.dead_letter_topic.clone(),
+                })
+                .await;
                 let raw: Arc<str> = match &message.payload {
                     None => "(tombstone)".into(),
                     Some(bytes) => {

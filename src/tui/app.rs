@@ -23,8 +23,9 @@ use crate::core::event::IncidentId;
 use crate::status::{Command, Snapshot};
 pub use oncall::{SNOOZE_MINUTES, SnoozeForm, snooze_label};
 
-/// Characters a filter may hold; more would not fit on the screen anyway.
-pub const MAX_FILTER_CHARS: usize = 64;
+/// Characters a filter may hold (a field query is longer than words); more would not fit on
+/// the footer's line anyway.
+pub const MAX_FILTER_CHARS: usize = 160;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pane {
@@ -137,6 +138,13 @@ pub struct App {
     /// runtime publishes a snapshot at least every second, so the header follows within one.
     self_alerts: Option<tokio::sync::watch::Receiver<Vec<String>>>,
     pub viewport: Viewport,
+    /// The profile in use and read-only (src/profile.rs).
+    session: crate::profile::Session,
+    /// `NO_COLOR`: every frame is drawn without colour (src/tui/monochrome.rs).
+    monochrome: bool,
+    saved_filters: Vec<(String, String)>,
+    /// Where `e`/`E` write; `None`: the user's home directory.
+    export_dir: Option<std::path::PathBuf>,
 }
 
 impl App {
@@ -164,6 +172,10 @@ impl App {
             replay: false,
             self_alerts: None,
             viewport: Viewport::default(),
+            session: crate::profile::Session::default(),
+            monochrome: false,
+            export_dir: None,
+            saved_filters: Vec::new(),
         };
         app.refresh_visible();
         // The log pane starts with its target list hidden; the log key shows it.
@@ -180,6 +192,25 @@ impl App {
 
     pub fn is_replay(&self) -> bool {
         self.replay
+    }
+
+    pub fn with_session(mut self, session: crate::profile::Session, monochrome: bool) -> Self {
+        self.session = session;
+        self.monochrome = monochrome;
+        self
+    }
+
+    pub fn with_export_dir(mut self, dir: std::path::PathBuf) -> Self {
+        self.export_dir = Some(dir);
+        self
+    }
+
+    pub fn session(&self) -> &crate::profile::Session {
+        &self.session
+    }
+
+    pub fn is_monochrome(&self) -> bool {
+        self.monochrome
     }
 
     /// The level logs are captured at when the console starts (see `logging`).
@@ -242,6 +273,21 @@ impl App {
 
     pub fn filter_text(&self) -> &str {
         &self.filter_text
+    }
+
+    /// Why the filter (a query) cannot be read, shown where the filter is.
+    pub fn filter_error(&self) -> Option<&str> {
+        self.filter.error()
+    }
+
+    /// Saved filters by name (config `filters`); tab while typing a filter steps through them.
+    pub fn saved_filters(&self) -> &[(String, String)] {
+        &self.saved_filters
+    }
+
+    pub fn with_saved_filters(mut self, filters: Vec<(String, String)>) -> Self {
+        self.saved_filters = filters;
+        self
     }
 
     pub fn is_filter_editing(&self) -> bool {
@@ -415,6 +461,9 @@ impl App {
             Live => self.go_live(),
             Details => self.open_details(),
             Acknowledge => self.ask_acknowledge(),
+            Pause if self.session.read_only => {
+                self.say("pausing is disabled: read-only", theme::warning());
+            }
             Pause => {
                 let paused = self.snapshot.consumer.paused;
                 self.say(
@@ -441,6 +490,14 @@ impl App {
             Unacknowledge => return self.unacknowledge(),
             EndSilence => return self.end_silence(),
             OnCall => self.show_on_call(),
+            ExportEvent => match self.selected_feed_entry().cloned() {
+                Some(entry) => self.export(&[entry], "event"),
+                None => self.say("no event selected", theme::dim()),
+            },
+            ExportFeed => {
+                let entries = self.visible.clone();
+                self.export(&entries, "events");
+            }
             Confirm | Cancel => {}
         }
         None
@@ -559,6 +616,21 @@ impl App {
                 self.set_filter(text);
             }
             KeyCode::Char('u') if ctrl => self.set_filter(String::new()),
+            KeyCode::Tab | KeyCode::BackTab if !self.saved_filters.is_empty() => {
+                let count = self.saved_filters.len();
+                let current = self
+                    .saved_filters
+                    .iter()
+                    .position(|(_, text)| *text == self.filter_text);
+                let next = match (current, key.code == KeyCode::BackTab) {
+                    (None, false) => 0,
+                    (None, true) => count - 1,
+                    (Some(i), false) => (i + 1) % count,
+                    (Some(i), true) => (i + count - 1) % count,
+                };
+                let text = self.saved_filters[next].1.clone();
+                self.set_filter(text);
+            }
             KeyCode::Char(c)
                 if !ctrl
                     && !key.modifiers.contains(KeyModifiers::ALT)
@@ -785,9 +857,54 @@ impl App {
         }
     }
 
+    /// A mouse gesture (src/tui/mouse.rs): scrolling or clicking focuses the pane under the
+    /// pointer; a click on a feed row selects it. Ignored while a popup or question is open
+    /// or a filter is typed, where keys decide.
+    pub fn apply_gesture(&mut self, gesture: super::mouse::Gesture) {
+        use super::mouse::Gesture;
+        if self.overlay.is_some() || self.filter_editing || self.quitting {
+            return;
+        }
+        match gesture {
+            Gesture::Scroll { pane, rows } => {
+                self.focus = pane;
+                self.move_selection(rows);
+            }
+            Gesture::Click { pane, row } => {
+                self.focus = pane;
+                if let (Some(row), Some(current)) = (row, self.selected_feed_index()) {
+                    self.move_feed(row as isize - current as isize);
+                }
+            }
+        }
+    }
+
+    /// Writes an export and says where (or why not) in the footer.
+    fn export(&mut self, entries: &[Arc<FeedEntry>], what: &str) {
+        if entries.is_empty() {
+            self.say("nothing to export: the feed is empty", theme::dim());
+            return;
+        }
+        let dir = self
+            .export_dir
+            .clone()
+            .unwrap_or_else(super::export::default_dir);
+        match super::export::write(entries, &dir, self.snapshot.engine.at) {
+            Ok(path) => {
+                let text = format!("exported {} {what} to {}", entries.len(), path.display());
+                self.say(&text, theme::ok());
+            }
+            Err(error) => self.say(&format!("export failed: {error}"), theme::error()),
+        }
+    }
+
     fn ask_acknowledge(&mut self) {
         if self.replay {
             self.say("acknowledging is disabled in a replay", theme::warning());
+            return;
+        }
+        if self.session.read_only {
+            self.say("acknowledging is disabled: read-only", theme::warning());
             return;
         }
         let Some(view) = self.acknowledge_target() else {

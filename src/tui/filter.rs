@@ -1,7 +1,8 @@
 //! The feed filter typed after `/`: words separated by spaces, all of which must match. A word
 //! that names a priority (`critical`) or an event type (`status_updated`) matches exactly that;
 //! `dlq` matches rejected payloads; any other word is looked for, ignoring case, in the title,
-//! the summary, the incident id and the error.
+//! the summary, the incident id and the error. A filter with an operator or a call is a
+//! field query instead (src/tui/query.rs): `priority == "critical" && category == "database"`.
 
 use crate::core::engine::FeedEntry;
 use crate::core::event::{EventType, Priority};
@@ -17,10 +18,18 @@ enum Term {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FeedFilter {
     terms: Vec<Term>,
+    /// A field query, or why the text is not one (then nothing matches).
+    query: Option<Result<std::sync::Arc<super::query::Query>, String>>,
 }
 
 impl FeedFilter {
     pub fn parse(text: &str) -> Self {
+        if super::query::looks_like_query(text) {
+            return Self {
+                terms: Vec::new(),
+                query: Some(super::query::Query::compile(text.trim()).map(std::sync::Arc::new)),
+            };
+        }
         let terms = text
             .split_whitespace()
             .map(|word| {
@@ -36,14 +45,27 @@ impl FeedFilter {
                 }
             })
             .collect();
-        Self { terms }
+        Self { terms, query: None }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.terms.is_empty()
+        self.terms.is_empty() && self.query.is_none()
+    }
+
+    /// Why the filter, a query, cannot be read.
+    pub fn error(&self) -> Option<&str> {
+        match &self.query {
+            Some(Err(error)) => Some(error),
+            _ => None,
+        }
     }
 
     pub fn matches(&self, entry: &FeedEntry) -> bool {
+        match &self.query {
+            Some(Ok(query)) => return query.matches(entry),
+            Some(Err(_)) => return false,
+            None => {}
+        }
         self.terms.iter().all(|term| match term {
             Term::Priority(p) => entry.priority == Some(*p),
             Term::Type(t) => entry.event_type == Some(*t),

@@ -36,10 +36,12 @@ pub enum Action {
     Unacknowledge,
     EndSilence,
     OnCall,
+    ExportEvent,
+    ExportFeed,
 }
 
 impl Action {
-    pub const ALL: [Action; 27] = [
+    pub const ALL: [Action; 29] = [
         Self::Quit,
         Self::Help,
         Self::FocusNext,
@@ -67,6 +69,8 @@ impl Action {
         Self::Unacknowledge,
         Self::EndSilence,
         Self::OnCall,
+        Self::ExportEvent,
+        Self::ExportFeed,
     ];
 
     /// The name used in `console.keys`.
@@ -99,6 +103,8 @@ impl Action {
             Self::Unacknowledge => "unacknowledge",
             Self::EndSilence => "end_silence",
             Self::OnCall => "oncall",
+            Self::ExportEvent => "export_event",
+            Self::ExportFeed => "export_feed",
         }
     }
 
@@ -131,6 +137,8 @@ impl Action {
             Self::Unacknowledge => "take back the selected acknowledgement: pages its level again",
             Self::EndSilence => "end the silence on the selected escalation now",
             Self::OnCall => "who is on call, and the silences",
+            Self::ExportEvent => "export the selected event to a JSON-lines file (replayable)",
+            Self::ExportFeed => "export the feed as filtered to a JSON-lines file (replayable)",
         }
     }
 
@@ -163,6 +171,8 @@ impl Action {
             Self::Unacknowledge => &["u"],
             Self::EndSilence => &["x"],
             Self::OnCall => &["o"],
+            Self::ExportEvent => &["e"],
+            Self::ExportFeed => &["E"],
         }
     }
 

@@ -7,9 +7,13 @@
 
 pub mod app;
 pub mod detail;
+pub mod export;
 pub mod filter;
 pub mod keymap;
 pub mod logging;
+pub mod monochrome;
+pub mod mouse;
+pub mod query;
 pub mod render;
 pub mod sanitize;
 pub mod terminal;
@@ -75,7 +79,18 @@ pub async fn run(
     let app = App::new(keymap, snapshots.borrow().clone(), local_zone())
         .with_log_capture(logging::capture_level())
         .with_replay(config.kafka.range.is_active())
-        .with_self_alerts(self_alerts);
+        .with_self_alerts(self_alerts)
+        .with_session(
+            config.session.clone(),
+            monochrome::wanted(std::env::var_os("NO_COLOR")),
+        )
+        .with_saved_filters(
+            config
+                .filters
+                .iter()
+                .map(|(name, text)| (name.clone(), text.clone()))
+                .collect(),
+        );
     let fps = config.console.max_frames_per_sec.clamp(1, MAX_FPS);
     // Handlers first: a signal that lands just after the terminal is taken over must not
     // kill the process and leave the terminal raw.
@@ -182,6 +197,15 @@ async fn event_loop(
                     dirty = true;
                     key_pressed = true;
                 }
+                Some(Ok(Event::Mouse(event))) => {
+                    let size = guard.terminal.size()?;
+                    let screen = ratatui::layout::Rect::new(0, 0, size.width, size.height);
+                    if let Some(gesture) = mouse::gesture(&app, event, screen) {
+                        app.apply_gesture(gesture);
+                        dirty = true;
+                        key_pressed = true;
+                    }
+                }
                 Some(Ok(Event::Paste(text))) => {
                     paste(&mut app, &text);
                     dirty = true;
@@ -251,7 +275,16 @@ fn finish(
 }
 
 fn draw(terminal: &mut terminal::ConsoleTerminal, app: &mut App) -> anyhow::Result<()> {
-    let mut draw = || terminal.draw(|frame| render::draw(frame, app)).map(|_| ());
+    let mut draw = || {
+        terminal
+            .draw(|frame| {
+                render::draw(frame, app);
+                if app.is_monochrome() {
+                    monochrome::apply(frame.buffer_mut());
+                }
+            })
+            .map(|_| ())
+    };
     // Writing to a slow terminal blocks; let tokio move other work off this thread meanwhile.
     let result = match tokio::runtime::Handle::current().runtime_flavor() {
         tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(draw),

@@ -7,7 +7,9 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossterm::cursor::{Hide, Show};
-use crossterm::event::{DisableBracketedPaste, EnableBracketedPaste};
+use crossterm::event::{
+    DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture,
+};
 use crossterm::execute;
 use crossterm::terminal::{
     Clear, ClearType, EnterAlternateScreen, LeaveAlternateScreen, disable_raw_mode, enable_raw_mode,
@@ -46,6 +48,9 @@ pub fn enter() -> io::Result<TerminalGuard> {
             stdout,
             EnterAlternateScreen,
             EnableBracketedPaste,
+            // The wheel and clicks (src/tui/mouse.rs); shift-drag still selects text in
+            // most terminals.
+            EnableMouseCapture,
             Hide,
             Clear(ClearType::All)
         )?;
@@ -68,7 +73,13 @@ pub fn restore() -> bool {
     }
     let _ = disable_raw_mode();
     let mut stdout = io::stdout();
-    let _ = execute!(stdout, DisableBracketedPaste, LeaveAlternateScreen, Show);
+    let _ = execute!(
+        stdout,
+        DisableMouseCapture,
+        DisableBracketedPaste,
+        LeaveAlternateScreen,
+        Show
+    );
     let _ = stdout.flush();
     true
 }

@@ -68,6 +68,13 @@ pub fn render(frame: &mut Frame, area: Rect, app: &mut App) {
                 "waiting for events on {} …",
                 sanitize_with_limit(&app.snapshot().consumer.topic, 80)
             )
+        } else if let Some(error) = app.filter_error() {
+            let text = format!(
+                "query error: {} (esc clears the filter)",
+                sanitize_with_limit(error, 200)
+            );
+            frame.render_widget(Paragraph::new(Line::styled(text, theme::error())), inner);
+            return;
         } else {
             "no event in the feed matches the filter (esc clears it)".to_string()
         };

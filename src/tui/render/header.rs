@@ -109,7 +109,10 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App) {
         Span::styled(" ▶ CONSUMING ", theme::consuming_style())
     };
     let metrics = &snapshot.engine.metrics;
-    let mut second = vec![Span::raw(" "), state, Span::raw(" ")];
+    let mut second = vec![Span::raw(" ")];
+    // The cluster first: the one thing that must not be mistaken.
+    second.extend(super::session::badges(app));
+    second.extend([state, Span::raw(" ")]);
     if snapshot.demo {
         second.push(Span::styled(" DEMO ", theme::demo_style()));
         second.push(Span::raw(" "));

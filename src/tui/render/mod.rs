@@ -8,6 +8,7 @@ mod header;
 mod logs;
 mod metrics;
 mod popup;
+mod session;
 
 use ratatui::Frame;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -122,6 +123,30 @@ fn pane_block<'a>(pane: Pane, app: &App, extra: Vec<Span<'a>>) -> Block<'a> {
         .title(Line::from(title))
 }
 
+/// After the filter being typed: why a query cannot be read, in place; else what to type.
+fn filter_hint(app: &App) -> Span<'static> {
+    if let Some(error) = app.filter_error() {
+        return Span::styled(
+            format!("   query error: {}", super::sanitize::sanitize(error)),
+            theme::error(),
+        );
+    }
+    let saved: Vec<&str> = app
+        .saved_filters()
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let saved = if saved.is_empty() {
+        String::new()
+    } else {
+        format!(" · tab saved: {}", saved.join(", "))
+    };
+    Span::styled(
+        format!("   enter keep · esc clear · words or a query: priority == \"high\"{saved}"),
+        theme::dim(),
+    )
+}
+
 fn render_footer(frame: &mut Frame, area: Rect, app: &App) {
     let keymap = app.keymap();
     let line = if app.is_quitting() {
@@ -134,10 +159,7 @@ fn render_footer(frame: &mut Frame, area: Rect, app: &App) {
             Span::styled(" filter: ", theme::label()),
             Span::raw(super::sanitize::sanitize(app.filter_text()).into_owned()),
             Span::styled("█", theme::label()),
-            Span::styled(
-                "   enter keep · esc clear · words: critical, status_updated, dlq, any text",
-                theme::dim(),
-            ),
+            filter_hint(app),
         ])
     } else if let Some(message) = app.message() {
         Line::from(Span::styled(format!(" {}", message.text), message.style))

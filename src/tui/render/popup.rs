@@ -197,6 +197,10 @@ pub fn help_lines(keymap: &Keymap) -> Vec<Line<'static>> {
         theme::dim(),
     ));
     lines.push(Line::styled(
+        "Or a field query (CEL): priority == \"critical\" && category == \"database\"; tab: saved.",
+        theme::dim(),
+    ));
+    lines.push(Line::styled(
         "Rebind keys in config.ron under console.keys, e.g. keys: { \"pause\": [\"p\", \"space\"] }",
         theme::dim(),
     ));
