@@ -444,9 +444,9 @@ fn next_event(lines: &std::sync::mpsc::Receiver<String>, what: &str) -> Duration
     }
 }
 
-/// Static membership, derived by default from the host and the journal: a console killed with
-/// kill -9 and started again takes its partitions back without waiting out its old session
-/// (6 s shipped) and a rebalance, as a dynamic member must.
+/// Static membership (`-X group.instance.id=...`): a console killed with kill -9 and started
+/// again with the same id takes its partitions back without waiting out its old session (6 s
+/// shipped) and a rebalance, as a dynamic member must.
 #[test]
 fn a_console_restarted_after_kill_nine_reads_again_before_its_old_session_ends() {
     let cluster = single_node();
@@ -454,13 +454,14 @@ fn a_console_restarted_after_kill_nine_reads_again_before_its_old_session_ends()
     let topic = "static-restart";
     apache_kafka::create_topics_blocking(&cluster.bootstrap, &[topic], 3);
     let _producer = simulate(&cluster.bootstrap, topic, 50, 100_000);
+    let id = ["-X", "group.instance.id=console-1"];
     let (mut first, lines) = standalone(
         &cluster.bootstrap,
         topic,
         "static",
         dir.path(),
         "journal.sqlite3",
-        &[],
+        &id,
     );
     let cold = next_event(&lines, "first start");
     let log = std::fs::read_to_string(dir.path().join("journal.log")).unwrap();
@@ -476,7 +477,7 @@ fn a_console_restarted_after_kill_nine_reads_again_before_its_old_session_ends()
             "static",
             dir.path(),
             "journal.sqlite3",
-            &[],
+            &id,
         );
         next_event(&lines, "after the restart");
         restarts.push(started.elapsed());

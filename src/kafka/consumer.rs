@@ -267,59 +267,6 @@ fn apply_passthrough(client: &mut ClientConfig, config: &Config, for_consumer: b
     }
 }
 
-/// The `group.instance.id` a standalone console takes unless one is configured: stable across
-/// restarts of the same console (its host and its journal, which a lock keeps to one process),
-/// different for any other. A worker has none by default: a static member leaves no group
-/// when it stops, and a successor would wait out the stopped worker's session for its
-/// partitions. Without a journal there is nothing to tell two copies apart, so none either.
-pub fn static_instance_id(config: &Config) -> Option<String> {
-    if let Some(configured) = config.kafka.properties.get("group.instance.id") {
-        return (!configured.trim().is_empty()).then(|| configured.clone());
-    }
-    if config.team.role != crate::team::Role::Standalone || !config.journal.enabled {
-        return None;
-    }
-    let journal = config.journal.resolved_path().ok()?;
-    let journal = std::fs::canonicalize(&journal).unwrap_or(journal);
-    let host = hostname();
-    // FNV-1a: short and stable across builds and platforms (std's hasher is neither).
-    let hash = journal
-        .to_string_lossy()
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
-    Some(format!("incident-console-{host}-{:08x}", hash as u32))
-}
-
-fn hostname() -> String {
-    let mut buffer = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
-    // truncates, and the result is read up to the first NUL only.
-    let ok = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) } == 0;
-    let end = buffer.iter().position(|b| *b == 0).unwrap_or(buffer.len());
-    let name = if ok {
-        String::from_utf8_lossy(&buffer[..end]).into_owned()
-    } else {
-        String::new()
-    };
-    let name: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if name.is_empty() {
-        "localhost".into()
-    } else {
-        name
-    }
-}
-
 /// Where a positioned read (a replay from Kafka) starts and stops. Empty: the group decides.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadRange {
@@ -709,11 +656,15 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> anyhow::Result<Kaf
     client.set("enable.auto.offset.store", "false");
     if range.is_active() {
         client.set("enable.auto.commit", "false");
-    } else if let Some(instance) = static_instance_id(config) {
-        // Static membership: a console restarted within its session (kill -9, a crash,
-        // systemd) takes its partitions back at once instead of after a rebalance.
+    } else if let Some(instance) = config
+        .kafka
+        .properties
+        .get("group.instance.id")
+        .filter(|id| !id.trim().is_empty())
+    {
+        // Static membership (opt-in, docs/kafka.md): a console restarted within its session
+        // takes its partitions back at once instead of after a rebalance.
         tracing::info!(group_instance_id = %instance, "static group membership");
-        client.set("group.instance.id", instance);
     }
     let consumer: ConsoleConsumer = client
         .create_with_context(context)
