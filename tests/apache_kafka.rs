@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use processes::apache_kafka::{self, Cluster};
-use processes::{BINARY, Process, lines_of};
+use processes::{BINARY, Process, incidents_created, journal_counts, lines_of};
 
 const LONG: Duration = Duration::from_secs(120);
 
@@ -193,33 +193,6 @@ fn a_missing_incident_topic_is_named_and_not_created() {
     assert_eq!(apache_kafka::shape(&cluster.bootstrap, topic), None);
 }
 
-fn journal_events(journal: &std::path::Path) -> (u64, u64) {
-    let connection =
-        rusqlite::Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .unwrap();
-    connection
-        .query_row(
-            "SELECT count(*), count(DISTINCT kafka_partition || '/' || kafka_offset) FROM events",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .unwrap_or((0, 0))
-}
-
-fn created_incidents(journal: &std::path::Path) -> BTreeSet<i64> {
-    let connection =
-        rusqlite::Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .unwrap();
-    let mut statement = connection
-        .prepare("SELECT incident_id FROM events WHERE event_type = 'incident_created'")
-        .unwrap();
-    statement
-        .query_map([], |row| row.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
-}
-
 fn readyz(port: u16) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
@@ -348,16 +321,16 @@ async fn killing_the_partition_leader_of_three_brokers_loses_nothing_and_pages_o
     );
 
     let deadline = Instant::now() + LONG;
-    while journal_events(&journal).0 < EVENTS {
+    while journal_counts(&journal).0 < EVENTS {
         assert!(
             Instant::now() < deadline,
             "journal {:?}",
-            journal_events(&journal)
+            journal_counts(&journal)
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(journal_events(&journal), (EVENTS, EVENTS));
-    let expected = created_incidents(&journal);
+    assert_eq!(journal_counts(&journal), (EVENTS, EVENTS));
+    let expected = incidents_created(&journal);
     assert!(expected.len() > 100, "the stream opens many incidents");
     let deadline = Instant::now() + LONG;
     let mails = loop {

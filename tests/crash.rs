@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use incident_console::config::Config;
-use processes::{BINARY, Process, committed, start_broker};
+use processes::{BINARY, Process, committed, incidents_created, journal_counts, start_broker};
 use rand::{Rng, SeedableRng};
 use servers::SmtpSink;
 
@@ -119,34 +119,6 @@ fn read_events(child: &mut Child, count: usize, started: Instant) -> (usize, Opt
         }
     }
     (events, first)
-}
-
-fn journal_counts(journal: &Path) -> (u64, u64) {
-    let connection =
-        rusqlite::Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .unwrap();
-    connection
-        .query_row(
-            "SELECT count(*), count(DISTINCT kafka_topic || '/' || kafka_partition || '/' || kafka_offset) FROM events",
-            [],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
-        .unwrap_or((0, 0))
-}
-
-/// The incidents whose creation the console handled, as the journal records them.
-fn incidents_created(journal: &Path) -> BTreeSet<i64> {
-    let connection =
-        rusqlite::Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .unwrap();
-    let mut statement = connection
-        .prepare("SELECT incident_id FROM events WHERE event_type = 'incident_created'")
-        .unwrap();
-    statement
-        .query_map([], |row| row.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
 }
 
 /// The incident ids named in mail subjects ("New incident #1234: ...").

@@ -103,3 +103,32 @@ pub fn committed(bootstrap: &str, topic: &str, group: &str, partitions: i32) -> 
         })
         .collect()
 }
+
+/// (events, distinct places) in a console's journal; (0, 0) before it exists.
+pub fn journal_counts(journal: &std::path::Path) -> (u64, u64) {
+    let connection =
+        rusqlite::Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    connection
+        .query_row(
+            "SELECT count(*), count(DISTINCT kafka_topic || '/' || kafka_partition || '/' || kafka_offset) FROM events",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap_or((0, 0))
+}
+
+/// The incidents whose creation the console handled, as the journal records them.
+pub fn incidents_created(journal: &std::path::Path) -> std::collections::BTreeSet<i64> {
+    let connection =
+        rusqlite::Connection::open_with_flags(journal, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut statement = connection
+        .prepare("SELECT incident_id FROM events WHERE event_type = 'incident_created'")
+        .unwrap();
+    statement
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
