@@ -54,7 +54,7 @@ pub struct RuntimeHandle {
 pub struct RunSummary {
     pub handled: u64,
     pub dead_lettered: u64,
-    /// Re-delivered after a restart and recognised in the journal.
+    /// Delivered again (after a restart, a takeover or a rebalance) and recognised as handled.
     pub redelivered: u64,
 }
 
@@ -250,8 +250,11 @@ struct Runtime {
     engine: Engine,
     /// Team mode: where escalation changes and decisions are published.
     team: Option<Arc<crate::team::publish::StatePublisher>>,
-    /// Team mode: how far the previous active worker handled each partition.
-    handled_before: HashMap<(String, i32), i64>,
+    /// How far each partition has been handled: by the previous active worker (team mode)
+    /// and by this run. A rebalance can hand a partition back from an older committed offset
+    /// (a commit lost when the group coordinator's broker died): what comes again up to here
+    /// was handled already, and handling it twice would print and count it twice.
+    handled_through: HashMap<PartitionKey, i64>,
     journal: Option<JournalLink>,
     control: ConsumerControl,
     dead_letters: DeadLetterProducer,
@@ -331,9 +334,21 @@ pub fn spawn_with(
         None => (None, None, None, ResumedNotifications::default()),
     };
     let team_state = team.as_ref().map(|team| team.state.clone());
-    let handled_before = team
+    let handled_through = team
         .as_ref()
-        .map(|team| team.restored.handled.clone())
+        .map(|team| {
+            team.restored
+                .handled
+                .iter()
+                .map(|((topic, partition), offset)| {
+                    let key = PartitionKey {
+                        topic: topic.clone(),
+                        partition: *partition,
+                    };
+                    (key, *offset)
+                })
+                .collect()
+        })
         .unwrap_or_default();
     let recorder = match team {
         Some(TeamLink { restored, state }) => {
@@ -388,7 +403,7 @@ pub fn spawn_with(
     let runtime = Runtime {
         engine,
         team: team_state,
-        handled_before,
+        handled_through,
         journal,
         control: source.control,
         dead_letters,
@@ -700,25 +715,32 @@ impl Runtime {
             topic: message.source.topic.clone(),
             partition: message.source.partition,
         };
-        self.tracker.begin(&key, message.source.offset);
+        let offset = message.source.offset;
+        let handled_already = self
+            .handled_through
+            .get(&key)
+            .is_some_and(|highest| offset <= *highest);
+        if handled_already && self.tracker.is_in_flight(&key, offset) {
+            // Its first delivery is still being finished (a dead-letter send): that one
+            // stores the offset when it is done.
+            self.summary.redelivered += 1;
+            return;
+        }
+        self.tracker.begin(&key, offset);
         let control = &self.control;
-        // Empty outside team mode: no key (and no topic copy) built per message then.
-        let handled_by_predecessor = !self.handled_before.is_empty()
-            && self
-                .handled_before
-                .get(&(message.source.topic.clone(), message.source.partition))
-                .is_some_and(|highest| message.source.offset <= *highest);
-        if handled_by_predecessor
+        if handled_already
             || self.journal.as_ref().is_some_and(|journal| {
                 journal.already_handled(&message.source, || control.cluster_id())
             })
         {
-            // Handled before a restart, offset not yet committed: nothing to do again.
-            tracing::debug!(source = %message.source, "re-delivered message already in the journal");
+            // Handled before (in this run, by a predecessor, or before a restart), offset
+            // not yet committed: nothing to do again.
+            tracing::debug!(source = %message.source, "re-delivered message already handled");
             self.summary.redelivered += 1;
             self.finish(&message.source);
             return;
         }
+        self.handled_through.insert(key, offset);
         let received_at = chrono::Utc::now();
         match event::decode(message.payload.as_deref(), self.max_message_bytes) {
             Ok(event) => {

@@ -582,9 +582,9 @@ fn every_key_in_demo_tape_is_bound() {
 }
 
 #[test]
-fn readme_key_table_matches_the_default_keymap() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-        .expect("README.md");
+fn the_documented_key_table_matches_the_default_keymap() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/console.md"))
+        .expect("docs/console.md");
     let start = readme
         .find("<!-- console:start -->")
         .expect("console section");
@@ -604,6 +604,9 @@ fn readme_key_table_matches_the_default_keymap() {
             action.name(),
             action.description()
         );
-        assert!(section.contains(&row), "README lacks the row {row}");
+        assert!(
+            section.contains(&row),
+            "docs/console.md lacks the row {row}"
+        );
     }
 }

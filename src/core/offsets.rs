@@ -76,6 +76,13 @@ impl OffsetTracker {
         revoked
     }
 
+    /// Whether `offset` of `key` has begun and not yet finished.
+    pub fn is_in_flight(&self, key: &PartitionKey, offset: i64) -> bool {
+        self.partitions
+            .get(key)
+            .is_some_and(|progress| progress.in_flight.contains(&offset))
+    }
+
     pub fn in_flight(&self) -> usize {
         self.partitions.values().map(|p| p.in_flight.len()).sum()
     }
