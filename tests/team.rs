@@ -1132,8 +1132,19 @@ async fn a_team_of_two_workers_and_two_consoles_survives_two_kills_without_pagin
     // No notification twice: each dedup key reached the webhook once, except deliveries on
     // the wire (or sent and not yet marked) when their worker was killed or fenced, which the
     // successor sends again: at most `CONCURRENCY` per channel each time.
-    team.until("the last pages", |_| true);
-    std::thread::sleep(Duration::from_secs(2));
+    // The last pages are in when the active worker's journal owes no delivery any more (it
+    // marks one delivered after the webhook has answered).
+    let last = team.processes[team.active_worker().unwrap()].0.clone();
+    let deadline = Instant::now() + LONG;
+    while deliveries(&team.dir, &last).contains_key("pending") {
+        assert!(
+            Instant::now() < deadline,
+            "{last} still owes {:?}",
+            deliveries(&team.dir, &last)
+        );
+        team.until("the last pages", |_| true);
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let keys = team.webhook_keys();
     let twice: Vec<_> = keys.iter().filter(|(_, at)| at.len() > 1).collect();
     eprintln!(

@@ -137,10 +137,6 @@ impl Lease {
 /// The lease of this process, when it runs as a worker. Side effects check it; a process
 /// without one (standalone, console, tests in-process) is never gated.
 static GATE: OnceLock<Lease> = OnceLock::new();
-/// Set when the broker fenced this worker's state writer (another worker opened one with the
-/// team's `transactional.id`): whatever the lease says, this worker is no longer the one.
-/// Cleared when this worker opens a new writer of its own.
-static BROKER_FENCED: AtomicBool = AtomicBool::new(false);
 /// Set once a refusal was logged, so a fenced worker logs it once, not per message.
 static REFUSAL_LOGGED: AtomicBool = AtomicBool::new(false);
 
@@ -150,14 +146,6 @@ pub fn side_effects_allowed(what: &str) -> bool {
     let Some(lease) = GATE.get() else {
         return true;
     };
-    if BROKER_FENCED.load(Ordering::Relaxed) {
-        if !REFUSAL_LOGGED.swap(true, Ordering::Relaxed) {
-            tracing::warn!(
-                "fenced by the broker: another worker's state writer took over; {what} refused"
-            );
-        }
-        return false;
-    }
     let allowed = lease.is_active();
     if allowed {
         REFUSAL_LOGGED.store(false, Ordering::Relaxed);
@@ -165,18 +153,6 @@ pub fn side_effects_allowed(what: &str) -> bool {
         tracing::warn!("fenced: the leadership lease has lapsed; {what} refused");
     }
     allowed
-}
-
-/// Closes the gate: the broker fenced this worker's state writer (`why`).
-pub fn fence_by_broker(why: &str) {
-    if !BROKER_FENCED.swap(true, Ordering::Relaxed) {
-        tracing::warn!("fenced by the broker ({why}): sending and storing nothing more");
-    }
-}
-
-/// This worker opened a new state writer, fencing every other: its gate is the lease again.
-pub fn writer_opened() {
-    BROKER_FENCED.store(false, Ordering::Relaxed);
 }
 
 struct LeaderContext {

@@ -1,17 +1,14 @@
 //! The active worker's writer of `<topic>.state` (see `state`): escalation changes and
 //! decisions as the runtime makes them, delivery marks as the notifier records them. Every
-//! write is gated by the lease and carries this worker's leader epoch, and goes through the
-//! worker's one transactional writer (`sink`), which the broker fences when a successor opens
-//! its own.
+//! write is gated by the lease and carries this worker's leader epoch.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tokio::sync::oneshot;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::sink::StateSink;
 use super::state::{StateBody, StateRecord};
 use crate::core::engine::Effect;
 use crate::core::escalation::EscalationBook;
@@ -22,7 +19,8 @@ use crate::notify::{AttemptOutcome, DeliveryChange, DeliveryRecorder};
 const MARK_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct StatePublisher {
-    sink: StateSink,
+    producer: FutureProducer,
+    topic: String,
     worker: String,
     epoch: u64,
     claims: Mutex<ClaimExpiry>,
@@ -55,9 +53,17 @@ impl ClaimExpiry {
 
 impl StatePublisher {
     /// `window` and `max` are the dedup window and its bound (`notifications.dedup`).
-    pub fn new(sink: StateSink, worker: String, epoch: u64, window: Duration, max: usize) -> Self {
+    pub fn new(
+        producer: FutureProducer,
+        topic: String,
+        worker: String,
+        epoch: u64,
+        window: Duration,
+        max: usize,
+    ) -> Self {
         Self {
-            sink,
+            producer,
+            topic,
             worker,
             epoch,
             claims: Mutex::new(ClaimExpiry {
@@ -92,42 +98,38 @@ impl StatePublisher {
 
     /// A tombstone for `key`: compaction deletes it, and a restoring reader forgets it.
     pub fn forget(&self, key: String) {
-        if let Some(confirmed) = self.enqueue_tombstone(key) {
+        if let Some(delivery) = self.enqueue_tombstone(&key) {
             tokio::spawn(async move {
-                if !matches!(confirmed.await, Ok(true)) {
-                    tracing::warn!("state tombstone not published");
+                if let Ok(Err((error, _))) = delivery.await {
+                    tracing::warn!(%error, "state tombstone not published");
                 }
             });
         }
     }
 
-    fn enqueue_tombstone(&self, key: String) -> Option<oneshot::Receiver<bool>> {
+    fn enqueue_tombstone(&self, key: &str) -> Option<rdkafka::producer::DeliveryFuture> {
         if !super::leader::side_effects_allowed("state publish") {
             return None;
         }
-        let refused = key.clone();
-        let confirmed = self.sink.write(key, None);
-        if confirmed.is_none() {
-            tracing::warn!(
-                key = refused,
-                "state tombstone not published: the writer refused it"
-            );
+        match self
+            .producer
+            .send_result(FutureRecord::<str, [u8]>::to(&self.topic).key(key))
+        {
+            Ok(delivery) => Some(delivery),
+            Err((error, _)) => {
+                tracing::warn!(%error, key, "state tombstone not published");
+                None
+            }
         }
-        confirmed
-    }
-
-    /// Why this worker's writer can write no more, once the broker fenced it.
-    pub fn fenced(&self) -> Option<super::sink::Fenced> {
-        self.sink.fenced()
     }
 
     pub fn epoch(&self) -> u64 {
         self.epoch
     }
 
-    /// Hands `body` to the writer (in order with every earlier one); `None` when the lease
-    /// does not allow it or the writer refused it (logged).
-    fn enqueue(&self, body: StateBody) -> Option<oneshot::Receiver<bool>> {
+    /// Hands `body` to the producer (in order with every earlier one); `None` when the lease
+    /// does not allow it or the producer refused it (logged).
+    fn enqueue(&self, body: StateBody) -> Option<rdkafka::producer::DeliveryFuture> {
         if !super::leader::side_effects_allowed("state publish") {
             return None;
         }
@@ -139,51 +141,49 @@ impl StatePublisher {
         };
         let key = record.body.key();
         let payload = serde_json::to_vec(&record).ok()?;
-        let refused = key.clone();
-        let confirmed = self.sink.write(key, Some(payload));
-        if confirmed.is_none() {
-            tracing::warn!(key = refused, "state not published: the writer refused it");
+        match self
+            .producer
+            .send_result(FutureRecord::to(&self.topic).key(&key).payload(&payload))
+        {
+            Ok(delivery) => Some(delivery),
+            Err((error, _)) => {
+                tracing::warn!(%error, key, "state not published");
+                None
+            }
         }
-        confirmed
     }
 
     /// Publishes without waiting (escalation changes, decisions, the lease heartbeat): the
-    /// writer keeps their order; a failure is logged.
+    /// producer keeps their order; a failure is logged.
     pub fn publish(&self, body: StateBody) {
-        if let Some(confirmed) = self.enqueue(body) {
+        if let Some(delivery) = self.enqueue(body) {
             tokio::spawn(async move {
-                if !matches!(confirmed.await, Ok(true)) {
-                    tracing::warn!("state not published");
+                if let Ok(Err((error, _))) = delivery.await {
+                    tracing::warn!(%error, "state not published");
                 }
             });
         }
     }
 
-    /// Publishes and waits until the records' transaction committed (or `MARK_TIMEOUT`).
+    /// Publishes and waits until the broker has every record (or `MARK_TIMEOUT`).
     pub async fn publish_and_wait(&self, bodies: Vec<StateBody>) -> bool {
         self.write_and_wait(bodies.into_iter().map(Write::Record).collect())
             .await
     }
 
-    /// Writes records and tombstones in order and waits until their transactions committed
-    /// (or `MARK_TIMEOUT`). False when any was refused or its transaction failed: a claim
-    /// that is not in Kafka then.
+    /// Writes records and tombstones in order and waits until the broker has every one (or
+    /// `MARK_TIMEOUT`).
     async fn write_and_wait(&self, writes: Vec<Write>) -> bool {
-        let mut refused = false;
-        let confirmations: Vec<_> = writes
+        let deliveries: Vec<_> = writes
             .into_iter()
-            .filter_map(|write| {
-                let confirmed = match write {
-                    Write::Record(body) => self.enqueue(body),
-                    Write::Tombstone(key) => self.enqueue_tombstone(key),
-                };
-                refused |= confirmed.is_none();
-                confirmed
+            .filter_map(|write| match write {
+                Write::Record(body) => self.enqueue(body),
+                Write::Tombstone(key) => self.enqueue_tombstone(&key),
             })
             .collect();
-        let all = futures::future::join_all(confirmations);
+        let all = futures::future::join_all(deliveries);
         match tokio::time::timeout(MARK_TIMEOUT, all).await {
-            Ok(results) => !refused && results.iter().all(|r| matches!(r, Ok(true))),
+            Ok(results) => results.iter().all(|r| matches!(r, Ok(Ok(_)))),
             Err(_) => {
                 tracing::warn!("state records not confirmed by the broker in time");
                 false

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
 
 use super::commands::{AckCommand, commands_topic};
 use super::leader::Leader;
@@ -103,6 +104,16 @@ async fn supervise(
         since_start_ms: started.elapsed().as_millis() as u64,
     };
     emit(&options.output, role(false, "started", 0)).await;
+    let producer: FutureProducer = client_config(&config, false)
+        // State records are JSON, mostly alike: compressed batches keep the state topic small
+        // (the embedded broker keeps only about 5 MiB per partition).
+        .set("compression.type", "lz4")
+        // A delivery waits for its mark: sent within 2 ms rather than the default 5.
+        .set("linger.ms", "2")
+        // In order and without gaps: a record on the topic means every earlier one is there
+        // (a batch's progress record vouches for the changes published before it).
+        .set("enable.idempotence", "true")
+        .create()?;
     let state_topic = state_topic(&config.kafka.topic);
     // The runtime's records pass through here: escalation changes are published to the
     // state topic, and everything goes on to the real output.
@@ -111,9 +122,6 @@ async fn supervise(
     // The active runtime's writer of `<topic>.state`, with its epoch.
     let mut state: Option<Arc<StatePublisher>> = None;
     let mut last_heartbeat = Instant::now();
-    // Set when the broker fenced this worker while its lease still said active; cleared once
-    // the lease is lost, so it does not fence its successor straight back.
-    let mut fenced_while_leading = false;
     let result = loop {
         let mut snapshots = current.as_ref().map(|rt| rt.snapshots.clone());
         let mut statuses = current.as_ref().map(|rt| rt.consumer_status.clone());
@@ -128,20 +136,7 @@ async fn supervise(
             },
             _ = check.tick() => {
                 let active = leader.lease.is_active();
-                if !active {
-                    fenced_while_leading = false;
-                }
-                if active && current.is_none() && !fenced_while_leading {
-                    // First the writer: opening it fences the last active worker's at the
-                    // broker and ends its open transaction, so what is read next is final.
-                    let sink = match open_sink(&config).await {
-                        Ok(sink) => sink,
-                        Err(error) => {
-                            tracing::error!(%error, "cannot open the writer of {state_topic}; not acting yet");
-                            continue;
-                        }
-                    };
-                    super::leader::writer_opened();
+                if active && current.is_none() {
                     // Before consuming an incident: the state the last active worker left.
                     let restored = match restore(&config).await {
                         Ok(restored) => restored,
@@ -153,7 +148,7 @@ async fn supervise(
                     let epoch = restored.epoch + 1;
                     let dedup = &config.notifications.dedup;
                     let publisher = Arc::new(StatePublisher::new(
-                        sink, worker.clone(), epoch,
+                        producer.clone(), state_topic.clone(), worker.clone(), epoch,
                         Duration::from_secs(dedup.window_secs), dedup.max_entries));
                     publisher.adopt_claims(&restored.deliveries.claims);
                     // The new epoch is on the topic before anything this worker does.
@@ -187,17 +182,6 @@ async fn supervise(
                     state = Some(publisher);
                     command_reader = Some(command_consumer(&config, commands_from)?);
                     emit(&options.output, role(true, "lease held", epoch)).await;
-                } else if let Some(fenced) = state.as_ref().and_then(|state| state.fenced())
-                    && let Some(rt) = current.take()
-                {
-                    // The gate closed when the broker said so; it opens again only once this
-                    // worker has lost the lease and won it back, and fenced the other.
-                    tracing::error!(%worker, "fenced by the broker: another worker opened the team's state writer ({}); becoming a standby", fenced.0);
-                    emit(&options.output, role(false, "fenced by the broker", 0)).await;
-                    fenced_while_leading = true;
-                    command_reader = None;
-                    state = None;
-                    summary = add(summary, stop(rt, &mut inner_records, &options.output).await);
                 } else if !active && let Some(rt) = current.take() {
                     tracing::warn!(%worker, "fenced: the leadership lease lapsed or was revoked; becoming a standby");
                     emit(&options.output, role(false, "fenced", 0)).await;
@@ -252,14 +236,6 @@ async fn supervise(
     result.map(|()| summary)
 }
 
-/// The team's transactional writer of `<topic>.state`, fencing every earlier one.
-async fn open_sink(config: &Config) -> anyhow::Result<super::sink::StateSink> {
-    let client = client_config(config, false);
-    let topic = state_topic(&config.kafka.topic);
-    let id = super::sink::transactional_id(&config.kafka.group_id);
-    tokio::task::spawn_blocking(move || super::sink::StateSink::open(client, topic, &id)).await?
-}
-
 /// Reads `<topic>.state` from its start to its end as it is now, and folds it into what a
 /// new active worker restores. Its own throwaway group: assigned, never joined or committed.
 async fn restore(config: &Config) -> anyhow::Result<Restored> {
@@ -280,12 +256,7 @@ pub fn read_state(config: &Config) -> anyhow::Result<Restored> {
         )
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "20")
-        // Only what committed: a fenced or killed writer's aborted records never count.
-        .set("isolation.level", "read_committed")
-        // The end is where the broker says it is: the log's last offset is usually a
-        // transaction's commit marker, which no message carries.
-        .set("enable.partition.eof", "true");
+        .set("fetch.wait.max.ms", "20");
     let consumer: BaseConsumer = client.create()?;
     let (low, high) = consumer.fetch_watermarks(&topic, 0, RESTORE_TIMEOUT)?;
     let mut restorer = Restorer::default();
@@ -304,11 +275,7 @@ pub fn read_state(config: &Config) -> anyhow::Result<Restored> {
             let Some(message) = consumer.poll(Duration::from_millis(100)) else {
                 continue;
             };
-            let message = match message {
-                Ok(message) => message,
-                Err(rdkafka::error::KafkaError::PartitionEOF(_)) => break,
-                Err(error) => return Err(error.into()),
-            };
+            let message = message?;
             next = message.offset() + 1;
             read += 1;
             if message.payload().is_none() {
