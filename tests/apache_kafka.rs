@@ -519,8 +519,6 @@ fn log_keys(bootstrap: &str, topic: &str) -> Vec<(String, bool)> {
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "compaction-reader")
         .set("enable.auto.commit", "false")
-        // The log usually ends with a transaction marker, which no message carries.
-        .set("enable.partition.eof", "true")
         .create()
         .unwrap();
     let (low, high) = consumer
@@ -544,10 +542,7 @@ fn log_keys(bootstrap: &str, topic: &str) -> Vec<(String, bool)> {
         let Some(message) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
-        let message = match message {
-            Err(rdkafka::error::KafkaError::PartitionEOF(_)) => break,
-            message => message.unwrap(),
-        };
+        let message = message.unwrap();
         next = message.offset() + 1;
         let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
         keys.push((key, message.payload().is_some()));

@@ -30,10 +30,7 @@ async fn consumption_survives_brokers_down_request_errors_and_latency() {
         s.connection == ConnectionState::Connected && !s.assigned_partitions.is_empty()
     })
     .await;
-    for _ in 0..20 {
-        let item = simulator.next(chrono::Utc::now());
-        produced.insert(send(&producer, &topic, &item.key(), Some(&item.payload())).await);
-    }
+    produced.extend(send_simulated(&producer, &topic, &mut simulator, 20).await);
     let mut seen = Vec::new();
     collect_until(&mut records, &mut seen, |r| count_events(r) == 20).await;
 
@@ -62,10 +59,7 @@ async fn consumption_survives_brokers_down_request_errors_and_latency() {
         .embedded()
         .inject(Fault::RoundTripTime(1, Duration::from_millis(300)))
         .unwrap();
-    for _ in 0..20 {
-        let item = simulator.next(chrono::Utc::now());
-        produced.insert(send(&producer, &topic, &item.key(), Some(&item.payload())).await);
-    }
+    produced.extend(send_simulated(&producer, &topic, &mut simulator, 20).await);
     collect_until(&mut records, &mut seen, |r| count_events(r) >= 40).await;
     broker
         .embedded()
@@ -112,10 +106,7 @@ async fn a_partition_handed_back_from_an_older_offset_is_not_handled_twice() {
             vec![RDKafkaRespErr::RD_KAFKA_RESP_ERR_OFFSET_METADATA_TOO_LARGE; 100_000],
         ))
         .unwrap();
-    for _ in 0..20 {
-        let item = simulator.next(chrono::Utc::now());
-        produced.insert(send(&producer, &topic, &item.key(), Some(&item.payload())).await);
-    }
+    produced.extend(send_simulated(&producer, &topic, &mut simulator, 20).await);
     let mut seen = Vec::new();
     collect_until(&mut records, &mut seen, |r| count_events(r) == 20).await;
 
@@ -158,10 +149,7 @@ async fn a_partition_handed_back_from_an_older_offset_is_not_handled_twice() {
         s.assigned_partitions.len() == 2
     })
     .await;
-    for _ in 0..20 {
-        let item = simulator.next(chrono::Utc::now());
-        produced.insert(send(&producer, &topic, &item.key(), Some(&item.payload())).await);
-    }
+    produced.extend(send_simulated(&producer, &topic, &mut simulator, 20).await);
     collect_until(&mut records, &mut seen, |r| count_events(r) >= 40).await;
     broker
         .embedded()
@@ -181,4 +169,19 @@ async fn a_partition_handed_back_from_an_older_offset_is_not_handled_twice() {
     assert_eq!(handled.len(), 40, "nothing handled twice: {summary:?}");
     assert_eq!(handled.into_iter().collect::<BTreeSet<_>>(), produced);
     assert_eq!(summary.handled, 40);
+}
+
+/// Sends `count` events of `simulator` and waits for each; returns their places.
+async fn send_simulated(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    simulator: &mut Simulator,
+    count: usize,
+) -> Vec<(i32, i64)> {
+    let mut places = Vec::new();
+    for _ in 0..count {
+        let item = simulator.next(chrono::Utc::now());
+        places.push(send(producer, topic, &item.key(), Some(&item.payload())).await);
+    }
+    places
 }

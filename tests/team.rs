@@ -553,8 +553,6 @@ fn state_topic(
         // The embedded broker keeps about 5 MiB per partition: when it drops the oldest
         // records under the reader, it reads on from the oldest left, not from the end.
         .set("auto.offset.reset", "earliest")
-        // The log usually ends with a transaction marker, which no message carries.
-        .set("enable.partition.eof", "true")
         .create()
         .unwrap();
     let (low, high) = reader
@@ -572,10 +570,7 @@ fn state_topic(
     while next < high {
         assert!(Instant::now() < deadline, "state read to {next} of {high}");
         if let Some(message) = reader.poll(Duration::from_millis(100)) {
-            let message = match message {
-                Err(rdkafka::error::KafkaError::PartitionEOF(_)) => break,
-                message => message.unwrap(),
-            };
+            let message = message.unwrap();
             next = message.offset() + 1;
             if message.payload().is_none() {
                 tombstones.extend(
