@@ -246,7 +246,7 @@ fn bench_size(events: i64) {
                         channel: Channel::Email,
                         recipient: recipient.into(),
                         incident_id: Some(decision.notification.incident_id),
-                        kind: "status_changed".into(),
+                        kind: NotificationKind::StatusChanged.into(),
                         payload: Payload::Email {
                             to: recipient.into(),
                             subject: "[HIGH] Database latency above 2s on eu-west: in_progress"

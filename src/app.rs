@@ -354,6 +354,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
             output,
             output_flushed,
             shutdown_timeout: Duration::from_secs(10),
+            side_effects: crate::core::permit::SideEffects::always(),
         },
     )?;
     if let Some(demo) = &demo {

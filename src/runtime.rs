@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::core::engine::{Effect, Engine, Input, SourceRef};
 use crate::core::event;
 use crate::core::offsets::{OffsetTracker, PartitionKey};
+use crate::core::permit::SideEffects;
 use crate::headless::OutputRecord;
 use crate::journal::{
     Completion, Decision, EscalationRecord, Journal, JournalFailed, JournalReader, JournalRecord,
@@ -37,6 +38,9 @@ pub struct RuntimeOptions {
     pub output_flushed: Option<watch::Receiver<u64>>,
     /// How long shutdown may take to finish in-flight work and commit.
     pub shutdown_timeout: Duration,
+    /// Whether pages may be sent and offsets stored now: a team worker passes its lease,
+    /// everyone else `SideEffects::always()`.
+    pub side_effects: SideEffects,
 }
 
 pub struct RuntimeHandle {
@@ -261,6 +265,8 @@ struct Runtime {
     dead_letter_done: mpsc::Sender<DeadLetterDone>,
     tracker: OffsetTracker,
     notifier: Notifier,
+    /// Granted while this process may page and store offsets (a team worker's lease).
+    side_effects: SideEffects,
     output: Option<mpsc::Sender<OutputRecord>>,
     /// Records emitted while handling the current batch, sent together after it. Bounded by
     /// what one batch (at most `MAX_BATCH` messages) or one tick emits.
@@ -372,9 +378,19 @@ pub fn spawn_with(
                     "notifications from before the restart resumed"
                 );
             }
-            Notifier::start_with_journal(&config.notifications, recorder, resumed.deliveries)?
+            Notifier::start_gated(
+                &config.notifications,
+                Some(recorder),
+                resumed.deliveries,
+                options.side_effects.clone(),
+            )?
         }
-        None => Notifier::start(&config.notifications)?,
+        None => Notifier::start_gated(
+            &config.notifications,
+            None,
+            Default::default(),
+            options.side_effects.clone(),
+        )?,
     };
     for notification in resumed.decided {
         notifier.submit(notification);
@@ -410,6 +426,7 @@ pub fn spawn_with(
         dead_letter_done,
         tracker: OffsetTracker::default(),
         notifier,
+        side_effects: options.side_effects,
         output: options.output,
         unsent_output: Vec::new(),
         output_gate: options.output_flushed.map(|flushed| OutputGate {
@@ -671,7 +688,7 @@ impl Runtime {
     /// A notification decided outside the engine (a self-alert): journaled as decided and
     /// submitted like the engine's own, so it is delivered, retried and resumed the same way.
     async fn notify(&mut self, notification: crate::core::engine::Notification) {
-        if !crate::team::leader::side_effects_allowed("notification") {
+        if !self.side_effects.allowed("notification") {
             return;
         }
         if let Some(journal) = &self.journal
@@ -999,7 +1016,7 @@ impl Runtime {
     /// when this worker no longer holds the lease (team mode).
     fn flush_stores(&mut self) {
         if !self.to_store.is_empty() {
-            if crate::team::leader::side_effects_allowed("offset store") {
+            if self.side_effects.allowed("offset store") {
                 self.control
                     .store_many(self.to_store.iter().map(|(k, v)| (k, *v)));
             }
@@ -1114,7 +1131,7 @@ impl Runtime {
                 );
             }
             Effect::Notify(notification) => {
-                let allowed = crate::team::leader::side_effects_allowed("notification");
+                let allowed = self.side_effects.allowed("notification");
                 if allowed && self.journal.is_some() {
                     self.decided.push(notification.clone());
                 } else if allowed {

@@ -371,6 +371,7 @@ async fn mail_owed_during_an_smtp_outage_is_sent_once_after_a_restart() {
                 output: Some(sender),
                 output_flushed: None,
                 shutdown_timeout: Duration::from_secs(5),
+                side_effects: incident_console::core::permit::SideEffects::always(),
             },
         )
         .unwrap();

@@ -220,6 +220,7 @@ async fn run_corpus(
             output: Some(output),
             output_flushed: None,
             shutdown_timeout: Duration::from_secs(20),
+            side_effects: incident_console::core::permit::SideEffects::always(),
         },
     )
     .expect("runtime");

@@ -85,7 +85,7 @@ impl Console {
                 channel,
                 recipient,
                 incident_id: Some(notification.incident_id),
-                kind: notification.kind.as_str().into(),
+                kind: notification.kind.into(),
                 payload: Payload::Json {
                     body: serde_json::to_value(notification).unwrap(),
                     idempotency_key: None,

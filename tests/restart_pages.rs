@@ -88,6 +88,7 @@ async fn run_until(config: &Config, events: usize, expected: &[(&str, i64)]) {
             output: Some(sender),
             output_flushed: None,
             shutdown_timeout: Duration::from_secs(5),
+            side_effects: incident_console::core::permit::SideEffects::always(),
         },
     )
     .unwrap();

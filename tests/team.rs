@@ -514,7 +514,7 @@ async fn a_worker_stopped_past_its_session_is_fenced_and_sends_nothing_when_it_w
             .iter()
             .filter(|r| {
                 r.epoch == 2
-                    && matches!(&r.body, incident_console::team::state::StateBody::Finished { outcome, .. } if outcome == "delivered")
+                    && matches!(&r.body, incident_console::team::state::StateBody::Finished { outcome, .. } if *outcome == incident_console::team::state::Finish::Delivered)
             })
             .count() as i64;
         let mails = smtp.mails();

@@ -8,4 +8,5 @@ pub mod event;
 pub mod metrics;
 pub mod offsets;
 pub mod oncall;
+pub mod permit;
 pub mod silence;

@@ -652,7 +652,7 @@ mod tests {
             channel: Channel::Email,
             recipient: "a@example.com".into(),
             incident_id: Some(1),
-            kind: "incident_created".into(),
+            kind: crate::core::engine::NotificationKind::IncidentCreated.into(),
             payload: Payload::Email {
                 to: "a@example.com".into(),
                 subject: "s".into(),

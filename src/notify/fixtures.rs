@@ -25,7 +25,7 @@ pub fn webhook_delivery(key: &str, accepted_at: Timestamp) -> Delivery {
         channel: Channel::Webhook,
         recipient: "webhook".into(),
         incident_id: Some(1),
-        kind: "incident_created".into(),
+        kind: NotificationKind::IncidentCreated.into(),
         payload: Payload::Json {
             body: serde_json::json!({}),
             idempotency_key: None,

@@ -36,6 +36,7 @@ pub use store::{
 };
 
 use crate::core::engine::Notification;
+use crate::core::permit::SideEffects;
 use crate::status::NotifierStatus;
 
 use worker::{ChannelWorker, Dispatcher, Shared};
@@ -57,7 +58,12 @@ impl Notifier {
     /// restart. Fails on a template that does not parse or names an unknown variable, or a
     /// client that cannot be built.
     pub fn start(config: &NotifyConfig) -> anyhow::Result<Self> {
-        Self::start_inner(config, None, ResumedDeliveries::default())
+        Self::start_gated(
+            config,
+            None,
+            ResumedDeliveries::default(),
+            SideEffects::always(),
+        )
     }
 
     /// As `start`, recording every delivery change through `recorder` (the journal), with the
@@ -68,20 +74,23 @@ impl Notifier {
         recorder: Arc<dyn DeliveryRecorder>,
         resumed: ResumedDeliveries,
     ) -> anyhow::Result<Self> {
-        Self::start_inner(config, Some(recorder), resumed)
+        Self::start_gated(config, Some(recorder), resumed, SideEffects::always())
     }
 
-    fn start_inner(
+    /// As `start_with_journal` (or `start`, without a recorder), sending only while
+    /// `side_effects` allows it: a team worker passes its lease.
+    pub fn start_gated(
         config: &NotifyConfig,
         recorder: Option<Arc<dyn DeliveryRecorder>>,
         resumed: ResumedDeliveries,
+        side_effects: SideEffects,
     ) -> anyhow::Result<Self> {
         config
             .validate()
             .map_err(|(field, message)| anyhow::anyhow!("notifications.{field}: {message}"))?;
         let templates = template::TemplateSet::load(config.templates_dir.as_deref())
             .map_err(|error| anyhow::anyhow!("notification template: {error}"))?;
-        let senders = Arc::new(send::Senders::new(config)?);
+        let senders = Arc::new(send::Senders::new(config)?.gated_by(side_effects));
         let enabled: Vec<Channel> = Channel::ALL
             .into_iter()
             .filter(|channel| config.enabled(*channel))

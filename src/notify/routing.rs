@@ -25,7 +25,7 @@ use crate::core::event::Priority;
 
 use super::config::{Channel, LevelRecipients, NotifyConfig};
 use super::policy::Suppressed;
-use super::store::{Delivery, Payload};
+use super::store::{Delivery, DeliveryKind, Payload};
 use super::template::{TemplateSet, TemplateSlot, single_line, values_of};
 
 /// A recipient the router could not turn into a delivery (e.g. a user without an address).
@@ -168,7 +168,7 @@ impl Router {
             channel,
             recipient: recipient.to_string(),
             incident_id: Some(notification.incident_id),
-            kind: notification.kind.as_str().to_string(),
+            kind: notification.kind.into(),
             payload,
             accepted_at: now,
             give_up_at,
@@ -434,7 +434,7 @@ impl Router {
             channel,
             recipient: recipient.to_string(),
             incident_id: None,
-            kind: "digest".into(),
+            kind: DeliveryKind::Digest,
             payload,
             accepted_at: now,
             give_up_at: now

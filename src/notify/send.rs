@@ -13,6 +13,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use super::config::{Channel, NotifyConfig, SmtpTls};
 use super::policy::parse_retry_after;
 use super::store::{Delivery, Payload};
+use crate::core::permit::SideEffects;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -49,6 +50,8 @@ pub struct Senders {
     smtp: Option<(AsyncSmtpTransport<Tokio1Executor>, Mailbox, Duration)>,
     http: [Option<HttpEndpoint>; 4],
     sms: Option<SmsEndpoint>,
+    /// Refused while a team worker's lease has lapsed; always granted otherwise.
+    side_effects: SideEffects,
 }
 
 /// Twilio's Messages API for one account. The SID and token are secrets: they are never
@@ -161,6 +164,7 @@ impl Senders {
             _ => None,
         };
         Ok(Self {
+            side_effects: SideEffects::always(),
             smtp,
             sms,
             http: [
@@ -187,9 +191,15 @@ impl Senders {
         })
     }
 
+    /// These senders, sending only while `side_effects` allows it.
+    pub fn gated_by(mut self, side_effects: SideEffects) -> Self {
+        self.side_effects = side_effects;
+        self
+    }
+
     pub async fn send(&self, delivery: &Delivery) -> Outcome {
         // A team worker whose leadership lease lapsed sends nothing (always open otherwise).
-        if !crate::team::leader::side_effects_allowed("notification send") {
+        if !self.side_effects.allowed("notification send") {
             return failed(
                 "fenced",
                 "this worker lost the leadership; the active one sends",
@@ -481,7 +491,7 @@ mod redaction_tests {
             channel,
             recipient: channel.to_string(),
             incident_id: None,
-            kind: "incident_created".into(),
+            kind: crate::core::engine::NotificationKind::IncidentCreated.into(),
             payload: Payload::Json {
                 body: serde_json::json!({}),
                 idempotency_key: None,

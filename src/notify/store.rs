@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use crate::core::engine::NotificationKind;
 use crate::core::event::IncidentId;
 
 use super::config::Channel;
@@ -45,12 +46,62 @@ pub struct Delivery {
     /// channels.
     pub recipient: String,
     pub incident_id: Option<IncidentId>,
-    /// The notification kind, or "digest" for a rate-limit summary.
-    pub kind: String,
+    /// What it tells: a notification of one kind, or a rate-limit summary.
+    pub kind: DeliveryKind,
     pub payload: Payload,
     pub accepted_at: DateTime<Utc>,
     /// Retries stop at this time; the delivery then counts as failed.
     pub give_up_at: DateTime<Utc>,
+}
+
+/// What a delivery tells. Written as the notification kind's name, or `digest`, in the journal
+/// and on the state topic, as it was when this was a string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub enum DeliveryKind {
+    Notification(NotificationKind),
+    /// A rate-limit summary of the notifications held back.
+    Digest,
+}
+
+impl DeliveryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Notification(kind) => kind.as_str(),
+            Self::Digest => "digest",
+        }
+    }
+}
+
+impl From<NotificationKind> for DeliveryKind {
+    fn from(kind: NotificationKind) -> Self {
+        Self::Notification(kind)
+    }
+}
+
+impl From<DeliveryKind> for String {
+    fn from(kind: DeliveryKind) -> Self {
+        kind.as_str().into()
+    }
+}
+
+impl TryFrom<String> for DeliveryKind {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        if name == "digest" {
+            return Ok(Self::Digest);
+        }
+        super::config::kind_from_str(&name)
+            .map(Self::Notification)
+            .ok_or_else(|| format!("unknown delivery kind `{name}`"))
+    }
+}
+
+impl std::fmt::Display for DeliveryKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Delivery {

@@ -22,7 +22,9 @@ use super::config::{Channel, KINDS};
 use super::policy::{Backoff, RateLimiter};
 use super::routing::{Router, digest_sample};
 use super::send::{Outcome, Senders};
-use super::store::{AttemptOutcome, Claims, Delivery, DeliveryChange, DeliveryRecorder};
+use super::store::{
+    AttemptOutcome, Claims, Delivery, DeliveryChange, DeliveryKind, DeliveryRecorder,
+};
 
 /// Counters behind `Notifier::status`.
 #[derive(Debug, Default)]
@@ -237,8 +239,9 @@ impl ChannelQueues {
 /// (`self_alerts.min_interval_secs`). Neither is held back by the rate limiter, and both
 /// jump the queue of pages.
 pub fn is_urgent(delivery: &Delivery) -> bool {
-    (delivery.channel == Channel::PagerDuty && delivery.kind != "escalation")
-        || delivery.kind == NotificationKind::SelfAlert.as_str()
+    (delivery.channel == Channel::PagerDuty
+        && delivery.kind != DeliveryKind::Notification(NotificationKind::Escalation))
+        || delivery.kind == DeliveryKind::Notification(NotificationKind::SelfAlert)
 }
 
 const OVERFLOW_REPORT_INTERVAL: Duration = Duration::from_secs(10);
@@ -726,7 +729,7 @@ impl ChannelWorker {
                 tracing::debug!(
                     channel = %self.channel,
                     recipient = delivery.recipient,
-                    kind = delivery.kind,
+                    kind = delivery.kind.as_str(),
                     incident_id = delivery.incident_id,
                     attempts = attempt.attempts,
                     "notification delivered"
@@ -774,7 +777,7 @@ impl ChannelWorker {
         tracing::warn!(
             channel = %self.channel,
             recipient = delivery.recipient,
-            kind = delivery.kind,
+            kind = delivery.kind.as_str(),
             incident_id = delivery.incident_id,
             attempts = attempt.attempts,
             reason,

@@ -21,14 +21,15 @@
 //!   coordinator holds every member's JoinGroup (the embedded broker for a session timeout
 //!   less 1 s) and the commits queued behind it on the same connection get no answer
 //!   meanwhile, so a 4 s lease fenced the active worker each time a standby started.
-//! - `side_effects_allowed()` is checked before every notification send and offset store;
+//! - The lease is the `SideEffects` permission handed to the worker's runtime, notifier and
+//!   state publisher; it is checked before every notification send and offset store;
 //!   once the lease lapses it refuses, and the worker reports that it was fenced.
 //!
 //! What this does not give yet: a fenced worker's notification already on the wire at the
 //! moment of the pause still completes (as with a kill today), and a leader epoch on records.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -39,6 +40,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+use crate::core::permit::{Authority, SideEffects};
 use crate::kafka::consumer::{HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS, client_config};
 
 /// How often the active worker confirms its membership.
@@ -105,6 +107,8 @@ pub struct Lease {
     wait: Duration,
     /// How long a confirmation lets the holder act, from when its request was sent.
     hold: Duration,
+    /// Set once a refusal was logged, so a fenced worker logs it once.
+    refusal_logged: Arc<AtomicBool>,
 }
 
 impl Lease {
@@ -116,6 +120,7 @@ impl Lease {
             state: Arc::default(),
             wait,
             hold: session + wait - heartbeat,
+            refusal_logged: Arc::default(),
         }
     }
 
@@ -134,25 +139,18 @@ impl Lease {
     }
 }
 
-/// The lease of this process, when it runs as a worker. Side effects check it; a process
-/// without one (standalone, console, tests in-process) is never gated.
-static GATE: OnceLock<Lease> = OnceLock::new();
-/// Set once a refusal was logged, so a fenced worker logs it once, not per message.
-static REFUSAL_LOGGED: AtomicBool = AtomicBool::new(false);
-
-/// Whether this process may perform a side effect now (send a notification, store an
-/// offset). `what` names it in the log when refused.
-pub fn side_effects_allowed(what: &str) -> bool {
-    let Some(lease) = GATE.get() else {
-        return true;
-    };
-    let allowed = lease.is_active();
-    if allowed {
-        REFUSAL_LOGGED.store(false, Ordering::Relaxed);
-    } else if !REFUSAL_LOGGED.swap(true, Ordering::Relaxed) {
-        tracing::warn!("fenced: the leadership lease has lapsed; {what} refused");
+/// A lapsed lease refuses every side effect; the refusal is logged once per lapse, not per
+/// message.
+impl Authority for Lease {
+    fn allows(&self, what: &str) -> bool {
+        let allowed = self.is_active();
+        if allowed {
+            self.refusal_logged.store(false, Ordering::Relaxed);
+        } else if !self.refusal_logged.swap(true, Ordering::Relaxed) {
+            tracing::warn!("fenced: the leadership lease has lapsed; {what} refused");
+        }
+        allowed
     }
-    allowed
 }
 
 struct LeaderContext {
@@ -277,9 +275,9 @@ impl Leader {
         })
     }
 
-    /// Makes the lease the gate of this process's side effects.
-    pub fn install_gate(&self) {
-        let _ = GATE.set(self.lease.clone());
+    /// The permission this worker's side effects are given: granted while the lease holds.
+    pub fn side_effects(&self) -> SideEffects {
+        SideEffects::guarded_by(Arc::new(self.lease.clone()))
     }
 
     /// Leaves the group (a standby takes over at once rather than after the session).

@@ -9,9 +9,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::state::{StateBody, StateRecord};
+use super::state::{Finish, StateBody, StateKey, StateRecord};
 use crate::core::engine::Effect;
 use crate::core::escalation::EscalationBook;
+use crate::core::permit::SideEffects;
 use crate::notify::{AttemptOutcome, DeliveryChange, DeliveryRecorder};
 
 /// How long a delivery mark may wait for the broker before the send goes ahead anyway (the
@@ -24,6 +25,8 @@ pub struct StatePublisher {
     worker: String,
     epoch: u64,
     claims: Mutex<ClaimExpiry>,
+    /// The worker's lease: a fenced worker writes nothing more to the state topic.
+    side_effects: SideEffects,
 }
 
 /// Delivered claims on the state topic, oldest first, deleted (a tombstone) once older than
@@ -60,8 +63,10 @@ impl StatePublisher {
         epoch: u64,
         window: Duration,
         max: usize,
+        side_effects: SideEffects,
     ) -> Self {
         Self {
+            side_effects,
             producer,
             topic,
             worker,
@@ -92,12 +97,12 @@ impl StatePublisher {
             .unwrap_or_else(|e| e.into_inner())
             .take_expired(now);
         for key in expired {
-            self.forget(format!("d|{key}"));
+            self.forget(StateKey::Delivery(key));
         }
     }
 
     /// A tombstone for `key`: compaction deletes it, and a restoring reader forgets it.
-    pub fn forget(&self, key: String) {
+    pub fn forget(&self, key: StateKey) {
         if let Some(delivery) = self.enqueue_tombstone(&key) {
             tokio::spawn(async move {
                 if let Ok(Err((error, _))) = delivery.await {
@@ -107,13 +112,14 @@ impl StatePublisher {
         }
     }
 
-    fn enqueue_tombstone(&self, key: &str) -> Option<rdkafka::producer::DeliveryFuture> {
-        if !super::leader::side_effects_allowed("state publish") {
+    fn enqueue_tombstone(&self, key: &StateKey) -> Option<rdkafka::producer::DeliveryFuture> {
+        let key = key.encode();
+        if !self.side_effects.allowed("state publish") {
             return None;
         }
         match self
             .producer
-            .send_result(FutureRecord::<str, [u8]>::to(&self.topic).key(key))
+            .send_result(FutureRecord::<str, [u8]>::to(&self.topic).key(&key))
         {
             Ok(delivery) => Some(delivery),
             Err((error, _)) => {
@@ -130,7 +136,7 @@ impl StatePublisher {
     /// Hands `body` to the producer (in order with every earlier one); `None` when the lease
     /// does not allow it or the producer refused it (logged).
     fn enqueue(&self, body: StateBody) -> Option<rdkafka::producer::DeliveryFuture> {
-        if !super::leader::side_effects_allowed("state publish") {
+        if !self.side_effects.allowed("state publish") {
             return None;
         }
         let record = StateRecord {
@@ -139,7 +145,7 @@ impl StatePublisher {
             at: chrono::Utc::now(),
             body,
         };
-        let key = record.body.key();
+        let key = record.body.key().encode();
         let payload = serde_json::to_vec(&record).ok()?;
         match self
             .producer
@@ -203,7 +209,7 @@ impl StatePublisher {
                     crate::core::escalation::EscalationChange::Closed { .. }
                 ) {
                     // Consoles saw it close; a successor has nothing to restore.
-                    self.forget(id.to_string());
+                    self.forget(StateKey::Escalation(id));
                 }
             }
             Effect::Notify(notification) if notifies => self.publish(StateBody::Decided {
@@ -289,7 +295,7 @@ impl DeliveryRecorder for TeamRecorder {
 /// One write to the state topic: a record, or a tombstone that deletes a key.
 enum Write {
     Record(StateBody),
-    Tombstone(String),
+    Tombstone(StateKey),
 }
 
 /// What a delivery change writes to the state topic. What ends a key's use deletes it: a
@@ -309,9 +315,9 @@ fn write(change: &DeliveryChange) -> Option<Write> {
             AttemptOutcome::Retrying { .. } => return None,
             AttemptOutcome::Delivered => Write::Record(StateBody::Finished {
                 key: key.clone(),
-                outcome: "delivered".into(),
+                outcome: Finish::Delivered,
             }),
-            AttemptOutcome::Failed { .. } => Write::Tombstone(format!("d|{key}")),
+            AttemptOutcome::Failed { .. } => Write::Tombstone(StateKey::Delivery(key.clone())),
         },
     })
 }
@@ -354,7 +360,7 @@ mod tests {
             at: at(0),
         };
         assert!(
-            matches!(write(&routed), Some(Write::Tombstone(key)) if key == "n|7/escalation/L1/0")
+            matches!(write(&routed), Some(Write::Tombstone(key)) if key == StateKey::Notification("7/escalation/L1/0".into()))
         );
         let gave_up = DeliveryChange::Attempted {
             key: "k|webhook|webhook".into(),
@@ -364,7 +370,7 @@ mod tests {
             },
         };
         assert!(
-            matches!(write(&gave_up), Some(Write::Tombstone(key)) if key == "d|k|webhook|webhook")
+            matches!(write(&gave_up), Some(Write::Tombstone(key)) if key == StateKey::Delivery("k|webhook|webhook".into()))
         );
         let delivered = DeliveryChange::Attempted {
             key: "k|webhook|webhook".into(),
@@ -373,7 +379,7 @@ mod tests {
         };
         assert!(matches!(
             write(&delivered),
-            Some(Write::Record(StateBody::Finished { outcome, .. })) if outcome == "delivered"
+            Some(Write::Record(StateBody::Finished { outcome, .. })) if outcome == Finish::Delivered
         ));
     }
 }

@@ -31,6 +31,64 @@ pub fn state_topic(topic: &str) -> String {
     format!("{topic}.state")
 }
 
+/// A record's key on the compacted topic: each key's newest record is its state. The one place
+/// where keys are spelled, so writers, tombstones and the restoring fold cannot disagree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateKey {
+    /// `leader`: the active worker's lease.
+    Leader,
+    /// The incident id: its escalation.
+    Escalation(IncidentId),
+    /// `n|<dedup key>`: a notification decided and not yet routed.
+    Notification(String),
+    /// `d|<delivery key>`: a delivery queued, or its claim once delivered.
+    Delivery(String),
+    /// `p|<topic>|<partition>`: how far the partition was handled.
+    Progress { topic: String, partition: i32 },
+}
+
+impl StateKey {
+    /// The key as written on the topic.
+    pub fn encode(&self) -> String {
+        match self {
+            Self::Leader => "leader".into(),
+            Self::Escalation(incident_id) => incident_id.to_string(),
+            Self::Notification(dedup_key) => format!("n|{dedup_key}"),
+            Self::Delivery(key) => format!("d|{key}"),
+            Self::Progress { topic, partition } => format!("p|{topic}|{partition}"),
+        }
+    }
+
+    /// The key of a record read from the topic; `None` for one this version does not know.
+    pub fn decode(key: &str) -> Option<Self> {
+        if key == "leader" {
+            Some(Self::Leader)
+        } else if let Some(delivery) = key.strip_prefix("d|") {
+            Some(Self::Delivery(delivery.into()))
+        } else if let Some(dedup_key) = key.strip_prefix("n|") {
+            Some(Self::Notification(dedup_key.into()))
+        } else if let Some(progress) = key.strip_prefix("p|") {
+            let (topic, partition) = progress.rsplit_once('|')?;
+            Some(Self::Progress {
+                topic: topic.into(),
+                partition: partition.parse().ok()?,
+            })
+        } else {
+            key.parse().ok().map(Self::Escalation)
+        }
+    }
+}
+
+/// How a delivery ended, as the state topic records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finish {
+    /// Sent: its claim stands until it leaves the dedup window.
+    Delivered,
+    /// Given up: its claim is released.
+    GaveUp,
+}
+
 /// One record on `<topic>.state`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StateRecord {
@@ -65,8 +123,8 @@ pub enum StateBody {
     Routed { dedup_key: String },
     /// A delivery was claimed and is about to be sent.
     Queued { delivery: Box<Delivery> },
-    /// A delivery ended: `delivered` (its claim stands) or `gave_up` (its claim is released).
-    Finished { key: String, outcome: String },
+    /// A delivery ended: delivered (its claim stands) or given up (its claim is released).
+    Finished { key: String, outcome: Finish },
     /// The worker handled every message up to these offsets (topic, partition, offset), after
     /// publishing what they changed: a successor skips them rather than handling them again
     /// (which would page anew for an escalation since closed).
@@ -111,17 +169,25 @@ impl StateBody {
     }
 
     /// The record's key on the compacted topic.
-    pub fn key(&self) -> String {
+    pub fn key(&self) -> StateKey {
         match self {
-            Self::Lease => "leader".into(),
-            Self::Escalation { incident_id, .. } => incident_id.to_string(),
-            Self::Decided { notification } => format!("n|{}", notification.dedup_key),
-            Self::Routed { dedup_key } => format!("n|{dedup_key}"),
-            Self::Queued { delivery } => format!("d|{}", delivery.key),
-            Self::Finished { key, .. } => format!("d|{key}"),
+            Self::Lease => StateKey::Leader,
+            Self::Escalation { incident_id, .. } => StateKey::Escalation(*incident_id),
+            Self::Decided { notification } => {
+                StateKey::Notification(notification.dedup_key.clone())
+            }
+            Self::Routed { dedup_key } => StateKey::Notification(dedup_key.clone()),
+            Self::Queued { delivery } => StateKey::Delivery(delivery.key.clone()),
+            Self::Finished { key, .. } => StateKey::Delivery(key.clone()),
             Self::Progress { offsets } => match offsets.first() {
-                Some((topic, partition, _)) => format!("p|{topic}|{partition}"),
-                None => "p|".into(),
+                Some((topic, partition, _)) => StateKey::Progress {
+                    topic: topic.clone(),
+                    partition: *partition,
+                },
+                None => StateKey::Progress {
+                    topic: String::new(),
+                    partition: 0,
+                },
             },
         }
     }
@@ -222,7 +288,7 @@ impl Restorer {
                     .insert(delivery.key.clone(), (record.at, Some(*delivery)));
             }
             StateBody::Finished { key, outcome } => {
-                if outcome == "delivered" {
+                if outcome == Finish::Delivered {
                     // Claimed when queued; the record may be gone (compaction): then now.
                     let at = self.deliveries.get(&key).map_or(record.at, |(at, _)| *at);
                     self.deliveries.insert(key, (at, None));
@@ -235,12 +301,17 @@ impl Restorer {
 
     /// A tombstone for `key` (a record with no payload): what it deleted is not restored.
     pub fn forget(&mut self, key: &str) {
-        if let Some(delivery) = key.strip_prefix("d|") {
-            self.deliveries.remove(delivery);
-        } else if let Some(dedup_key) = key.strip_prefix("n|") {
-            self.decided.remove(dedup_key);
-        } else if let Ok(incident_id) = key.parse::<IncidentId>() {
-            self.escalations.remove(&incident_id);
+        match StateKey::decode(key) {
+            Some(StateKey::Delivery(delivery)) => {
+                self.deliveries.remove(&delivery);
+            }
+            Some(StateKey::Notification(dedup_key)) => {
+                self.decided.remove(&dedup_key);
+            }
+            Some(StateKey::Escalation(incident_id)) => {
+                self.escalations.remove(&incident_id);
+            }
+            Some(StateKey::Leader | StateKey::Progress { .. }) | None => {}
         }
     }
 
@@ -295,6 +366,35 @@ impl Restorer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_are_written_as_they_always_were_and_read_back() {
+        let keys = [
+            (StateKey::Leader, "leader"),
+            (StateKey::Escalation(42), "42"),
+            (
+                StateKey::Notification("7/escalation/L1/0".into()),
+                "n|7/escalation/L1/0",
+            ),
+            (
+                StateKey::Delivery("k|webhook|webhook".into()),
+                "d|k|webhook|webhook",
+            ),
+            (
+                StateKey::Progress {
+                    topic: "incidents-created".into(),
+                    partition: 3,
+                },
+                "p|incidents-created|3",
+            ),
+        ];
+        for (key, written) in keys {
+            assert_eq!(key.encode(), written);
+            assert_eq!(StateKey::decode(written), Some(key));
+        }
+        assert_eq!(StateKey::decode("x|unknown"), None);
+        assert_eq!(StateKey::decode("p|no-partition"), None);
+    }
 
     fn at(seconds: i64) -> Timestamp {
         chrono::DateTime::from_timestamp(1_700_000_000 + seconds, 0).unwrap()
@@ -354,7 +454,7 @@ mod tests {
         };
         assert_eq!(change, "acknowledged");
         assert_eq!(acknowledged_by.as_deref(), Some("alice"));
-        assert_eq!(record.body.key(), "9");
+        assert_eq!(record.body.key().encode(), "9");
         let bytes = serde_json::to_vec(&record).unwrap();
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(text.contains(r#""kind":"escalation""#), "{text}");
@@ -402,11 +502,11 @@ mod tests {
             },
             StateBody::Finished {
                 key: "sent".into(),
-                outcome: "delivered".into(),
+                outcome: Finish::Delivered,
             },
             StateBody::Finished {
                 key: "gave-up".into(),
-                outcome: "gave_up".into(),
+                outcome: Finish::GaveUp,
             },
             StateBody::Progress {
                 offsets: vec![("t".into(), 0, 40), ("t".into(), 1, 7)],
@@ -535,7 +635,7 @@ mod tests {
             6,
             StateBody::Finished {
                 key: "old-leader".into(),
-                outcome: "gave_up".into(),
+                outcome: Finish::GaveUp,
             },
         ));
         let opened = EscalationChange::Opened {

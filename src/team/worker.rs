@@ -35,7 +35,6 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<RuntimeHandle> {
     let leader = Leader::start(config)?;
-    leader.install_gate();
     let worker = format!("worker-{}", std::process::id());
     tracing::info!(
         %worker,
@@ -122,6 +121,8 @@ async fn supervise(
     // The active runtime's writer of `<topic>.state`, with its epoch.
     let mut state: Option<Arc<StatePublisher>> = None;
     let mut last_heartbeat = Instant::now();
+    // Every side effect of this worker (pages, offsets, state records) is granted by its lease.
+    let side_effects = leader.side_effects();
     let result = loop {
         let mut snapshots = current.as_ref().map(|rt| rt.snapshots.clone());
         let mut statuses = current.as_ref().map(|rt| rt.consumer_status.clone());
@@ -149,7 +150,8 @@ async fn supervise(
                     let dedup = &config.notifications.dedup;
                     let publisher = Arc::new(StatePublisher::new(
                         producer.clone(), state_topic.clone(), worker.clone(), epoch,
-                        Duration::from_secs(dedup.window_secs), dedup.max_entries));
+                        Duration::from_secs(dedup.window_secs), dedup.max_entries,
+                        side_effects.clone()));
                     publisher.adopt_claims(&restored.deliveries.claims);
                     // The new epoch is on the topic before anything this worker does.
                     if !publisher.publish_and_wait(vec![StateBody::Lease]).await {
@@ -178,6 +180,7 @@ async fn supervise(
                         // The records pass through this supervisor, not straight to stdout.
                         output_flushed: None,
                         shutdown_timeout: options.shutdown_timeout,
+                        side_effects: side_effects.clone(),
                     }, Some(runtime::TeamLink { restored, state: publisher.clone() }))?);
                     state = Some(publisher);
                     command_reader = Some(command_consumer(&config, commands_from)?);
@@ -204,7 +207,7 @@ async fn supervise(
             Some((ack, source)) = next_ack(&command_reader) => {
                 if let Some(rt) = &current
                     && let Some(state) = &state
-                    && super::leader::side_effects_allowed("acknowledgement")
+                    && side_effects.allowed("acknowledgement")
                 {
                     tracing::info!(incident_id = ack.incident_id, by = %ack.by, console = %ack.console, epoch = ack.epoch, "acknowledgement from a console");
                     let _ = rt.commands.send(Command::Acknowledge { incident_id: ack.incident_id, by: ack.by }).await;

@@ -147,6 +147,7 @@ pub fn spawn_runtime(config: &Config) -> (RuntimeHandle, mpsc::Receiver<OutputRe
             output: Some(sender),
             output_flushed: None,
             shutdown_timeout: Duration::from_secs(10),
+            side_effects: incident_console::core::permit::SideEffects::always(),
         },
     )
     .expect("runtime");

@@ -69,7 +69,7 @@ pub fn delivery(dedup_key: &str, recipient: &str, incident_id: i64, at: Timestam
         channel: Channel::Email,
         recipient: recipient.into(),
         incident_id: Some(incident_id),
-        kind: "incident_created".into(),
+        kind: NotificationKind::IncidentCreated.into(),
         payload: Payload::Email {
             to: recipient.into(),
             subject: format!("incident {incident_id}"),
