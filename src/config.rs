@@ -481,7 +481,7 @@ impl Config {
     }
 }
 
-pub const REDACTED: &str = "<redacted>";
+pub use crate::core::REDACTED;
 
 /// A configuration is a few kilobytes; anything over this is the wrong file (or `/dev/zero`)
 /// and is refused before it is read whole.
@@ -886,5 +886,180 @@ mod tests {
         assert!(printed.contains("fetch.min.bytes"));
         // What is printed parses back.
         Config::parse(&printed, "printed").unwrap();
+    }
+}
+
+#[cfg(test)]
+mod notification_section_tests {
+    use crate::config::Config;
+    use crate::notify::Channel;
+    use crate::notify::config::{DeliveryConfig, RateLimitConfig};
+
+    #[test]
+    fn the_shipped_section_parses_sends_nothing_and_prints_back_redacted() {
+        let mut config = Config::built_in();
+        let notifications = &config.notifications;
+        assert!(Channel::ALL.iter().all(|c| !notifications.enabled(*c)));
+        assert_eq!(notifications.escalation_levels.len(), 3);
+        assert_eq!(notifications.delivery, DeliveryConfig::default());
+        assert_eq!(notifications.rate_limit, RateLimitConfig::default());
+        config.apply_env(|name| match name {
+            "SMTP_USERNAME" => Some("mailer".into()),
+            "SMTP_PASSWORD" => Some("hunter2".into()),
+            "PAGERDUTY_ROUTING_KEY" => Some("R0UTING".into()),
+            _ => None,
+        });
+        let printed = config.to_redacted_ron();
+        assert!(!printed.contains("hunter2") && !printed.contains("R0UTING"));
+        Config::parse(&printed, "printed").unwrap();
+    }
+
+    #[test]
+    fn notification_errors_name_file_line_and_field() {
+        let text = crate::config::DEFAULT_CONFIG.replacen(
+            "outbox_capacity: 10000",
+            "outbox_capacity: 0",
+            1,
+        );
+        let error = Config::parse(&text, "c.ron").unwrap_err().to_string();
+        assert!(
+            error.contains("field `notifications.outbox_capacity`: must be more than 0"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_short_dedup_window_alone_takes_the_horizon_with_it() {
+        use crate::config::Config;
+        let config = Config::parse("(notifications: (dedup: (window_secs: 1)))", "c.ron").unwrap();
+        assert_eq!(config.notifications.dedup.window_secs, 1);
+        assert_eq!(config.notifications.dedup.resume_horizon_secs, 1);
+        // The shipped horizon where the window is longer.
+        let config = Config::parse("(notifications: (dedup: (max_entries: 5)))", "c.ron").unwrap();
+        assert_eq!(config.notifications.dedup.resume_horizon_secs, 3600);
+        // A horizon the user wrote is still checked.
+        let error = Config::parse(
+            "(\n notifications: (\n  dedup: (\n   window_secs: 1,\n   resume_horizon_secs: 5,\n  ),\n ),\n)",
+            "c.ron",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.starts_with("c.ron:5:"), "{error}");
+        assert!(error.contains("resume_horizon_secs"), "{error}");
+    }
+
+    #[test]
+    fn print_config_redacts_a_webhook_url_from_the_environment() {
+        let mut config = Config::built_in();
+        config.apply_env(|name| {
+            (name == "WEBHOOK_URL").then(|| "https://u:p@x.example/hook?token=abc".to_string())
+        });
+        let printed = config.to_redacted_ron();
+        assert!(
+            printed.contains("https://REDACTED@x.example/hook?token=REDACTED"),
+            "{printed}"
+        );
+        assert!(
+            !printed.contains("abc") && !printed.contains("u:p@"),
+            "{printed}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod journal_section_tests {
+    use crate::config::{Config, DEFAULT_CONFIG};
+    use crate::journal::{JournalConfig, default_path};
+    use std::path::PathBuf;
+
+    #[test]
+    fn the_shipped_section_is_the_default() {
+        assert_eq!(Config::built_in().journal, JournalConfig::default());
+        assert!(JournalConfig::default().validate().is_ok());
+    }
+
+    #[test]
+    fn a_path_parses_without_some_and_unknown_fields_are_refused() {
+        let text = DEFAULT_CONFIG.replacen("path: None,", "path: \"/srv/j.sqlite3\",", 1);
+        let config = Config::parse(&text, "c.ron").unwrap();
+        assert_eq!(
+            config.journal.path.as_deref(),
+            Some(std::path::Path::new("/srv/j.sqlite3"))
+        );
+        assert_eq!(
+            config.journal.resolved_path().unwrap(),
+            PathBuf::from("/srv/j.sqlite3")
+        );
+        let text = DEFAULT_CONFIG.replacen("retention_days:", "retention_dayz:", 1);
+        let error = Config::parse(&text, "c.ron").unwrap_err().to_string();
+        assert!(error.contains("retention_dayz"), "{error}");
+    }
+
+    #[test]
+    fn a_missing_section_or_field_takes_the_default() {
+        let start = DEFAULT_CONFIG.find("    journal: (").unwrap();
+        let end = start + DEFAULT_CONFIG[start..].find("\n    ),\n").unwrap() + 7;
+        let without = format!("{}{}", &DEFAULT_CONFIG[..start], &DEFAULT_CONFIG[end..]);
+        assert_eq!(
+            Config::parse(&without, "c.ron").unwrap().journal,
+            JournalConfig::default()
+        );
+        let partial = DEFAULT_CONFIG.replacen("        retention_days: 90,\n", "", 1);
+        assert_eq!(
+            Config::parse(&partial, "c.ron")
+                .unwrap()
+                .journal
+                .retention_days,
+            90
+        );
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let cases = [
+            (
+                JournalConfig {
+                    max_batch_records: 0,
+                    ..JournalConfig::default()
+                },
+                "max_batch_records",
+            ),
+            (
+                JournalConfig {
+                    queue_capacity: 0,
+                    ..JournalConfig::default()
+                },
+                "queue_capacity",
+            ),
+            (
+                JournalConfig {
+                    max_batch_delay_ms: 5000,
+                    ..JournalConfig::default()
+                },
+                "max_batch_delay_ms",
+            ),
+            (
+                JournalConfig {
+                    path: Some(PathBuf::new()),
+                    ..JournalConfig::default()
+                },
+                "path",
+            ),
+        ];
+        for (config, field) in cases {
+            assert_eq!(config.validate().unwrap_err().0, field);
+        }
+    }
+
+    #[test]
+    fn the_default_path_is_in_the_data_directory() {
+        if let Some(path) = default_path() {
+            assert!(
+                path.ends_with("incident-console/journal.sqlite3"),
+                "{path:?}"
+            );
+        }
+        let config = JournalConfig::default();
+        assert_eq!(config.resolved_path().ok(), default_path());
     }
 }

@@ -6,13 +6,16 @@
 pub mod app;
 pub mod cli;
 pub mod config;
-pub mod core;
+/// The domain, a crate of its own (`crates/core`) so that it cannot import the layers above.
+pub use incident_core as core;
 pub mod demo;
 pub mod doctor;
 pub mod headless;
-pub mod journal;
+/// Crates of their own (`crates/journal`, `crates/notify`): they know the domain, not Kafka,
+/// the runtime or a face.
+pub use incident_journal as journal;
 pub mod kafka;
-pub mod notify;
+pub use incident_notify as notify;
 pub mod observe;
 pub mod oncall;
 pub mod profile;

@@ -82,32 +82,7 @@ pub struct PartitionLag {
     pub lag: Option<i64>,
 }
 
-/// Delivery state of outgoing notifications, per channel.
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
-pub struct NotifierStatus {
-    pub outbox_depth: usize,
-    pub delivered: u64,
-    pub failed: u64,
-    pub deduplicated: u64,
-    pub rate_limited: u64,
-    /// Notifications refused because the outbox was full (counted and logged, not sent).
-    pub outbox_overflowed: u64,
-    pub channels: Vec<ChannelStatus>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
-pub struct ChannelStatus {
-    pub name: String,
-    pub delivered: u64,
-    pub failed: u64,
-    /// Deliveries currently waiting to be retried.
-    pub retrying: u64,
-    pub deduplicated: u64,
-    pub rate_limited: u64,
-    /// Final failures by reason (`http_400`, `smtp_550`, `timeout`, `no_address`, ...).
-    pub failures: std::collections::BTreeMap<String, u64>,
-    pub last_error: Option<String>,
-}
+pub use crate::notify::{ChannelStatus, NotifierStatus};
 
 /// Everything a renderer needs, immutable once published.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -11,10 +11,10 @@ use super::record::{
     Decision, EscalationRecord, EventOutcome, JournalRecord, ProcessedEvent, ResumedNotifications,
 };
 use super::store::PruneReport;
-use crate::core::engine::Notification;
-use crate::core::escalation::{Acknowledgement, Escalation, EscalationChange};
-use crate::core::event::{Priority, Timestamp};
-use crate::notify::{AttemptOutcome, Delivery, DeliveryChange};
+use incident_core::engine::Notification;
+use incident_core::escalation::{Acknowledgement, Escalation, EscalationChange};
+use incident_core::event::{Priority, Timestamp};
+use incident_notify::{AttemptOutcome, Delivery, DeliveryChange};
 
 pub fn time_text(at: &Timestamp) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)

@@ -3,9 +3,9 @@
 use chrono::NaiveDateTime;
 
 use super::*;
-use crate::core::escalation::EscalationLevel;
-use crate::core::oncall::{Layer, Person, RotationLength, Schedule};
-use crate::core::silence::SilenceOrigin;
+use crate::escalation::EscalationLevel;
+use crate::oncall::{Layer, Person, RotationLength, Schedule};
+use crate::silence::SilenceOrigin;
 
 fn at(text: &str) -> Timestamp {
     text.parse().unwrap()
@@ -64,7 +64,7 @@ fn config(ack_timeout: Option<Duration>, planned: Vec<Silence>) -> EngineConfig 
 
 fn created(id: IncidentId, priority: Priority, category: &str, when: &str) -> Input {
     Input::Event {
-        event: IncidentEvent::IncidentCreated(crate::core::event::IncidentCreated {
+        event: IncidentEvent::IncidentCreated(crate::event::IncidentCreated {
             incident_id: id,
             title: format!("incident {id}"),
             priority,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use crate::core::engine::{Audience, Notification, NotificationKind};
+use incident_core::engine::{Audience, Notification, NotificationKind};
 
 use super::config::{Channel, KINDS};
 
@@ -261,7 +261,7 @@ macro_rules! shipped {
     ($($dir:literal / $kind:literal),* $(,)?) => {
         &[$(
             (concat!($dir, "/", $kind, ".txt"),
-             include_str!(concat!("../../assets/templates/", $dir, "/", $kind, ".txt"))),
+             include_str!(concat!("../../../assets/templates/", $dir, "/", $kind, ".txt"))),
         )*]
     };
 }

@@ -33,7 +33,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::notify::{DeliveryChange, DeliveryRecorder};
+use incident_notify::{DeliveryChange, DeliveryRecorder};
 
 pub use error::{JournalError, JournalFailed};
 pub use oncall::OnCallRecord;
@@ -136,101 +136,4 @@ impl<T: Send + 'static> DeliveryRecorder for JournalWriter<T> {
 pub fn default_path() -> Option<PathBuf> {
     directories::ProjectDirs::from("", "", "incident-console")
         .map(|dirs| dirs.data_dir().join(JOURNAL_FILE_NAME))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::{Config, DEFAULT_CONFIG};
-
-    #[test]
-    fn the_shipped_section_is_the_default() {
-        assert_eq!(Config::built_in().journal, JournalConfig::default());
-        assert!(JournalConfig::default().validate().is_ok());
-    }
-
-    #[test]
-    fn a_path_parses_without_some_and_unknown_fields_are_refused() {
-        let text = DEFAULT_CONFIG.replacen("path: None,", "path: \"/srv/j.sqlite3\",", 1);
-        let config = Config::parse(&text, "c.ron").unwrap();
-        assert_eq!(
-            config.journal.path.as_deref(),
-            Some(std::path::Path::new("/srv/j.sqlite3"))
-        );
-        assert_eq!(
-            config.journal.resolved_path().unwrap(),
-            PathBuf::from("/srv/j.sqlite3")
-        );
-        let text = DEFAULT_CONFIG.replacen("retention_days:", "retention_dayz:", 1);
-        let error = Config::parse(&text, "c.ron").unwrap_err().to_string();
-        assert!(error.contains("retention_dayz"), "{error}");
-    }
-
-    #[test]
-    fn a_missing_section_or_field_takes_the_default() {
-        let start = DEFAULT_CONFIG.find("    journal: (").unwrap();
-        let end = start + DEFAULT_CONFIG[start..].find("\n    ),\n").unwrap() + 7;
-        let without = format!("{}{}", &DEFAULT_CONFIG[..start], &DEFAULT_CONFIG[end..]);
-        assert_eq!(
-            Config::parse(&without, "c.ron").unwrap().journal,
-            JournalConfig::default()
-        );
-        let partial = DEFAULT_CONFIG.replacen("        retention_days: 90,\n", "", 1);
-        assert_eq!(
-            Config::parse(&partial, "c.ron")
-                .unwrap()
-                .journal
-                .retention_days,
-            90
-        );
-    }
-
-    #[test]
-    fn validation_names_the_field() {
-        let cases = [
-            (
-                JournalConfig {
-                    max_batch_records: 0,
-                    ..JournalConfig::default()
-                },
-                "max_batch_records",
-            ),
-            (
-                JournalConfig {
-                    queue_capacity: 0,
-                    ..JournalConfig::default()
-                },
-                "queue_capacity",
-            ),
-            (
-                JournalConfig {
-                    max_batch_delay_ms: 5000,
-                    ..JournalConfig::default()
-                },
-                "max_batch_delay_ms",
-            ),
-            (
-                JournalConfig {
-                    path: Some(PathBuf::new()),
-                    ..JournalConfig::default()
-                },
-                "path",
-            ),
-        ];
-        for (config, field) in cases {
-            assert_eq!(config.validate().unwrap_err().0, field);
-        }
-    }
-
-    #[test]
-    fn the_default_path_is_in_the_data_directory() {
-        if let Some(path) = default_path() {
-            assert!(
-                path.ends_with("incident-console/journal.sqlite3"),
-                "{path:?}"
-            );
-        }
-        let config = JournalConfig::default();
-        assert_eq!(config.resolved_path().ok(), default_path());
-    }
 }

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use crate::core::engine::{Notification, NotificationKind};
-use crate::status::{ChannelStatus, NotifierStatus};
+use crate::{ChannelStatus, NotifierStatus};
+use incident_core::engine::{Notification, NotificationKind};
 
 use super::config::{Channel, KINDS};
 use super::policy::{Backoff, RateLimiter};

@@ -13,7 +13,7 @@
 //! - `worker`: the dispatcher and channel tasks.
 
 pub mod config;
-#[cfg(test)]
+/// Builders for tests of the layers that keep notification state (here, the journal, the team).
 pub mod fixtures;
 pub mod policy;
 pub mod routing;
@@ -35,9 +35,9 @@ pub use store::{
     AttemptOutcome, Claims, Delivery, DeliveryChange, DeliveryRecorder, Payload, ResumedDeliveries,
 };
 
-use crate::core::engine::Notification;
-use crate::core::permit::SideEffects;
-use crate::status::NotifierStatus;
+use incident_core::engine::Notification;
+use incident_core::permit::SideEffects;
+use serde::Serialize;
 
 use worker::{ChannelWorker, Dispatcher, Shared};
 
@@ -332,4 +332,31 @@ mod tests {
         let error = Notifier::start(&config).err().expect("refused").to_string();
         assert_eq!(error, "notifications.outbox_capacity: must be more than 0");
     }
+}
+
+/// Delivery state of outgoing notifications, per channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct NotifierStatus {
+    pub outbox_depth: usize,
+    pub delivered: u64,
+    pub failed: u64,
+    pub deduplicated: u64,
+    pub rate_limited: u64,
+    /// Notifications refused because the outbox was full (counted and logged, not sent).
+    pub outbox_overflowed: u64,
+    pub channels: Vec<ChannelStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct ChannelStatus {
+    pub name: String,
+    pub delivered: u64,
+    pub failed: u64,
+    /// Deliveries currently waiting to be retried.
+    pub retrying: u64,
+    pub deduplicated: u64,
+    pub rate_limited: u64,
+    /// Final failures by reason (`http_400`, `smtp_550`, `timeout`, `no_address`, ...).
+    pub failures: std::collections::BTreeMap<String, u64>,
+    pub last_error: Option<String>,
 }

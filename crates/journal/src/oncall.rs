@@ -7,9 +7,9 @@ use rusqlite::{Connection, Transaction, params};
 
 use super::JournalError;
 use super::query::time_text;
-use crate::core::engine::Notification;
-use crate::core::event::Timestamp;
-use crate::core::silence::{Matcher, Silence, SilenceOrigin, SilenceView};
+use incident_core::engine::Notification;
+use incident_core::event::Timestamp;
+use incident_core::silence::{Matcher, Silence, SilenceOrigin, SilenceView};
 
 /// The tables (schema version 4).
 pub const SCHEMA: &str = "
@@ -184,7 +184,7 @@ pub fn open_silences(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::journal::{Journal, JournalConfig, JournalRecord};
+    use crate::{Journal, JournalConfig, JournalRecord};
 
     fn at(text: &str) -> Timestamp {
         text.parse().unwrap()
@@ -231,7 +231,7 @@ mod tests {
                         at: at("2026-12-01T10:30:00Z"),
                     }),
                     JournalRecord::OnCall(OnCallRecord::Held {
-                        notification: crate::notify::fixtures::notification("7/incident_created"),
+                        notification: incident_notify::fixtures::notification("7/incident_created"),
                         silence_id: "s2".into(),
                         until: at("2026-12-01T14:00:00Z"),
                         at: at("2026-12-01T10:05:00Z"),

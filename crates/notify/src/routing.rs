@@ -20,8 +20,8 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::core::engine::{Audience, Notification, NotificationKind};
-use crate::core::event::Priority;
+use incident_core::engine::{Audience, Notification, NotificationKind};
+use incident_core::event::Priority;
 
 use super::config::{Channel, LevelRecipients, NotifyConfig};
 use super::policy::Suppressed;
@@ -464,7 +464,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::notify::config::RouteConfig;
+    use crate::config::RouteConfig;
 
     fn config() -> NotifyConfig {
         NotifyConfig {
@@ -503,19 +503,19 @@ mod tests {
                     channels: vec![Channel::Email, Channel::Slack, Channel::PagerDuty],
                 },
             ],
-            email: crate::notify::config::EmailConfig {
+            email: crate::config::EmailConfig {
                 smtp_host: Some("127.0.0.1".into()),
                 ..Default::default()
             },
-            slack: crate::notify::config::SlackConfig {
+            slack: crate::config::SlackConfig {
                 webhook_url: Some("http://127.0.0.1:1/slack".into()),
                 ..Default::default()
             },
-            pagerduty: crate::notify::config::PagerDutyConfig {
+            pagerduty: crate::config::PagerDutyConfig {
                 routing_key: Some("key".into()),
                 ..Default::default()
             },
-            webhook: crate::notify::config::WebhookConfig {
+            webhook: crate::config::WebhookConfig {
                 url: Some("http://127.0.0.1:1/hook".into()),
                 ..Default::default()
             },

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::engine::NotificationKind;
-use crate::core::event::Priority;
+use incident_core::engine::NotificationKind;
+use incident_core::event::Priority;
 
 /// Where a notification can go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -498,7 +498,7 @@ fn check_address(field: &str, address: &str) -> Result<(), Invalid> {
 pub fn redact_url(url: &str) -> String {
     const MASK: &str = "REDACTED";
     let Ok(mut parsed) = reqwest::Url::parse(url) else {
-        return crate::config::REDACTED.to_string();
+        return incident_core::REDACTED.to_string();
     };
     if !parsed.username().is_empty() || parsed.password().is_some() {
         // Only URLs with a host have userinfo, so these cannot fail here.
@@ -817,9 +817,9 @@ impl NotifyConfig {
         }
     }
 
-    /// Replaces every secret with `crate::config::REDACTED`, for `--print-config`.
+    /// Replaces every secret with `incident_core::REDACTED`, for `--print-config`.
     pub fn redact(&mut self) {
-        let redacted = || Some(crate::config::REDACTED.to_string());
+        let redacted = || Some(incident_core::REDACTED.to_string());
         for secret in [
             &mut self.email.username,
             &mut self.email.password,
@@ -883,27 +883,13 @@ mod tests {
             redact_url("https://user@x.example/"),
             "https://REDACTED@x.example/"
         );
-        assert_eq!(redact_url("not a url with secret"), crate::config::REDACTED);
+        assert_eq!(redact_url("not a url with secret"), incident_core::REDACTED);
         let mut config = NotifyConfig::default();
         config.webhook.url = Some("https://x.example/hook?token=abc".into());
         config.redact();
         assert_eq!(
             config.webhook.url.as_deref(),
             Some("https://x.example/hook?token=REDACTED")
-        );
-        // What --print-config shows for WEBHOOK_URL from the environment.
-        let mut config = crate::config::Config::built_in();
-        config.apply_env(|name| {
-            (name == "WEBHOOK_URL").then(|| "https://u:p@x.example/hook?token=abc".to_string())
-        });
-        let printed = config.to_redacted_ron();
-        assert!(
-            printed.contains("https://REDACTED@x.example/hook?token=REDACTED"),
-            "{printed}"
-        );
-        assert!(
-            !printed.contains("abc") && !printed.contains("u:p@"),
-            "{printed}"
         );
     }
 
@@ -1050,64 +1036,5 @@ mod tests {
         ] {
             assert!(!printed.contains(secret), "{secret} in {printed}");
         }
-    }
-}
-
-#[cfg(test)]
-mod shipped_config_tests {
-    use super::*;
-    use crate::config::Config;
-
-    #[test]
-    fn the_shipped_section_parses_sends_nothing_and_prints_back_redacted() {
-        let mut config = Config::built_in();
-        let notifications = &config.notifications;
-        assert!(Channel::ALL.iter().all(|c| !notifications.enabled(*c)));
-        assert_eq!(notifications.escalation_levels.len(), 3);
-        assert_eq!(notifications.delivery, DeliveryConfig::default());
-        assert_eq!(notifications.rate_limit, RateLimitConfig::default());
-        config.apply_env(|name| match name {
-            "SMTP_USERNAME" => Some("mailer".into()),
-            "SMTP_PASSWORD" => Some("hunter2".into()),
-            "PAGERDUTY_ROUTING_KEY" => Some("R0UTING".into()),
-            _ => None,
-        });
-        let printed = config.to_redacted_ron();
-        assert!(!printed.contains("hunter2") && !printed.contains("R0UTING"));
-        Config::parse(&printed, "printed").unwrap();
-    }
-
-    #[test]
-    fn notification_errors_name_file_line_and_field() {
-        let text = crate::config::DEFAULT_CONFIG.replacen(
-            "outbox_capacity: 10000",
-            "outbox_capacity: 0",
-            1,
-        );
-        let error = Config::parse(&text, "c.ron").unwrap_err().to_string();
-        assert!(
-            error.contains("field `notifications.outbox_capacity`: must be more than 0"),
-            "{error}"
-        );
-    }
-
-    #[test]
-    fn a_short_dedup_window_alone_takes_the_horizon_with_it() {
-        use crate::config::Config;
-        let config = Config::parse("(notifications: (dedup: (window_secs: 1)))", "c.ron").unwrap();
-        assert_eq!(config.notifications.dedup.window_secs, 1);
-        assert_eq!(config.notifications.dedup.resume_horizon_secs, 1);
-        // The shipped horizon where the window is longer.
-        let config = Config::parse("(notifications: (dedup: (max_entries: 5)))", "c.ron").unwrap();
-        assert_eq!(config.notifications.dedup.resume_horizon_secs, 3600);
-        // A horizon the user wrote is still checked.
-        let error = Config::parse(
-            "(\n notifications: (\n  dedup: (\n   window_secs: 1,\n   resume_horizon_secs: 5,\n  ),\n ),\n)",
-            "c.ron",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(error.starts_with("c.ron:5:"), "{error}");
-        assert!(error.contains("resume_horizon_secs"), "{error}");
     }
 }

@@ -10,3 +10,5 @@ pub mod offsets;
 pub mod oncall;
 pub mod permit;
 pub mod silence;
+
+pub const REDACTED: &str = "<redacted>";

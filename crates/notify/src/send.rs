@@ -13,7 +13,7 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use super::config::{Channel, NotifyConfig, SmtpTls};
 use super::policy::parse_retry_after;
 use super::store::{Delivery, Payload};
-use crate::core::permit::SideEffects;
+use incident_core::permit::SideEffects;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
@@ -298,7 +298,7 @@ impl HttpEndpoint {
                 // reqwest's message names the URL whole, which may carry a secret: it is
                 // named here without userinfo and query values (Slack's is secret throughout).
                 let shown = if self.secret_url {
-                    crate::config::REDACTED.to_string()
+                    incident_core::REDACTED.to_string()
                 } else {
                     super::config::redact_url(&self.url)
                 };
@@ -491,7 +491,7 @@ mod redaction_tests {
             channel,
             recipient: channel.to_string(),
             incident_id: None,
-            kind: crate::core::engine::NotificationKind::IncidentCreated.into(),
+            kind: incident_core::engine::NotificationKind::IncidentCreated.into(),
             payload: Payload::Json {
                 body: serde_json::json!({}),
                 idempotency_key: None,

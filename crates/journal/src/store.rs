@@ -13,9 +13,9 @@ use super::lock::JournalLock;
 use super::record::{JournalRecord, ResumedNotifications};
 use super::schema::{self, SchemaProblem};
 use super::{JournalConfig, JournalError, query};
-use crate::core::engine::Notification;
-use crate::core::escalation::Escalation;
-use crate::core::event::Timestamp;
+use incident_core::engine::Notification;
+use incident_core::escalation::Escalation;
+use incident_core::event::Timestamp;
 
 /// How long a statement waits for a lock held by another connection (a sqlite3 shell, the
 /// reader's checkpoint) before it fails.
@@ -239,7 +239,7 @@ impl Journal {
     pub fn open_silences(
         &self,
         now: Timestamp,
-    ) -> Result<Vec<crate::core::silence::Silence>, JournalError> {
+    ) -> Result<Vec<incident_core::silence::Silence>, JournalError> {
         super::oncall::open_silences(&self.connection, &self.path, now)
     }
 
@@ -503,7 +503,7 @@ impl JournalReader {
     pub fn open_silences(
         &self,
         now: Timestamp,
-    ) -> Result<Vec<crate::core::silence::Silence>, JournalError> {
+    ) -> Result<Vec<incident_core::silence::Silence>, JournalError> {
         super::oncall::open_silences(&self.connection, &self.path, now)
     }
 
@@ -614,9 +614,9 @@ impl JournalReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::{Channel, Delivery, Payload};
+    use incident_notify::{Channel, Delivery, Payload};
 
-    use crate::notify::fixtures::notification;
+    use incident_notify::fixtures::notification;
 
     /// A journal of the release before notification state moved into it: intents in
     /// `notifications`, the notifier's own state in `<journal>.outbox`.
@@ -652,7 +652,7 @@ mod tests {
             channel: Channel::Email,
             recipient: "a@example.com".into(),
             incident_id: Some(1),
-            kind: crate::core::engine::NotificationKind::IncidentCreated.into(),
+            kind: incident_core::engine::NotificationKind::IncidentCreated.into(),
             payload: Payload::Email {
                 to: "a@example.com".into(),
                 subject: "s".into(),

@@ -1,9 +1,9 @@
 //! What goes into the journal, and what comes back out of it after a restart.
 
-use crate::core::engine::{Effect, Notification, SourceRef};
-use crate::core::escalation::{Escalation, EscalationBook, EscalationChange};
-use crate::core::event::{DecodeError, IncidentEvent, IncidentId, Timestamp};
-use crate::notify::{DeliveryChange, ResumedDeliveries};
+use incident_core::engine::{Effect, Notification, SourceRef};
+use incident_core::escalation::{Escalation, EscalationBook, EscalationChange};
+use incident_core::event::{DecodeError, IncidentEvent, IncidentId, Timestamp};
+use incident_notify::{DeliveryChange, ResumedDeliveries};
 
 /// One thing to write. A batch of these is written in one transaction.
 #[derive(Debug, Clone, PartialEq)]

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::record::JournalRecord;
 use super::store::Journal;
 use super::{JournalConfig, JournalError};
-use crate::core::metrics::{DURATION_BUCKETS, DurationSummary};
+use incident_core::metrics::{DURATION_BUCKETS, DurationSummary};
 
 /// How often retention runs, and how soon again while it still has rows to delete.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);

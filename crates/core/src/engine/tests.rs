@@ -3,8 +3,8 @@ use std::time::Duration;
 use chrono::TimeZone;
 
 use super::*;
-use crate::core::escalation::EscalationLevel;
-use crate::core::event::{
+use crate::escalation::EscalationLevel;
+use crate::event::{
     AssignmentChanged, AttachmentUploaded, CommentAdded, EscalationTriggered, IncidentCreated,
     StatusUpdated,
 };

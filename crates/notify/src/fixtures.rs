@@ -1,9 +1,9 @@
 //! Builders for the unit tests of the modules that keep notification state (the notifier's
 //! store, the journal, the team state topic): one plain notification and one webhook delivery.
 
-use crate::core::engine::{Audience, Notification, NotificationKind};
-use crate::core::event::Timestamp;
-use crate::notify::{Channel, Delivery, Payload};
+use crate::{Channel, Delivery, Payload};
+use incident_core::engine::{Audience, Notification, NotificationKind};
+use incident_core::event::Timestamp;
 
 /// A new-incident notification for the administrators, keyed `dedup_key`.
 pub fn notification(dedup_key: &str) -> Notification {

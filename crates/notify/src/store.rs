@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::core::engine::NotificationKind;
-use crate::core::event::IncidentId;
+use incident_core::engine::NotificationKind;
+use incident_core::event::IncidentId;
 
 use super::config::Channel;
 
@@ -331,7 +331,7 @@ mod tests {
 
     #[test]
     fn a_delivery_is_plain_json() {
-        let delivery = crate::notify::fixtures::webhook_delivery("a", at(1));
+        let delivery = crate::fixtures::webhook_delivery("a", at(1));
         let json = serde_json::to_string(&delivery).unwrap();
         let back: Delivery = serde_json::from_str(&json).unwrap();
         assert_eq!(back, delivery);
