@@ -41,6 +41,9 @@ pub fn observe(
     connection
         .busy_timeout(std::time::Duration::from_secs(10))
         .map_err(sqlite)?;
+    // Short-lived, but moving a topic's records aside can touch many pages: the reader's
+    // bound, so that even then it stays small (and it is freed when this returns).
+    super::store::set_memory(&connection, super::store::READER_CACHE_KIB).map_err(sqlite)?;
     let transaction = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(sqlite)?;

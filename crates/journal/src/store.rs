@@ -21,6 +21,34 @@ use incident_core::event::Timestamp;
 /// reader's checkpoint) before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// SQLite's page cache per connection, in KiB, set on purpose rather than left to the
+/// build's default, so that the console's memory does not depend on how large the journal
+/// grows. Each connection's cache is a fixed bound (pages beyond it are read again from the
+/// file, through the kernel's page cache, which is not the console's RSS).
+///
+/// The writer: 2 MiB (512 pages of 4 KiB). What it touches per batch is the right-hand edge
+/// of `events` and of its offset and time indexes, the insertion points of the few incidents
+/// that are open in `events_by_incident`, and the rows of those incidents' escalations and
+/// notifications: a few hundred pages at most, so more cache buys no speed, and the cache is
+/// full (and stays at 2 MiB) long before 100,000 events, when the file is already ~34 MB.
+pub(crate) const WRITER_CACHE_KIB: i64 = 2048;
+/// The reader (and the short-lived connection of the cluster check): 512 KiB. It answers point
+/// look-ups (was this offset journaled?) for re-delivered messages only, each a walk of 3-4
+/// pages down one index, and the start-up queries that run once.
+pub(crate) const READER_CACHE_KIB: i64 = 512;
+
+/// Sets a connection's memory on purpose: its page cache (`cache_size`, negative means KiB),
+/// and no memory-mapped I/O (`mmap_size = 0`, SQLite's default, written down so that a
+/// build default cannot change it): mapped pages of the journal would count in the
+/// console's RSS and grow with the file. The WAL is left to SQLite's defaults
+/// (`wal_autocheckpoint` 1,000 pages, so ~4 MB of WAL and a wal-index of 32 KiB in `-shm`):
+/// measured, the mapped `-shm` and the files stay flat (docs/performance.md, memory).
+pub(crate) fn set_memory(connection: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
+    connection.execute_batch(&format!(
+        "PRAGMA cache_size = -{cache_kib}; PRAGMA mmap_size = 0;"
+    ))
+}
+
 /// Rows deleted per table by one `prune` call, so that retention never holds the write lock
 /// for long; the writer calls it again while there is more.
 pub const PRUNE_CHUNK: usize = 5000;
@@ -171,6 +199,7 @@ impl Journal {
         connection
             .execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
             .map_err(sqlite)?;
+        set_memory(&connection, WRITER_CACHE_KIB).map_err(sqlite)?;
         match schema::ensure(&mut connection, &query::time_text(&chrono::Utc::now())) {
             Ok(found) => {
                 tracing::info!(path = %path.display(), ?found, "journal open");
@@ -516,6 +545,7 @@ impl JournalReader {
         )
         .map_err(sqlite)?;
         connection.busy_timeout(BUSY_TIMEOUT).map_err(sqlite)?;
+        set_memory(&connection, READER_CACHE_KIB).map_err(sqlite)?;
         let version = query::schema_version(&connection, path)?;
         if version > schema::CURRENT_VERSION {
             return Err(JournalError::TooNew {
@@ -716,5 +746,24 @@ mod tests {
         assert_eq!(resumed.expired_notifications, 1, "3/long_ago");
         let claims: Vec<_> = resumed.deliveries.claims.iter().map(|(k, _)| k).collect();
         assert_eq!(claims, [&owed.key]);
+    }
+
+    /// Each connection's page cache is the figure chosen for it, not the build's default,
+    /// and no journal page is memory-mapped (docs/performance.md, memory).
+    #[test]
+    fn connections_have_their_memory_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.sqlite3");
+        let journal = Journal::open(&path, &JournalConfig::default()).unwrap();
+        let reader = journal.reader().unwrap();
+        let pragma = |connection: &Connection, name: &str| -> i64 {
+            connection
+                .query_row(&format!("PRAGMA {name}"), [], |row| row.get(0))
+                .unwrap()
+        };
+        assert_eq!(pragma(&journal.connection, "cache_size"), -WRITER_CACHE_KIB);
+        assert_eq!(pragma(&reader.connection, "cache_size"), -READER_CACHE_KIB);
+        assert_eq!(pragma(&journal.connection, "mmap_size"), 0);
+        assert_eq!(pragma(&reader.connection, "mmap_size"), 0);
     }
 }
