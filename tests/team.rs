@@ -869,6 +869,15 @@ async fn a_silence_set_at_one_console_shows_at_another_and_survives_a_kill_nine_
         drain(&workers[other], &mut seen[other], Duration::from_millis(20));
     }
 
+    // An id the team does not hold is refused at once, nothing sent.
+    let unknown = team_silences(&bootstrap, topic, "carol", &["end", "s99"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    let error = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        error.contains(&format!("no silence s99 on {topic}.state")),
+        "{error}"
+    );
+
     // Carol ends it from the command line. The successor knows it only from the state topic:
     // a worker that had not restored it would refuse ("no silence").
     let ended = team_silences(&bootstrap, topic, "carol", &["end", &id]);

@@ -111,6 +111,19 @@ fn end_in_journal(config: &Config, id: &str) -> anyhow::Result<String> {
 async fn send_end(config: &Config, id: &str) -> anyhow::Result<String> {
     use crate::team::commands::{Asker, EndSilenceCommand, TeamCommand, commands_topic};
     use rdkafka::producer::{FutureProducer, FutureRecord};
+    // Said here rather than only in the active worker's log: the silences the team holds are
+    // the planned windows and what `<topic>.state` has.
+    if !current(config)
+        .await?
+        .iter()
+        .any(|silence| silence.id == id)
+    {
+        anyhow::bail!(
+            "no silence {id} on {} nor in the configuration (`incident-console silences` lists \
+             them)",
+            crate::team::state::state_topic(&config.kafka.topic)
+        );
+    }
     let command = TeamCommand::EndSilence(EndSilenceCommand {
         silence_id: id.to_string(),
         asker: Asker {

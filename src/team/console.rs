@@ -12,7 +12,6 @@ use tokio::sync::{mpsc, watch};
 
 use super::commands::{TeamCommand, commands_topic, parse_stdin_line};
 use super::state::{EpochFilter, StateBody, StateRecord, state_topic};
-use crate::core::silence::Silence;
 
 use crate::config::Config;
 use crate::core::engine::{Engine, Input};
@@ -264,8 +263,7 @@ impl Observer {
         }
         if let StateBody::Silence { silence } = &record.body {
             // Shown on the escalations it covers ("silenced HH:MM") and in `o`.
-            let held: Silence = silence.silence();
-            self.engine.restore_silence(held);
+            self.engine.restore_silence(silence.silence());
             self.emit(OutputRecord::Silenced {
                 id: silence.id.clone(),
                 matches: silence.matcher.describe(),
