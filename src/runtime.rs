@@ -359,6 +359,10 @@ pub fn spawn_with(
     let recorder = match team {
         Some(TeamLink { restored, state }) => {
             engine.restore_escalations(restored.escalations);
+            // Operators' silences, as a standalone start restores them from its journal.
+            for silence in restored.silences {
+                engine.restore_silence(silence);
+            }
             resumed.decided = restored.decided;
             resumed.deliveries = restored.deliveries;
             Some(Arc::new(crate::team::publish::TeamRecorder {
