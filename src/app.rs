@@ -208,20 +208,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
             crate::oncall::print(&oncall, at, *json, &mut std::io::stdout().lock())?;
             return Ok(RunSummary::default());
         }
-        Some(Subcommands::Silences { json }) => {
+        Some(Subcommands::Silences { json, action }) => {
             init_headless_logging(cli.log_level.as_filter());
             let (config, _) = effective_config(&cli)?;
-            let now = chrono::Utc::now();
-            let mut silences = config.oncall.windows().unwrap_or_default();
-            if config.journal.enabled {
-                let path = config.journal.resolved_path()?;
-                // No journal yet: nobody has set a silence.
-                if path.exists() {
-                    silences
-                        .extend(crate::journal::JournalReader::open(&path)?.open_silences(now)?);
+            match action {
+                Some(crate::cli::SilencesAction::End { id }) => {
+                    println!("{}", crate::oncall::silences::end(&config, id).await?);
+                }
+                None => {
+                    let silences = crate::oncall::silences::current(&config).await?;
+                    let now = chrono::Utc::now();
+                    crate::oncall::print_silences(
+                        silences,
+                        now,
+                        *json,
+                        &mut std::io::stdout().lock(),
+                    )?;
                 }
             }
-            crate::oncall::print_silences(silences, now, *json, &mut std::io::stdout().lock())?;
             return Ok(RunSummary::default());
         }
         Some(Subcommands::Completions { shell }) => {

@@ -169,12 +169,15 @@ pub enum Subcommands {
         #[arg(long)]
         json: bool,
     },
-    /// The silences: planned windows from the configuration and those set from the console
-    /// (from the journal), current and coming. End one early from the console (`x`).
+    /// The silences: planned windows from the configuration and those set from a console
+    /// (from the journal; in team mode from `<topic>.state`), current and coming.
+    /// `silences end ID` ends one early (as `x` in the console).
     Silences {
         /// One JSON object per silence.
         #[arg(long)]
         json: bool,
+        #[command(subcommand)]
+        action: Option<SilencesAction>,
     },
     /// Check the setup and print one line per check: the config file, the journal, the
     /// brokers and topics, each notification channel (reached, nothing sent). Exits 1 if any
@@ -212,6 +215,17 @@ pub enum Subcommands {
         /// librdkafka property for the producer; repeatable.
         #[arg(short = 'X', value_name = "KEY=VALUE")]
         properties: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SilencesAction {
+    /// End a silence now. Standalone: in the journal, when no console is running on it (a
+    /// running console is told with `x`). Team mode (`--role console -b HOST:PORT -t TOPIC`):
+    /// sent to the active worker on `<topic>.commands`.
+    End {
+        /// The silence's id (e.g. `s3`), as `incident-console silences` lists it.
+        id: String,
     },
 }
 

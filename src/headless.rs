@@ -69,6 +69,25 @@ pub enum OutputRecord {
         by: String,
         worker: String,
     },
+    /// Team mode: an acknowledgement was taken back at the active worker (`u` at a console,
+    /// or its time ran out): the incident pages its level again.
+    Unacknowledged {
+        incident_id: event::IncidentId,
+        worker: String,
+    },
+    /// Team mode: the active worker holds an operator's silence (seen by a console).
+    Silenced {
+        id: String,
+        /// The matcher in words ("incident 42").
+        matches: String,
+        by: String,
+        reason: String,
+        start: event::Timestamp,
+        until: event::Timestamp,
+        worker: String,
+    },
+    /// Team mode: a silence ended early or ran out at the active worker (seen by a console).
+    SilenceEnded { id: String },
 }
 
 impl OutputRecord {

@@ -739,7 +739,7 @@ async fn a_compacted_state_topic_restores_what_it_restored_before_compaction() {
 /// A CA, a broker certificate for 127.0.0.1 signed by it (in the PKCS12 stores the broker
 /// reads), a client certificate for mutual TLS, and a SCRAM user, in `dir`; a second CA that
 /// signed nothing, for the untrusted case.
-fn make_secrets(dir: &std::path::Path) {
+fn make_secrets(dir: &std::path::Path, user: &str, password: &str) {
     let run = |program: &str, args: &[&str]| {
         let output = Command::new(program)
             .args(args)
@@ -854,8 +854,8 @@ fn make_secrets(dir: &std::path::Path) {
             "-noprompt",
         ],
     );
-    std::fs::write(dir.join("user"), "alice").unwrap();
-    std::fs::write(dir.join("password"), "Sup3r-Secret-Pa55").unwrap();
+    std::fs::write(dir.join("user"), user).unwrap();
+    std::fs::write(dir.join("password"), password).unwrap();
 }
 
 /// Runs a headless console with `args` and `env` until `events` events or its exit; returns
@@ -912,7 +912,7 @@ fn secured_run(
 fn sasl_ssl_and_mutual_tls_connect_and_refusals_stop_with_a_clear_error() {
     let secrets = tempfile::tempdir().unwrap();
     let s = secrets.path();
-    make_secrets(s);
+    make_secrets(s, "alice", "Sup3r-Secret-Pa55");
     let cluster = Cluster::start_with(1, Some(s));
     let (sasl, ssl) = (
         cluster.sasl_ssl.clone().unwrap(),
@@ -1038,4 +1038,268 @@ fn sasl_ssl_and_mutual_tls_connect_and_refusals_stop_with_a_clear_error() {
     );
     assert!(printed.contains("ssl.ca.location"), "{printed}");
     assert!(!printed.contains(&password), "the password was printed");
+}
+
+/// Waits, bounded by `within`, for `process` to exit; its exit code. A process still running
+/// then is killed and the test fails with `what`.
+fn exit_within(process: Process, within: Duration, what: &dyn Fn() -> String) -> Option<i32> {
+    let pid = process.0.id();
+    let (sender, exited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut process = process;
+        let _ = sender.send(process.0.wait().unwrap().code());
+    });
+    match exited.recv_timeout(within) {
+        Ok(code) => code,
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("still running after {within:?}: {}", what());
+        }
+    }
+}
+
+/// Issue 17, item 3, provoked on a cluster with an authorizer: a team worker whose user may
+/// read, write and describe its topics and groups but not create topics, started while its
+/// team topics are missing, stops (exit 1, within a bound, not a standby for good) with an
+/// error that names each missing topic and the `kafka-topics.sh` command that creates it, and
+/// shows no password. Granted CREATE, the same worker creates them and becomes active.
+#[test]
+fn a_worker_refused_create_by_acls_stops_naming_each_topic_then_creates_them_when_granted() {
+    let secrets = tempfile::tempdir().unwrap();
+    let s = secrets.path();
+    let password = "W0rker-Secret-Pa55";
+    make_secrets(s, "worker", password);
+    let cluster = Cluster::start_with_authorizer(1, s);
+    let sasl = cluster.sasl_ssl.clone().unwrap();
+    let (topic, group) = ("acl-incidents", "acl-workers");
+    // The super user (the PLAINTEXT listener) makes the incident topic, as its producer would.
+    apache_kafka::create_topics_blocking(&cluster.bootstrap, &[topic], 1);
+    // The team may use every topic and group under its names, but create nothing.
+    let prefixed = ["--resource-pattern-type", "prefixed"];
+    let user = ["--add", "--allow-principal", "User:worker"];
+    cluster.acl(
+        &[
+            &user[..],
+            &[
+                "--operation",
+                "Read",
+                "--operation",
+                "Write",
+                "--operation",
+                "Describe",
+            ],
+            &["--topic", topic],
+            &prefixed,
+        ]
+        .concat(),
+    );
+    cluster.acl(
+        &[
+            &user[..],
+            &[
+                "--operation",
+                "Read",
+                "--operation",
+                "Describe",
+                "--group",
+                group,
+            ],
+            &prefixed,
+        ]
+        .concat(),
+    );
+    // The broker answers DescribeAcls from the authorizer that enforces them: once listed,
+    // they hold.
+    let granted = cluster.acl(&["--list", "--principal", "User:worker"]);
+    for operation in ["READ", "WRITE", "DESCRIBE"] {
+        assert!(
+            granted.contains(&format!("operation={operation}, permissionType=ALLOW")),
+            "{granted}"
+        );
+    }
+    assert!(!granted.contains("operation=CREATE"), "{granted}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca = format!("ssl.ca.location={}", s.join("ca.crt").display());
+    let journal = dir.path().join("worker.sqlite3");
+    let worker = |name: &str, password_env: (&str, String)| {
+        let mut command = command(
+            &[
+                "--role",
+                "worker",
+                "--no-tui",
+                "-b",
+                &sasl,
+                "-X",
+                &ca,
+                "-t",
+                topic,
+                "-g",
+                group,
+                "--from-beginning",
+                "--journal",
+                journal.to_str().unwrap(),
+            ],
+            dir.path(),
+            &format!("{name}.log"),
+        );
+        command
+            .env("KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+            .env("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+            .env("KAFKA_SASL_USERNAME", "worker")
+            .env(password_env.0, password_env.1);
+        let mut process = Process(command.spawn().unwrap());
+        let lines = lines_of(process.0.stdout.take().unwrap());
+        (process, lines)
+    };
+    let log = |name: &str| {
+        std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    };
+    let team = [".leader", ".state", ".commands"].map(|suffix| format!("{topic}{suffix}"));
+    let dead_letters = format!("{topic}.dlq");
+
+    // Refused: the password in the environment, where a careless message could pick it up.
+    let started = Instant::now();
+    let (refused, lines) = worker("refused", ("KAFKA_SASL_PASSWORD", password.to_string()));
+    let code = exit_within(refused, Duration::from_secs(60), &|| log("refused"));
+    let took = started.elapsed();
+    eprintln!("the refused worker exited {code:?} after {took:?}");
+    // Exited, its stdout is closed: the reader has the rest of its lines or is about to.
+    let mut printed = Vec::new();
+    loop {
+        match lines.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => printed.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(error) => panic!("stdout of an exited worker: {error}"),
+        }
+    }
+    let stderr = log("refused");
+    assert_eq!(code, Some(1), "a refusal is exit 1; stderr:\n{stderr}");
+    assert!(
+        !printed.iter().any(|line| line.contains(r#""active":true"#)),
+        "{printed:?}"
+    );
+    // The error it stops with: the team topics, each with the command that creates it.
+    let error = stderr
+        .lines()
+        .skip_while(|line| !line.starts_with("incident-console: "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        error.starts_with(
+            "incident-console: the cluster refused to create 3 topic(s) this worker needs"
+        ),
+        "{stderr}"
+    );
+    for name in &team {
+        assert!(
+            error.contains(&format!("{name}: TopicAuthorizationFailed")),
+            "{name}: {error}"
+        );
+        let settings = if name.ends_with(".state") {
+            " --config cleanup.policy=compact"
+        } else {
+            ""
+        };
+        let create = format!(
+            "kafka-topics.sh --bootstrap-server {sasl} --create --topic {name} --partitions 1 \
+             --replication-factor 1{settings}    # team "
+        );
+        assert!(error.contains(&create), "{create}\n{error}");
+    }
+    // Dead letters can wait (a warning), but are named with their command too.
+    assert!(
+        !error.contains(&dead_letters),
+        "dead letters are no reason to stop: {error}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "kafka-topics.sh --bootstrap-server {sasl} --create --topic {dead_letters} \
+             --partitions 1 --replication-factor 1    # dead letters"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(password) && !printed.iter().any(|line| line.contains(password)),
+        "the password was printed"
+    );
+    for name in team.iter().chain([&dead_letters]) {
+        assert_eq!(
+            apache_kafka::shape(&cluster.bootstrap, name),
+            None,
+            "{name} was created"
+        );
+    }
+
+    // Granted CREATE on the team's names: the same worker creates its topics, becomes active
+    // and handles events. The password from a file this time.
+    cluster.acl(
+        &[
+            &user[..],
+            &["--operation", "Create", "--topic", topic],
+            &prefixed,
+        ]
+        .concat(),
+    );
+    let granted = cluster.acl(&["--list", "--principal", "User:worker"]);
+    assert!(granted.contains("operation=CREATE"), "{granted}");
+    let started = Instant::now();
+    let (_granted, lines) = worker(
+        "granted",
+        (
+            "KAFKA_SASL_PASSWORD_FILE",
+            s.join("password").display().to_string(),
+        ),
+    );
+    let deadline = started + LONG;
+    let mut printed = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("never active; log:\n{}", log("granted")));
+        printed.push(line.clone());
+        if json(&line).is_some_and(|r| r["kind"] == "role" && r["active"] == true) {
+            break;
+        }
+    }
+    eprintln!(
+        "granted CREATE, the worker was active after {:?}",
+        started.elapsed()
+    );
+    simulate(&cluster.bootstrap, topic, 0, 5).0.wait().unwrap();
+    let mut events = 0;
+    while events < 5 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = lines
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("{events} of 5 events; log:\n{}", log("granted")));
+        if json(&line).is_some_and(|r| r["kind"] == "event") {
+            events += 1;
+        }
+        printed.push(line);
+    }
+    let stderr = log("granted");
+    for name in team.iter().chain([&dead_letters]) {
+        assert_eq!(
+            apache_kafka::shape(&cluster.bootstrap, name),
+            Some((1, 1)),
+            "{name}"
+        );
+        assert!(
+            stderr.contains(&format!("created topic topic={name}")),
+            "{name}: {stderr}"
+        );
+    }
+    let policy = futures::executor::block_on(apache_kafka::topic_setting(
+        &cluster.bootstrap,
+        &team[1],
+        "cleanup.policy",
+    ));
+    assert_eq!(policy.as_deref(), Some("compact"));
+    assert!(!stderr.contains("refused"), "{stderr}");
+    assert!(
+        !stderr.contains(password) && !printed.iter().any(|line| line.contains(password)),
+        "the password was printed"
+    );
 }

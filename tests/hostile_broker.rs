@@ -270,7 +270,10 @@ async fn run_corpus(
             OutputRecord::Effect { .. }
             | OutputRecord::SelfAlert { .. }
             | OutputRecord::Role { .. }
-            | OutputRecord::Acknowledged { .. } => continue,
+            | OutputRecord::Acknowledged { .. }
+            | OutputRecord::Unacknowledged { .. }
+            | OutputRecord::Silenced { .. }
+            | OutputRecord::SilenceEnded { .. } => continue,
         };
         let name = sent.get(&at).map(|item| item.name.as_str()).unwrap_or("?");
         assert!(

@@ -399,3 +399,112 @@ fn silences_lists_planned_windows_and_the_consoles_silences_from_the_journal() {
         "planned-2 planned from 2099-12-06T02:00:00Z to 2099-12-06T03:00:00Z: category database, by config: failover\n"
     );
 }
+
+#[test]
+fn silences_end_ends_a_consoles_silence_in_the_journal_and_refuses_while_a_console_runs() {
+    use incident_console::core::silence::{Matcher, SilenceOrigin, SilenceView};
+    use incident_console::journal::{Journal, JournalConfig, JournalRecord, OnCallRecord};
+    let config = r#"(
+    oncall: (
+        maintenance: [
+            (reason: "failover", start: "2099-12-06T02:00", end: "2099-12-06T03:00"),
+        ],
+    ),
+)
+"#;
+    let (dir, path) = write("config.ron", config);
+    let journal_path = dir.path().join("journal.sqlite3");
+    let now = chrono::Utc::now();
+    let snooze = |id: &str| SilenceView {
+        id: id.into(),
+        matcher: Matcher {
+            incident_ids: vec![42],
+            ..Matcher::default()
+        },
+        matches: "incident 42".into(),
+        reason: "looking into it".into(),
+        created_by: "alice".into(),
+        origin: SilenceOrigin::Operator,
+        active: true,
+        start: now - chrono::TimeDelta::minutes(5),
+        end: now + chrono::TimeDelta::hours(1),
+    };
+    let records: Vec<JournalRecord> = ["s1", "s2"]
+        .into_iter()
+        .map(|id| {
+            JournalRecord::OnCall(OnCallRecord::SilenceSet {
+                silence: snooze(id),
+                at: now,
+            })
+        })
+        .collect();
+    let journal = {
+        let mut journal = Journal::open(&journal_path, &JournalConfig::default()).unwrap();
+        journal.write(&records).unwrap();
+        journal
+    };
+    let silences = |args: &[&str]| {
+        Command::new(BINARY)
+            .arg("--config")
+            .arg(&path)
+            .arg("--journal")
+            .arg(&journal_path)
+            .args(["--operator", "bob", "silences"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let listed = |output: std::process::Output| -> Vec<String> {
+        json_lines(&output)
+            .iter()
+            .map(|l| l["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // The journal open (as a running console holds it): refused, and told what to do.
+    let refused = silences(&["end", "s1"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(error.contains("a console"), "{error}");
+    assert!(error.contains("press x"), "{error}");
+    drop(journal);
+    assert_eq!(listed(silences(&["--json"])), ["planned-1", "s1", "s2"]);
+
+    // No console on it: ended in the journal, by whom, and the next start leaves it out.
+    let ended = silences(&["end", "s1"]);
+    assert!(ended.status.success(), "{ended:?}");
+    let text = String::from_utf8(ended.stdout).unwrap();
+    assert!(
+        text.starts_with("silence s1 ended in the journal"),
+        "{text}"
+    );
+    assert_eq!(listed(silences(&["--json"])), ["planned-1", "s2"]);
+    let journal = Journal::open(&journal_path, &JournalConfig::default()).unwrap();
+    let open: Vec<String> = journal
+        .open_silences(chrono::Utc::now())
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(open, ["s2"], "what a start restores");
+    drop(journal);
+    let ended_by = rusqlite::Connection::open(&journal_path)
+        .unwrap()
+        .query_row("SELECT ended_by FROM silences WHERE id = 's1'", [], |row| {
+            row.get::<_, String>(0)
+        })
+        .unwrap();
+    assert_eq!(ended_by, "bob");
+
+    // Mistakes: ended already, unknown, a planned window (it would come back at the start).
+    for (id, says) in [
+        ("s1", "no running silence s1"),
+        ("s9", "no running silence s9"),
+        ("planned-1", "planned window of the configuration"),
+    ] {
+        let output = silences(&["end", id]);
+        assert_eq!(output.status.code(), Some(1), "{id}");
+        let error = String::from_utf8_lossy(&output.stderr);
+        assert!(error.contains(says), "{id}: {error}");
+    }
+}

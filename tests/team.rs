@@ -587,39 +587,19 @@ fn state_topic(
     (records, tombstones)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_ack_at_one_console_reaches_the_worker_and_shows_at_another_console() {
-    use std::io::Write;
-    let dir = tempfile::tempdir().unwrap();
-    let topic = "team-acks";
-    let (_broker, bootstrap) = start_broker(3, &[topic], &dir.path().join("broker.log"));
-    let smtp = servers::SmtpSink::start().await;
-    let config = worker_config(dir.path(), smtp.port);
-    let active = worker(&config, "a", &bootstrap, topic);
-    let console = |operator: &str| {
-        let log = dir.path().join(format!("{operator}.log"));
-        console(&bootstrap, topic, &["--operator", operator], &log)
-    };
-    let mut alice = console("alice");
-    let bob = console("bob");
-    // Escalations the active worker holds open: opened, neither acknowledged nor closed.
+/// Reads the active worker's output until it handled `events` events; returns the
+/// escalations it holds open then (opened, neither acknowledged nor closed).
+fn open_escalations(active: &Running, events: usize) -> BTreeSet<i64> {
     let mut open = BTreeSet::new();
-    let mut worker_active = false;
-    let mut events = 0;
+    let mut handled = 0;
     let deadline = Instant::now() + LONG;
-    let mut simulated = false;
-    while !(simulated && events >= 300) {
-        assert!(
-            Instant::now() < deadline,
-            "worker active {worker_active}, events {events}"
-        );
-        let Some(line) = active.line_before(Instant::now() + Duration::from_millis(50)) else {
-            continue;
-        };
+    while handled < events {
+        let line = active
+            .line_before(deadline)
+            .unwrap_or_else(|| panic!("the worker handled {handled} of {events} events"));
         let text = |name: &str| field(&line, name).and_then(|v| v.as_str().map(str::to_string));
         match text("kind").as_deref() {
-            Some("role") => worker_active = field(&line, "active") == Some(true.into()),
-            Some("event") => events += 1,
+            Some("event") => handled += 1,
             Some("effect") if text("effect").as_deref() == Some("escalation") => {
                 let id = field(&line, "incident_id")
                     .and_then(|v| v.as_i64())
@@ -636,11 +616,61 @@ async fn an_ack_at_one_console_reaches_the_worker_and_shows_at_another_console()
             }
             _ => {}
         }
-        if worker_active && !simulated {
-            simulate(&bootstrap, topic, 300);
-            simulated = true;
+    }
+    open
+}
+
+/// The next line `process` prints that `wanted` accepts (as JSON), bounded; `refused` lines
+/// fail the test at once (what must not happen instead).
+fn line_where(
+    process: &Running,
+    what: &str,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+    refused: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + LONG;
+    loop {
+        let line = process
+            .line_before(deadline)
+            .unwrap_or_else(|| panic!("never printed: {what}"));
+        let Ok(record) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        assert!(!refused(&record), "instead of {what}: {line}");
+        if wanted(&record) {
+            return record;
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_at_one_console_reaches_the_worker_and_shows_at_another_console() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "team-acks";
+    let (_broker, bootstrap) = start_broker(3, &[topic], &dir.path().join("broker.log"));
+    let smtp = servers::SmtpSink::start().await;
+    let config = worker_config(dir.path(), smtp.port);
+    let active = worker(&config, "a", &bootstrap, topic);
+    let console = |operator: &str| {
+        let log = dir.path().join(format!("{operator}.log"));
+        console(&bootstrap, topic, &["--operator", operator], &log)
+    };
+    let mut alice = console("alice");
+    let bob = console("bob");
+    let deadline = Instant::now() + LONG;
+    loop {
+        let line = active
+            .line_before(deadline)
+            .expect("the worker becomes active");
+        if field(&line, "kind").is_some_and(|k| k == "role")
+            && field(&line, "active") == Some(true.into())
+        {
+            break;
+        }
+    }
+    simulate(&bootstrap, topic, 300);
+    let open = open_escalations(&active, 300);
     assert!(!open.is_empty(), "the stream leaves escalations open");
 
     let mut propagation = Vec::new();
@@ -684,6 +714,218 @@ async fn an_ack_at_one_console_reaches_the_worker_and_shows_at_another_console()
             assert!(acknowledged.insert(id), "acknowledged twice");
         }
     }
+}
+
+/// `incident-console silences ARGS` in team mode against `topic`, as `operator`.
+fn team_silences(
+    bootstrap: &str,
+    topic: &str,
+    operator: &str,
+    args: &[&str],
+) -> std::process::Output {
+    Command::new(BINARY)
+        .args(["--role", "console", "-b", bootstrap, "-t", topic])
+        .args(["--operator", operator, "--log-level", "warn", "silences"])
+        .args(args)
+        .env_remove("INCIDENT_CONSOLE_CONFIG")
+        .env("XDG_CONFIG_HOME", "/nonexistent")
+        .output()
+        .unwrap()
+}
+
+/// The ids `silences --json` lists, with who set each.
+fn listed_silences(output: &std::process::Output) -> Vec<(String, String)> {
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            let silence: serde_json::Value = serde_json::from_str(line).unwrap();
+            let text = |name: &str| silence[name].as_str().unwrap().to_string();
+            (text("id"), text("created_by"))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silence_set_at_one_console_shows_at_another_and_survives_a_kill_nine_takeover() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "team-silences";
+    let (_broker, bootstrap) = start_broker(3, &[topic], &dir.path().join("broker.log"));
+    let smtp = servers::SmtpSink::start().await;
+    let config = worker_config(dir.path(), smtp.port);
+    let mut workers = [
+        worker(&config, "a", &bootstrap, topic),
+        worker(&config, "b", &bootstrap, topic),
+    ];
+    let mut seen = [Seen::default(), Seen::default()];
+    until(
+        [&workers[0], &workers[1]],
+        &mut seen,
+        "an active worker",
+        dir.path(),
+        |s| s.iter().any(|w| w.active() == Some(true)),
+    );
+    let first = if seen[0].active() == Some(true) { 0 } else { 1 };
+    let other = 1 - first;
+    let console = |operator: &str| {
+        let log = dir.path().join(format!("{operator}.log"));
+        console(&bootstrap, topic, &["--operator", operator], &log)
+    };
+    let mut alice = console("alice");
+    let bob = console("bob");
+    simulate(&bootstrap, topic, 300);
+    let open = open_escalations(&workers[first], 300);
+    let mut open = open.into_iter();
+    let (snoozed, unacked) = (
+        open.next().expect("the stream leaves escalations open"),
+        open.next().expect("two open escalations"),
+    );
+    let mut ask = |line: String| {
+        let stdin = alice.child.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").unwrap();
+        stdin.flush().unwrap();
+    };
+    let kind = |record: &serde_json::Value, kind: &str| record["kind"] == kind;
+
+    // Alice snoozes one for an hour: bob sees it silenced, by alice, until when.
+    let asked = chrono::Utc::now();
+    ask(format!("snooze {snoozed} 60 database failover"));
+    let silenced = line_where(
+        &bob,
+        "the silence at bob's console",
+        |r| kind(r, "silenced") && r["matches"] == format!("incident {snoozed}"),
+        |_| false,
+    );
+    assert_eq!(silenced["by"], "alice");
+    assert_eq!(silenced["reason"], "database failover");
+    let until: chrono::DateTime<chrono::Utc> = silenced["until"].as_str().unwrap().parse().unwrap();
+    let minutes = (until - asked).num_seconds() as f64 / 60.0;
+    assert!(
+        (59.0..61.0).contains(&minutes),
+        "silenced for {minutes} min"
+    );
+    let id = silenced["id"].as_str().unwrap().to_string();
+    // The active worker holds it: journaled as set, as a standalone console journals it.
+    line_where(
+        &workers[first],
+        "the silence set at the worker",
+        |r| r["effect"] == "silence_set" && r["id"] == id.as_str(),
+        |r| r["effect"] == "silence_rejected",
+    );
+
+    // Alice acknowledges another and takes it back: bob sees both.
+    ask(format!("ack {unacked}"));
+    line_where(
+        &bob,
+        "the ack at bob's console",
+        |r| kind(r, "acknowledged") && r["incident_id"] == unacked,
+        |_| false,
+    );
+    ask(format!("unack {unacked}"));
+    line_where(
+        &bob,
+        "the un-acknowledgement at bob's console",
+        |r| kind(r, "unacknowledged") && r["incident_id"] == unacked,
+        |_| false,
+    );
+    // Junk on the commands topic is skipped, and what comes after it still applies (below).
+    {
+        use rdkafka::producer::{FutureProducer, FutureRecord};
+        let producer: FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .create()
+            .unwrap();
+        let commands = format!("{topic}.commands");
+        for junk in [&b"not json"[..], br#"{"command":"reboot","args":{}}"#] {
+            producer
+                .send(
+                    FutureRecord::<str, [u8]>::to(&commands).payload(junk),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    // Every console's listing: from the state topic.
+    let listed = listed_silences(&team_silences(&bootstrap, topic, "carol", &["--json"]));
+    assert!(listed.contains(&(id.clone(), "alice".into())), "{listed:?}");
+
+    // kill -9 the active worker: the standby takes over from the state topic.
+    workers[first].child.kill().unwrap();
+    workers[first].child.wait().unwrap();
+    let deadline = Instant::now() + LONG;
+    while seen[other].active() != Some(true) {
+        assert!(
+            Instant::now() < deadline,
+            "no takeover; roles {:?}",
+            seen[other].roles
+        );
+        drain(&workers[other], &mut seen[other], Duration::from_millis(20));
+    }
+
+    // An id the team does not hold is refused at once, nothing sent.
+    let unknown = team_silences(&bootstrap, topic, "carol", &["end", "s99"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    let error = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        error.contains(&format!("no silence s99 on {topic}.state")),
+        "{error}"
+    );
+
+    // Carol ends it from the command line. The successor knows it only from the state topic:
+    // a worker that had not restored it would refuse ("no silence").
+    let ended = team_silences(&bootstrap, topic, "carol", &["end", &id]);
+    assert!(
+        ended.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ended.stderr)
+    );
+    let said = String::from_utf8_lossy(&ended.stdout);
+    assert!(
+        said.starts_with(&format!("end of silence {id} sent on {topic}.commands")),
+        "{said}"
+    );
+    let end = line_where(
+        &workers[other],
+        "the silence ended by the successor",
+        |r| r["effect"] == "silence_ended" && r["id"] == id.as_str(),
+        |r| r["effect"] == "silence_rejected",
+    );
+    assert_eq!(end["by"], "carol");
+    line_where(
+        &bob,
+        "the end at bob's console",
+        |r| kind(r, "silence_ended") && r["id"] == id.as_str(),
+        |_| false,
+    );
+    // Deleted from the state topic (a tombstone), so no later worker restores it, and gone
+    // from the listing.
+    let (records, tombstones) = state_topic(&bootstrap, topic);
+    assert!(tombstones.contains(&format!("s|{id}")), "{tombstones:?}");
+    assert!(records.iter().any(|r| r.epoch == 1
+        && matches!(&r.body, incident_console::team::state::StateBody::Silence { silence } if silence.id == id)));
+    let listed = listed_silences(&team_silences(&bootstrap, topic, "carol", &["--json"]));
+    assert!(
+        !listed.iter().any(|(listed, _)| *listed == id),
+        "{listed:?}"
+    );
+    // The junk was logged with its place and skipped by the first worker.
+    let log =
+        std::fs::read_to_string(dir.path().join(format!("{}.log", ["a", "b"][first]))).unwrap();
+    assert!(
+        log.contains("not a command record; skipped"),
+        "junk not reported"
+    );
+    assert!(
+        log.contains(&format!("{topic}.commands")),
+        "junk's topic not named"
+    );
 }
 
 /// Deliveries in flight per channel in the scenario: a debug build on a shared machine keeps

@@ -610,3 +610,65 @@ fn the_documented_key_table_matches_the_default_keymap() {
         );
     }
 }
+
+#[test]
+fn at_a_team_console_snooze_and_unacknowledge_are_asked_of_the_active_worker() {
+    use incident_console::oncall::OncallCommand;
+    use incident_console::status::TeamView;
+    let mut engine = story_engine();
+    let mut snapshot = (*snapshot_of(&engine, false)).clone();
+    snapshot.team = Some(TeamView::Active {
+        worker: "worker-4242".into(),
+        epoch: 3,
+    });
+    let mut app = app_for(std::sync::Arc::new(snapshot));
+    assert_eq!(app.handle_key(key(KeyCode::Tab)), None);
+    assert_eq!(app.handle_key(ch('s')), None, "the form opens");
+    let snooze = app.handle_key(key(KeyCode::Enter));
+    assert_eq!(
+        snooze,
+        Some(Command::Oncall(OncallCommand::Snooze {
+            incident_id: 1001,
+            minutes: 15,
+            reason: "snoozed from the console".into(),
+            by: OPERATOR.into(),
+        }))
+    );
+    let said = &app.message().unwrap().text;
+    assert!(said.ends_with("(asked of the active worker)"), "{said}");
+
+    // An acknowledged one: `u` asks for it back.
+    engine.apply(
+        Input::Acknowledge {
+            incident_id: 1001,
+            by: "bob".into(),
+        },
+        t(NOW),
+    );
+    let mut snapshot = (*snapshot_of(&engine, false)).clone();
+    snapshot.team = Some(TeamView::NoActiveWorker);
+    let mut app = app_for(std::sync::Arc::new(snapshot));
+    assert_eq!(app.handle_key(key(KeyCode::Tab)), None);
+    // Acknowledged ones are listed after the others.
+    for _ in 0..10 {
+        if app
+            .selected_escalation()
+            .unwrap()
+            .escalation
+            .acknowledged
+            .is_some()
+        {
+            break;
+        }
+        assert_eq!(app.handle_key(key(KeyCode::Down)), None);
+    }
+    let target = app.selected_escalation().unwrap().escalation.clone();
+    assert_eq!(target.incident_id, 1001);
+    assert_eq!(
+        app.handle_key(ch('u')),
+        Some(Command::Oncall(OncallCommand::Unacknowledge {
+            incident_id: target.incident_id,
+            by: OPERATOR.into(),
+        }))
+    );
+}

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::{mpsc, watch};
 
-use super::commands::{AckCommand, commands_topic, parse_stdin_line};
-use super::state::{EpochFilter, StateBody, StateRecord, state_topic};
+use super::commands::{TeamCommand, commands_topic, parse_stdin_line};
+use super::state::{EpochFilter, StateBody, StateKey, StateRecord, state_topic};
 
 use crate::config::Config;
 use crate::core::engine::{Engine, Input};
@@ -155,11 +155,11 @@ impl Observer {
                                 tracing::warn!(%error, "pause/resume did not apply to every partition");
                             }
                         }
-                        Command::Acknowledge { incident_id, by } => self.acknowledge(incident_id, by).await,
                         // A team console notifies nobody: the active worker does.
                         Command::Notify(notification) => tracing::debug!(dedup_key = notification.dedup_key, "not notified from a team console"),
-                        // Team-wide silences travel on `<topic>.commands` in a later change.
-                        Command::Oncall(command) => tracing::warn!(?command, "silences and un-acknowledging are not yet shared in team mode; ignored"),
+                        // Acknowledge, snooze, end a silence, un-acknowledge: the active
+                        // worker's business, asked for on `<topic>.commands`.
+                        command @ (Command::Acknowledge { .. } | Command::Oncall(_)) => self.send_command(&command),
                     }
                     snapshot_tx.send_replace(self.snapshot());
                     dirty = false;
@@ -205,36 +205,45 @@ impl Observer {
         Ok(self.summary)
     }
 
-    /// Sends the acknowledgement to the active worker as a command record; it takes effect
-    /// (here and in every console) when the worker's state record comes back.
-    async fn acknowledge(&mut self, incident_id: event::IncidentId, by: String) {
-        let command = AckCommand {
-            incident_id,
-            by,
-            at: chrono::Utc::now().to_rfc3339(),
-            console: self.console_id.clone(),
-            epoch: self.epochs.newest(),
+    /// Sends what the operator asked for to the active worker as a command record; it takes
+    /// effect (here and in every console) when the worker's state record comes back.
+    fn send_command(&mut self, command: &Command) {
+        let Some(record) =
+            TeamCommand::from_console(command, &self.console_id, self.epochs.newest())
+        else {
+            return;
         };
         let (producer, topic) = (self.producer.clone(), self.commands_topic.clone());
         tokio::spawn(async move {
-            let key = incident_id.to_string();
-            let Ok(payload) = serde_json::to_vec(&command) else {
-                return;
-            };
-            let record = FutureRecord::to(&topic).key(&key).payload(&payload);
-            match producer.send(record, Duration::from_secs(10)).await {
+            let (key, payload) = (record.key(), record.encode());
+            let sent = FutureRecord::to(&topic).key(&key).payload(&payload);
+            match producer.send(sent, Duration::from_secs(10)).await {
                 Ok(_) => {
-                    tracing::info!(incident_id, by = %command.by, "acknowledgement sent to the active worker")
+                    tracing::info!(?record, "sent to the active worker")
                 }
-                Err((error, _)) => tracing::error!(%error, incident_id, "acknowledgement not sent"),
+                Err((error, _)) => {
+                    tracing::error!(%error, ?record, "not sent to the active worker")
+                }
             }
         });
     }
 
     async fn state_changed(&mut self, message: FetchedMessage) {
         if message.payload.is_none() {
-            // A tombstone: the worker deleted a key it is done with (the record before it
-            // said so, e.g. an escalation closed).
+            // A tombstone: the worker deleted a key it is done with. Most say nothing new
+            // (the record before said so, e.g. an escalation closed); a silence's is its end.
+            let key = message.key.as_deref().map(String::from_utf8_lossy);
+            if let Some(StateKey::Silence(id)) = key.as_deref().and_then(StateKey::decode) {
+                let id = id.as_str();
+                let input = Input::EndSilence {
+                    id: id.to_string(),
+                    by: "the active worker".into(),
+                };
+                // A follower's engine only forgets it; the worker pages what it released.
+                let _ = self.engine.apply(input, chrono::Utc::now());
+                self.emit(OutputRecord::SilenceEnded { id: id.to_string() })
+                    .await;
+            }
             return;
         }
         let Some(record) = StateRecord::decode(message.payload.as_deref()) else {
@@ -253,13 +262,35 @@ impl Observer {
         if record.body == StateBody::Lease {
             self.leader = Some((record.worker.clone(), record.epoch, Instant::now()));
         }
+        if let StateBody::Silence { silence } = &record.body {
+            // Shown on the escalations it covers ("silenced HH:MM") and in `o`.
+            self.engine.restore_silence(silence.silence());
+            self.emit(OutputRecord::Silenced {
+                id: silence.id.clone(),
+                matches: silence.matcher.describe(),
+                by: silence.created_by.clone(),
+                reason: silence.reason.clone(),
+                start: silence.start,
+                until: silence.end,
+                worker: record.worker.clone(),
+            })
+            .await;
+        }
         if let StateBody::Escalation {
             incident_id,
             acknowledged_by,
             current,
+            change,
             ..
         } = record.body
         {
+            if change == "unacknowledged" {
+                self.emit(OutputRecord::Unacknowledged {
+                    incident_id,
+                    worker: record.worker.clone(),
+                })
+                .await;
+            }
             if let Some(by) = acknowledged_by {
                 // Counted in this console's metrics, shown as "acknowledged by <by>".
                 let input = Input::Acknowledge {
@@ -349,7 +380,8 @@ type StateSource = (
     watch::Sender<bool>,
 );
 
-/// Headless consoles take `ack INCIDENT_ID` lines on stdin (for scripts and tests).
+/// Headless consoles take `ack INCIDENT_ID`, `unack INCIDENT_ID`, `snooze INCIDENT_ID MINUTES
+/// [REASON]` and `end-silence SILENCE_ID` lines on stdin (for scripts and tests).
 fn read_stdin(commands: mpsc::Sender<Command>, operator: String) {
     let spawned = std::thread::Builder::new()
         .name("console-stdin".into())
@@ -357,12 +389,9 @@ fn read_stdin(commands: mpsc::Sender<Command>, operator: String) {
             use std::io::BufRead;
             for line in std::io::stdin().lock().lines().map_while(Result::ok) {
                 match parse_stdin_line(&line) {
-                    Ok(Some(incident_id)) => {
-                        let by = operator.clone();
-                        if commands
-                            .blocking_send(Command::Acknowledge { incident_id, by })
-                            .is_err()
-                        {
+                    Ok(Some(asked)) => {
+                        let command = asked.into_command(operator.clone());
+                        if commands.blocking_send(command).is_err() {
                             break;
                         }
                     }
@@ -372,6 +401,6 @@ fn read_stdin(commands: mpsc::Sender<Command>, operator: String) {
             }
         });
     if let Err(error) = spawned {
-        tracing::warn!(%error, "cannot read stdin; acknowledge from the console instead");
+        tracing::warn!(%error, "cannot read stdin; use the console's keys instead");
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::state::{Finish, StateBody, StateKey, StateRecord};
+use super::state::{Finish, SilenceState, StateBody, StateKey, StateRecord};
 use crate::core::engine::Effect;
 use crate::core::escalation::EscalationBook;
 use crate::core::permit::SideEffects;
@@ -215,6 +215,12 @@ impl StatePublisher {
             Effect::Notify(notification) if notifies => self.publish(StateBody::Decided {
                 notification: Box::new(notification.clone()),
             }),
+            // Every console shows it, and a successor holds it again.
+            Effect::SilenceSet(view) => self.publish(StateBody::Silence {
+                silence: Box::new(SilenceState::from_view(view)),
+            }),
+            // Ended early or run out: consoles drop it, a successor has nothing to restore.
+            Effect::SilenceEnded { id, .. } => self.forget(StateKey::Silence(id.clone())),
             _ => {}
         }
     }

@@ -12,10 +12,11 @@
 //!
 //! Keys (the topic is compacted on a real cluster, so each key's newest record is its state):
 //! the incident id for an escalation, `n|<dedup key>` for a notification, `d|<delivery key>`
-//! for a delivery, `p|<topic>|<partition>` for progress, `leader` for the lease. What is done
-//! with is deleted by a tombstone (a record with the key and no payload), so the topic holds
-//! only what a successor needs: a closed escalation, a routed notification, a delivery given
-//! up, and a delivered claim once it leaves the dedup window.
+//! for a delivery, `s|<silence id>` for an operator's silence, `p|<topic>|<partition>` for
+//! progress, `leader` for the lease. What is done with is deleted by a tombstone (a record
+//! with the key and no payload), so the topic holds only what a successor needs: a closed
+//! escalation, a routed notification, a delivery given up, a delivered claim once it leaves
+//! the dedup window, and a silence ended early or run out.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::core::engine::Notification;
 use crate::core::escalation::{Escalation, EscalationChange};
 use crate::core::event::{IncidentId, Timestamp};
+use crate::core::silence::{Matcher, Silence, SilenceOrigin, SilenceView};
 use crate::notify::{Delivery, ResumedDeliveries};
 
 pub fn state_topic(topic: &str) -> String {
@@ -45,6 +47,8 @@ pub enum StateKey {
     Delivery(String),
     /// `p|<topic>|<partition>`: how far the partition was handled.
     Progress { topic: String, partition: i32 },
+    /// `s|<silence id>`: a silence set by an operator, while it runs.
+    Silence(String),
 }
 
 impl StateKey {
@@ -56,6 +60,7 @@ impl StateKey {
             Self::Notification(dedup_key) => format!("n|{dedup_key}"),
             Self::Delivery(key) => format!("d|{key}"),
             Self::Progress { topic, partition } => format!("p|{topic}|{partition}"),
+            Self::Silence(id) => format!("s|{id}"),
         }
     }
 
@@ -67,6 +72,8 @@ impl StateKey {
             Some(Self::Delivery(delivery.into()))
         } else if let Some(dedup_key) = key.strip_prefix("n|") {
             Some(Self::Notification(dedup_key.into()))
+        } else if let Some(id) = key.strip_prefix("s|") {
+            Some(Self::Silence(id.into()))
         } else if let Some(progress) = key.strip_prefix("p|") {
             let (topic, partition) = progress.rsplit_once('|')?;
             Some(Self::Progress {
@@ -129,6 +136,53 @@ pub enum StateBody {
     /// publishing what they changed: a successor skips them rather than handling them again
     /// (which would page anew for an escalation since closed).
     Progress { offsets: Vec<(String, i32, i64)> },
+    /// An operator's silence (a snooze from a console) as the active worker's engine holds
+    /// it: consoles show it, a successor restores it. Deleted by a tombstone when it ends.
+    Silence { silence: Box<SilenceState> },
+}
+
+/// An operator's silence on the state topic: what the engine needs to hold it again and what
+/// a console shows (matcher, who, why, until when). Its own type, not the engine's view: the
+/// record format belongs to the state topic and must read back whatever the view grows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SilenceState {
+    pub id: String,
+    pub matcher: Matcher,
+    pub reason: String,
+    pub created_by: String,
+    pub origin: SilenceOrigin,
+    pub start: Timestamp,
+    pub end: Timestamp,
+}
+
+impl SilenceState {
+    /// Only operators' silences are published, and they have a single window (no
+    /// recurrence), which the view carries whole.
+    pub fn from_view(view: &SilenceView) -> Self {
+        Self {
+            id: view.id.clone(),
+            matcher: view.matcher.clone(),
+            reason: view.reason.clone(),
+            created_by: view.created_by.clone(),
+            origin: view.origin,
+            start: view.start,
+            end: view.end,
+        }
+    }
+
+    /// As the engine holds it.
+    pub fn silence(&self) -> Silence {
+        Silence {
+            id: self.id.clone(),
+            matcher: self.matcher.clone(),
+            reason: self.reason.clone(),
+            created_by: self.created_by.clone(),
+            origin: self.origin,
+            start: self.start,
+            end: self.end,
+            recurrence: None,
+        }
+    }
 }
 
 impl StateBody {
@@ -179,6 +233,7 @@ impl StateBody {
             Self::Routed { dedup_key } => StateKey::Notification(dedup_key.clone()),
             Self::Queued { delivery } => StateKey::Delivery(delivery.key.clone()),
             Self::Finished { key, .. } => StateKey::Delivery(key.clone()),
+            Self::Silence { silence } => StateKey::Silence(silence.id.clone()),
             Self::Progress { offsets } => match offsets.first() {
                 Some((topic, partition, _)) => StateKey::Progress {
                     topic: topic.clone(),
@@ -235,6 +290,8 @@ pub struct Restored {
     pub handled: HashMap<(String, i32), i64>,
     /// Records ignored because an older epoch wrote them after a newer one.
     pub stale: u64,
+    /// Operators' silences not yet ended or run out, oldest set first.
+    pub silences: Vec<Silence>,
 }
 
 /// Folds the records of `<topic>.state`, oldest first, into what a new worker restores.
@@ -248,6 +305,8 @@ pub struct Restorer {
     deliveries: HashMap<String, (Timestamp, Option<Delivery>)>,
     handled: HashMap<(String, i32), i64>,
     stale: u64,
+    /// Silence id -> (set at, the silence).
+    silences: HashMap<String, (Timestamp, Silence)>,
 }
 
 impl Restorer {
@@ -258,6 +317,10 @@ impl Restorer {
         }
         match record.body {
             StateBody::Lease => {}
+            StateBody::Silence { silence } => {
+                self.silences
+                    .insert(silence.id.clone(), (record.at, silence.silence()));
+            }
             StateBody::Progress { offsets } => {
                 for (topic, partition, offset) in offsets {
                     let highest = self.handled.entry((topic, partition)).or_insert(offset);
@@ -311,6 +374,9 @@ impl Restorer {
             Some(StateKey::Escalation(incident_id)) => {
                 self.escalations.remove(&incident_id);
             }
+            Some(StateKey::Silence(id)) => {
+                self.silences.remove(&id);
+            }
             Some(StateKey::Leader | StateKey::Progress { .. }) | None => {}
         }
     }
@@ -349,7 +415,15 @@ impl Restorer {
         pending.sort_by(|a, b| (a.accepted_at, &a.key).cmp(&(b.accepted_at, &b.key)));
         claims.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
         let skip = claims.len().saturating_sub(max_claims);
+        // One that ran out while no worker was active (so no tombstone) is over all the same.
+        let mut silences: Vec<(Timestamp, Silence)> = self
+            .silences
+            .into_values()
+            .filter(|(_, silence)| silence.end > now)
+            .collect();
+        silences.sort_by(|a, b| (a.0, &a.1.id).cmp(&(b.0, &b.1.id)));
         Restored {
+            silences: silences.into_iter().map(|(_, s)| s).collect(),
             epoch: self.filter.newest(),
             escalations,
             decided: decided.into_iter().map(|(_, n)| n).collect(),
@@ -372,6 +446,7 @@ mod tests {
         let keys = [
             (StateKey::Leader, "leader"),
             (StateKey::Escalation(42), "42"),
+            (StateKey::Silence("s1".into()), "s|s1"),
             (
                 StateKey::Notification("7/escalation/L1/0".into()),
                 "n|7/escalation/L1/0",
@@ -580,6 +655,50 @@ mod tests {
         assert_eq!(raised(successor.apply(Input::Tick, first_tick)), 1);
         assert_eq!(raised(successor.apply(Input::Tick, first_tick)), 0, "once");
         assert_eq!(successor.escalations().get(123).unwrap().level, 2);
+    }
+
+    #[test]
+    fn silences_are_restored_until_a_tombstone_or_their_end() {
+        use crate::core::silence::{Matcher, SilenceOrigin};
+        let silence = |id: &str, end: i64| StateBody::Silence {
+            silence: Box::new(SilenceState {
+                id: id.into(),
+                matcher: Matcher {
+                    incident_ids: vec![7],
+                    ..Matcher::default()
+                },
+                reason: "db failover".into(),
+                created_by: "alice".into(),
+                origin: SilenceOrigin::Operator,
+                start: at(0),
+                end: at(end),
+            }),
+        };
+        let record = record(1, 5, silence("s1", 3600));
+        assert_eq!(record.body.key().encode(), "s|s1");
+        let bytes = serde_json::to_vec(&record).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        assert!(text.contains(r#""kind":"silence""#), "{text}");
+        assert_eq!(StateRecord::decode(Some(&bytes)), Some(record.clone()));
+
+        let mut restorer = Restorer::default();
+        restorer.push(record);
+        restorer.push(self::record(1, 6, silence("s2", 3600)));
+        restorer.push(self::record(1, 7, silence("s3", 3600)));
+        // Ran out while no worker was active: no tombstone, over all the same.
+        restorer.push(self::record(1, 8, silence("s4", 15)));
+        restorer.forget("s|s2");
+        let hour = Duration::from_secs(3600);
+        let restored = restorer.finish(at(20), hour, hour, 100);
+        let ids: Vec<&str> = restored.silences.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["s1", "s3"], "oldest set first");
+        let s1 = &restored.silences[0];
+        assert_eq!(
+            (s1.created_by.as_str(), s1.reason.as_str(), s1.end),
+            ("alice", "db failover", at(3600))
+        );
+        assert_eq!(s1.matcher.incident_ids, [7]);
+        assert!(s1.recurrence.is_none());
     }
 
     #[test]

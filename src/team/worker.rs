@@ -14,7 +14,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
 
-use super::commands::{AckCommand, commands_topic};
+use super::commands::{TeamCommand, commands_topic};
 use super::leader::Leader;
 use super::publish::StatePublisher;
 use super::state::{Restored, Restorer, StateBody, StateRecord, state_topic};
@@ -166,6 +166,7 @@ async fn supervise(
                         decided = restored.decided.len(),
                         pending = restored.deliveries.pending.len(),
                         claims = restored.deliveries.claims.len(),
+                        silences = restored.silences.len(),
                         stale = restored.stale,
                         "active: the lease is held; state restored from {state_topic}; consuming incidents"
                     );
@@ -204,15 +205,18 @@ async fn supervise(
             Some(record) = inner_records.recv() => {
                 emit(&options.output, record).await;
             }
-            Some((ack, source)) = next_ack(&command_reader) => {
+            Some((command, source)) = next_command(&command_reader) => {
                 if let Some(rt) = &current
                     && let Some(state) = &state
-                    && side_effects.allowed("acknowledgement")
+                    && side_effects.allowed("operator command")
                 {
-                    tracing::info!(incident_id = ack.incident_id, by = %ack.by, console = %ack.console, epoch = ack.epoch, "acknowledgement from a console");
-                    let _ = rt.commands.send(Command::Acknowledge { incident_id: ack.incident_id, by: ack.by }).await;
-                    // A successor reads on after it (applying one twice is refused as
-                    // already acknowledged, and changes nothing).
+                    let asker = command.asker();
+                    tracing::info!(?command, by = %asker.by, console = %asker.console, epoch = asker.epoch, "command from a console");
+                    // The same runtime command a standalone console's key sends: applied by
+                    // the same engine input, journaled and published the same way.
+                    let _ = rt.commands.send(command.into_runtime()).await;
+                    // A successor reads on after it (applying one twice is refused: already
+                    // acknowledged, or no such silence, and changes nothing).
                     state.progress([&source]);
                 }
             }
@@ -331,24 +335,28 @@ fn command_consumer(config: &Config, from: Option<i64>) -> anyhow::Result<Stream
     Ok(consumer)
 }
 
-async fn next_ack(reader: &Option<StreamConsumer>) -> Option<(AckCommand, SourceRef)> {
+async fn next_command(reader: &Option<StreamConsumer>) -> Option<(TeamCommand, SourceRef)> {
     let Some(reader) = reader else {
         return std::future::pending().await;
     };
     loop {
         match reader.recv().await {
-            Ok(message) => match AckCommand::decode(message.payload()) {
-                Some(ack) => {
+            Ok(message) => match TeamCommand::decode(message.payload()) {
+                Ok(command) => {
                     let source = SourceRef {
                         topic: message.topic().to_string(),
                         partition: message.partition(),
                         offset: message.offset(),
                     };
-                    return Some((ack, source));
+                    return Some((command, source));
                 }
-                None => tracing::warn!(
+                // Junk on the commands topic (a newer console's kind, a hand-written
+                // record): said where it is, and the next record is read.
+                Err(reason) => tracing::warn!(
+                    topic = message.topic(),
                     partition = message.partition(),
                     offset = message.offset(),
+                    %reason,
                     "not a command record; skipped"
                 ),
             },

@@ -49,6 +49,17 @@ impl Cluster {
 
     /// With `secure`: also SASL_SSL and mTLS listeners, with the stores in that folder.
     pub fn start_with(brokers: usize, secure: Option<&std::path::Path>) -> Self {
+        Self::start_options(brokers, secure, false)
+    }
+
+    /// With the SASL_SSL and mTLS listeners of `secure` and ACLs enforced
+    /// (`scripts/kafka start --authorizer`): the PLAINTEXT listener (`bootstrap`, what every
+    /// helper here uses) is the super user, the SCRAM user may do only what `acl` grants it.
+    pub fn start_with_authorizer(brokers: usize, secure: &std::path::Path) -> Self {
+        Self::start_options(brokers, Some(secure), true)
+    }
+
+    fn start_options(brokers: usize, secure: Option<&std::path::Path>, authorizer: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut command = Command::new(script());
         command.args(["start", "--brokers", &brokers.to_string(), "--port", "0"]);
@@ -56,6 +67,9 @@ impl Cluster {
         command.args(["--until-exit-of", &std::process::id().to_string()]);
         if let Some(secure) = secure {
             command.arg("--sasl-ssl").arg(secure);
+        }
+        if authorizer {
+            command.arg("--authorizer");
         }
         let output = command
             .stderr(Stdio::inherit())
@@ -93,6 +107,29 @@ impl Cluster {
             ssl: value("ssl.bootstrap.servers="),
             dir,
         }
+    }
+
+    /// Kafka's own ACL tool (`kafka-acls.sh`, `org.apache.kafka.tools.AclCommand`) run as the
+    /// super user with `args`; what it printed. Rust's Kafka client has no ACL requests.
+    pub fn acl(&self, args: &[&str]) -> String {
+        let output = Command::new(script())
+            .args([
+                "run",
+                "org.apache.kafka.tools.AclCommand",
+                "--bootstrap-server",
+            ])
+            .arg(&self.bootstrap)
+            .args(args)
+            .env("INCIDENT_CONSOLE_KAFKA_DIR", self.dir.path())
+            .output()
+            .expect("scripts/kafka runs");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            output.status.success(),
+            "AclCommand {args:?}: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        text
     }
 
     /// kill -9 of node `node` (1-based).

@@ -36,24 +36,19 @@ pub fn snooze_label(minutes: u32) -> String {
 }
 
 impl App {
-    /// Team consoles do not share silences yet: say so rather than pretend.
-    fn team_refuses(&mut self, what: &str) -> bool {
+    /// At a team console these are asked of the active worker on `<topic>.commands` and
+    /// show once its state record comes back: say so, rather than suggest it is done.
+    fn through_worker(&self) -> &'static str {
         if self.snapshot.team.is_some() {
-            self.say(
-                &format!("{what} is not shared in team mode yet (docs/oncall.md)"),
-                theme::warning(),
-            );
-            return true;
+            " (asked of the active worker)"
+        } else {
+            ""
         }
-        false
     }
 
     pub(super) fn ask_snooze(&mut self) {
         if self.replay {
             self.say("snoozing is disabled in a replay", theme::warning());
-            return;
-        }
-        if self.team_refuses("snoozing") {
             return;
         }
         let Some(view) = self.acknowledge_target() else {
@@ -95,9 +90,10 @@ impl App {
                 let by = self.snapshot.operator.clone();
                 self.say(
                     &format!(
-                        "snoozing incident {} for {} as {by}",
+                        "snoozing incident {} for {} as {by}{}",
                         form.incident_id,
-                        snooze_label(minutes)
+                        snooze_label(minutes),
+                        self.through_worker()
                     ),
                     theme::ok(),
                 );
@@ -133,9 +129,6 @@ impl App {
             self.say("un-acknowledging is disabled in a replay", theme::warning());
             return None;
         }
-        if self.team_refuses("un-acknowledging") {
-            return None;
-        }
         let Some(view) = self.acknowledge_target() else {
             self.say("no escalation selected", theme::dim());
             return None;
@@ -150,7 +143,10 @@ impl App {
         }
         let by = self.snapshot.operator.clone();
         self.say(
-            &format!("un-acknowledging incident {incident_id}: its level is paged again"),
+            &format!(
+                "un-acknowledging incident {incident_id}: its level is paged again{}",
+                self.through_worker()
+            ),
             theme::warning(),
         );
         Some(Command::Oncall(OncallCommand::Unacknowledge {
@@ -160,9 +156,6 @@ impl App {
     }
 
     pub(super) fn end_silence(&mut self) -> Option<Command> {
-        if self.team_refuses("ending a silence") {
-            return None;
-        }
         let Some(view) = self.acknowledge_target() else {
             self.say("no escalation selected", theme::dim());
             return None;
@@ -178,7 +171,10 @@ impl App {
             return None;
         };
         let by = self.snapshot.operator.clone();
-        self.say(&format!("ending silence {}", mark.id), theme::ok());
+        self.say(
+            &format!("ending silence {}{}", mark.id, self.through_worker()),
+            theme::ok(),
+        );
         Some(Command::Oncall(OncallCommand::EndSilence {
             id: mark.id,
             by,

@@ -1,0 +1,282 @@
+//! The runtime's link to the journal: opening it, submitting what a batch leaves, the
+//! completions that release offsets, and the sweep that refeeds refused notifications.
+
+use super::*;
+
+impl JournalLink {
+    /// Whether this message was handled before a restart (its offset was not yet committed).
+    pub(super) fn already_handled(
+        &self,
+        source: &SourceRef,
+        cluster_id: impl FnOnce() -> Option<String>,
+    ) -> bool {
+        // Records from another cluster (or topic incarnation) say nothing about these offsets.
+        self.reader.check_cluster(&source.topic, cluster_id);
+        // A journal with nothing from before the start (the common case) needs no key built.
+        if self.highest_before_start.is_empty() {
+            return false;
+        }
+        let key = (source.topic.clone(), source.partition);
+        if self
+            .highest_before_start
+            .get(&key)
+            .is_none_or(|highest| source.offset > *highest)
+        {
+            return false;
+        }
+        self.reader
+            .contains_event(&source.topic, source.partition, source.offset)
+            .unwrap_or_else(|error| {
+                tracing::error!(%error, %source, "journal look-up failed; handling the message");
+                false
+            })
+    }
+}
+
+/// Opens the journal, or explains why not. Restored state goes into `engine`.
+/// `restore_into`: the engine that takes the journal's open escalations, with the journal's
+/// owed notifications resumed too; `None` when the state comes from elsewhere (a team
+/// worker's comes from `<topic>.state`), so neither is read only to be thrown away.
+pub(super) fn open_journal(
+    config: &Config,
+    restore_into: Option<&mut Engine>,
+    demo: bool,
+) -> anyhow::Result<Option<OpenedJournal>> {
+    if !config.journal.enabled {
+        if demo {
+            tracing::info!("demo: no journal kept (pass --journal PATH to keep one)");
+        } else {
+            tracing::warn!(
+                "journal disabled: a restart may repeat notifications and forgets escalations"
+            );
+        }
+        return Ok(None);
+    }
+    let mut journal = Journal::open_configured(&config.journal)?;
+    let path = journal.path().to_path_buf();
+    let dedup = &config.notifications.dedup;
+    let horizon = Duration::from_secs(dedup.resume_horizon_secs);
+    let Some(engine) = restore_into else {
+        return start_journal(journal, path, horizon, ResumedNotifications::default()).map(Some);
+    };
+    let escalations = journal.open_escalations()?;
+    if !escalations.is_empty() {
+        tracing::info!(
+            count = escalations.len(),
+            "open escalations restored from the journal"
+        );
+    }
+    engine.restore_escalations(escalations);
+    let silences = journal.open_silences(chrono::Utc::now())?;
+    if !silences.is_empty() {
+        tracing::info!(count = silences.len(), "silences restored from the journal");
+    }
+    for silence in silences {
+        engine.restore_silence(silence);
+    }
+    let resumed = journal.resume_notifications(
+        chrono::Utc::now(),
+        horizon,
+        Duration::from_secs(dedup.window_secs),
+        dedup.max_entries,
+    )?;
+    if resumed.expired_notifications + resumed.expired_deliveries > 0 {
+        tracing::info!(
+            notifications = resumed.expired_notifications,
+            deliveries = resumed.expired_deliveries,
+            horizon_secs = dedup.resume_horizon_secs,
+            "notifications from before the restart older than the resume horizon expired, not sent"
+        );
+    }
+    start_journal(journal, path, horizon, resumed).map(Some)
+}
+
+/// Starts the journal's writer and reader once its state has been read.
+fn start_journal(
+    journal: Journal,
+    path: std::path::PathBuf,
+    horizon: Duration,
+    resumed: ResumedNotifications,
+) -> anyhow::Result<OpenedJournal> {
+    let highest_before_start = journal
+        .highest_offsets()?
+        .into_iter()
+        .map(|(topic, partition, offset)| ((topic, partition), offset))
+        .collect();
+    let reader = journal.reader()?;
+    let (writer, completions) = JournalWriter::start(journal)?;
+    tracing::info!(path = %path.display(), "journal open");
+    Ok(OpenedJournal {
+        link: JournalLink {
+            path,
+            writer,
+            failed_writes: 0,
+            last_error: None,
+            reader,
+            highest_before_start,
+            sweep: DecidedSweep {
+                horizon,
+                overflowed_seen: 0,
+                active: false,
+                last_run: None,
+            },
+        },
+        completions,
+        resumed,
+    })
+}
+
+impl Runtime {
+    /// Journals what handling a message produced; its offset is stored once that commits.
+    /// Without a journal the offset is stored at once.
+    pub(super) async fn commit(&mut self, sources: Vec<SourceRef>, records: Vec<JournalRecord>) {
+        let Some(journal) = &self.journal else {
+            for source in &sources {
+                self.finish(source);
+            }
+            return;
+        };
+        let count = sources.len();
+        let first = sources.first().cloned();
+        if let Err(error) = journal.writer.submit(sources, records).await {
+            // The offsets stay uncommitted: the messages are read again after a restart.
+            tracing::error!(%error, count, first = ?first, "cannot journal handled messages");
+        }
+    }
+
+    pub(super) fn sweep_decided(&mut self) {
+        let Some(journal) = &mut self.journal else {
+            return;
+        };
+        let status = self.notifier.status();
+        let sweep = &mut journal.sweep;
+        if status.outbox_overflowed > sweep.overflowed_seen {
+            sweep.overflowed_seen = status.outbox_overflowed;
+            sweep.active = true;
+        }
+        if !sweep.active || sweep.last_run.is_some_and(|at| at.elapsed() < SWEEP_EVERY) {
+            return;
+        }
+        sweep.last_run = Some(Instant::now());
+        let room = self.notifier.capacity().saturating_sub(status.outbox_depth) / 2;
+        let now = chrono::Utc::now();
+        let age = |age: Duration| now - chrono::TimeDelta::from_std(age).unwrap_or_default();
+        let decided = journal.reader.decided_notifications(
+            age(sweep.horizon),
+            age(SWEEP_MIN_AGE),
+            room.max(1),
+        );
+        match decided {
+            Ok(decided) if decided.is_empty() => sweep.active = false,
+            Ok(decided) => {
+                tracing::info!(
+                    count = decided.len(),
+                    "re-submitting notifications the full queue refused"
+                );
+                for notification in decided {
+                    self.notifier.submit(notification);
+                }
+            }
+            Err(error) => tracing::error!(%error, "cannot read pending notifications"),
+        }
+    }
+
+    pub(super) fn journal_committed(&mut self, completion: Completion<Vec<SourceRef>>) {
+        match completion.result {
+            Ok(()) => {
+                for source in &completion.token {
+                    self.finish(source);
+                }
+                self.flush_stores();
+            }
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    count = completion.token.len(),
+                    first = ?completion.token.first(),
+                    "journal write failed; the offsets are held so the messages are re-read after a restart"
+                );
+                if let Some(journal) = self.journal.as_mut() {
+                    journal.failed_writes += 1;
+                    journal.last_error = Some(error.to_string());
+                }
+            }
+        }
+    }
+
+    /// Hands the notifications decided so far to the notifier, after their decisions went to
+    /// the journal writer (see `decided`).
+    pub(super) fn release_decided(&mut self) {
+        for notification in std::mem::take(&mut self.decided) {
+            self.notifier.submit(notification);
+        }
+    }
+
+    /// Runs `input` through the engine, adding what must be journaled to `records`:
+    /// escalation changes with the state after them, and each notification decided (in the
+    /// same transaction as its event, so a decision is never lost while its offset is stored).
+    pub(super) async fn apply_recording(
+        &mut self,
+        input: Input,
+        source: Option<&SourceRef>,
+        records: &mut Vec<JournalRecord>,
+    ) {
+        let now = chrono::Utc::now();
+        let effects = self.engine.apply(input, now);
+        for effect in effects {
+            if let Some(team) = &self.team {
+                team.effect(
+                    &effect,
+                    self.engine.escalations(),
+                    self.notifier.has_channels(),
+                );
+            }
+            if self.journal.is_some() {
+                match &effect {
+                    // With no channel configured there is nothing that could be owed.
+                    Effect::Notify(_) if !self.notifier.has_channels() => {}
+                    Effect::Escalation(change) => records.push(JournalRecord::Escalation(
+                        EscalationRecord::from_book(change.clone(), self.engine.escalations(), now),
+                    )),
+                    Effect::Notify(notification) => {
+                        records.push(JournalRecord::Decided(Decision {
+                            notification: notification.clone(),
+                            at: now,
+                        }))
+                    }
+                    Effect::Held {
+                        notification,
+                        silence_id,
+                        until,
+                    } => records.push(JournalRecord::OnCall(OnCallRecord::Held {
+                        notification: notification.clone(),
+                        silence_id: silence_id.clone(),
+                        until: *until,
+                        at: now,
+                    })),
+                    Effect::SilenceSet(view) => {
+                        records.push(JournalRecord::OnCall(OnCallRecord::SilenceSet {
+                            silence: (**view).clone(),
+                            at: now,
+                        }))
+                    }
+                    Effect::SilenceEnded { id, by } => {
+                        records.push(JournalRecord::OnCall(OnCallRecord::SilenceEnded {
+                            id: id.clone(),
+                            by: by.clone(),
+                            at: now,
+                        }))
+                    }
+                    _ => {}
+                }
+            }
+            self.run_effect(&effect);
+            self.emit(OutputRecord::Effect {
+                topic: source.map(|s| s.topic.clone()),
+                partition: source.map(|s| s.partition),
+                offset: source.map(|s| s.offset),
+                effect,
+            });
+        }
+    }
+}

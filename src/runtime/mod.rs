@@ -1,0 +1,374 @@
+//! The runtime owns the engine. It takes fetched messages, operator commands and clock ticks
+//! one at a time, runs the engine, sends effects on their way, stores offsets once work is
+//! done, and publishes snapshots for whoever is watching. The console and headless mode are
+//! two faces of this one loop.
+//!
+//! This file holds the types and the wiring (`spawn_with`); the runtime's work is in
+//! `run_loop` (the loop and shutdown), `effects` (the engine and what its effects fan out to),
+//! `journaling` (the journal link, its completions and the sweep) and `commit_gate` (when a
+//! finished offset may be stored).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use std::collections::HashMap;
+
+use crate::config::Config;
+use crate::core::engine::{Effect, Engine, Input, SourceRef};
+use crate::core::event;
+use crate::core::offsets::{OffsetTracker, PartitionKey};
+use crate::core::permit::SideEffects;
+use crate::headless::OutputRecord;
+use crate::journal::{
+    Completion, Decision, EscalationRecord, Journal, JournalFailed, JournalReader, JournalRecord,
+    JournalWriter, OnCallRecord, ProcessedEvent, ResumedNotifications,
+};
+use crate::kafka::consumer::{self, ConsumerControl, FetchedMessage};
+use crate::kafka::dead_letter::DeadLetterProducer;
+use crate::notify::Notifier;
+use crate::status::{Command, ConsumerStatus, NotifierStatus, SharedSnapshot, Snapshot};
+
+/// `tracing::info!`, or `tracing::debug!` when `quiet` (headless, where the JSON output
+/// already carries the same fact).
+macro_rules! info_unless {
+    ($quiet:expr, $($arg:tt)+) => {
+        if $quiet {
+            tracing::debug!($($arg)+)
+        } else {
+            tracing::info!($($arg)+)
+        }
+    };
+}
+
+mod commit_gate;
+mod effects;
+mod journaling;
+mod run_loop;
+
+use commit_gate::output_flushed;
+use journaling::open_journal;
+
+pub struct RuntimeOptions {
+    pub operator: String,
+    pub demo: bool,
+    /// Where headless records go; `None` in the console. Sending waits when it is full.
+    pub output: Option<mpsc::Sender<OutputRecord>>,
+    /// How many of the gated records (`OutputRecord::is_gated`) sent on `output` have been
+    /// written and flushed (headless stdout). When given, an offset is stored only once every record emitted before it is
+    /// out, and the sender's end going away means the output broke: the runtime stops at once.
+    pub output_flushed: Option<watch::Receiver<u64>>,
+    /// How long shutdown may take to finish in-flight work and commit.
+    pub shutdown_timeout: Duration,
+    /// Whether pages may be sent and offsets stored now: a team worker passes its lease,
+    /// everyone else `SideEffects::always()`.
+    pub side_effects: SideEffects,
+}
+
+pub struct RuntimeHandle {
+    pub commands: mpsc::Sender<Command>,
+    pub snapshots: watch::Receiver<SharedSnapshot>,
+    pub consumer_status: watch::Receiver<ConsumerStatus>,
+    /// The journal writer's counters, for the metrics endpoint; `None` without a journal.
+    pub journal_stats: Option<crate::observe::JournalStatsFn>,
+    /// Messages fetched so far (see `ConsumerControl::fetched`).
+    pub fetched: Arc<std::sync::atomic::AtomicU64>,
+    pub task: JoinHandle<anyhow::Result<RunSummary>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunSummary {
+    pub handled: u64,
+    pub dead_lettered: u64,
+    /// Delivered again (after a restart, a takeover or a rebalance) and recognised as handled.
+    pub redelivered: u64,
+}
+
+/// A dead-letter copy has reached the broker; its journal record may now be written.
+struct DeadLetterDone {
+    source: SourceRef,
+    error: event::DecodeError,
+    received_at: event::Timestamp,
+}
+
+/// The journal as the runtime uses it: a writer whose completions release offsets, a reader
+/// for recognising re-delivered messages, and how far each partition got before the restart.
+struct JournalLink {
+    path: std::path::PathBuf,
+    /// A submission's token is every message it completes: offsets are released per batch.
+    writer: JournalWriter<Vec<SourceRef>>,
+    /// Writes that failed (a full disk, a file-size limit): the run then ends with an error
+    /// even if everything else went well, so a process manager sees it.
+    failed_writes: u64,
+    last_error: Option<String>,
+    reader: JournalReader,
+    highest_before_start: HashMap<(String, i32), i64>,
+    sweep: DecidedSweep,
+}
+
+/// When the notifier's queue overflows, the notifications it refused are still in the journal
+/// as decided and never routed: they are fed to it again, a batch at a time, until none is
+/// left. Deduplication makes a repeat harmless.
+struct DecidedSweep {
+    /// Older notifications are never sent (`dedup.resume_horizon_secs`).
+    horizon: Duration,
+    overflowed_seen: u64,
+    active: bool,
+    last_run: Option<Instant>,
+}
+
+/// Notifications decided more recently than this may still be on their way through the
+/// notifier.
+const SWEEP_MIN_AGE: Duration = Duration::from_secs(5);
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
+
+/// What opening the journal yields: the link, its completions, and the notification state
+/// to resume.
+struct OpenedJournal {
+    link: JournalLink,
+    completions: mpsc::UnboundedReceiver<Completion<Vec<SourceRef>>>,
+    resumed: ResumedNotifications,
+}
+
+/// Whether the loop goes on after a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Stop,
+}
+
+struct Runtime {
+    engine: Engine,
+    /// Team mode: where escalation changes and decisions are published.
+    team: Option<Arc<crate::team::publish::StatePublisher>>,
+    /// How far each partition has been handled: by the previous active worker (team mode)
+    /// and by this run. A rebalance can hand a partition back from an older committed offset
+    /// (a commit lost when the group coordinator's broker died): what comes again up to here
+    /// was handled already, and handling it twice would print and count it twice.
+    handled_through: HashMap<PartitionKey, i64>,
+    journal: Option<JournalLink>,
+    control: ConsumerControl,
+    dead_letters: DeadLetterProducer,
+    dead_letter_done: mpsc::Sender<DeadLetterDone>,
+    tracker: OffsetTracker,
+    notifier: Notifier,
+    /// Granted while this process may page and store offsets (a team worker's lease).
+    side_effects: SideEffects,
+    output: Option<mpsc::Sender<OutputRecord>>,
+    /// Records emitted while handling the current batch, sent together after it. Bounded by
+    /// what one batch (at most `MAX_BATCH` messages) or one tick emits.
+    unsent_output: Vec<OutputRecord>,
+    output_gate: Option<OutputGate>,
+    max_message_bytes: usize,
+    summary: RunSummary,
+    /// Offsets finished since the last store: stored once per batch, not per message.
+    to_store: HashMap<PartitionKey, i64>,
+    /// Notifications decided since the last journal submission. With a journal they reach the
+    /// notifier only once their decisions are submitted: the notifier's marks go to the same
+    /// writer, and a mark written before its decision would update nothing (the notification
+    /// then stayed "decided" in the journal although it was sent).
+    decided: Vec<crate::core::engine::Notification>,
+    /// Kafka message timestamp to handled (its output record sent), logged at exit.
+    latency: crate::core::metrics::LatencyHistogram,
+}
+
+/// What a batch of messages leaves to journal: one submission for all of them.
+#[derive(Default)]
+struct PendingCommit {
+    sources: Vec<SourceRef>,
+    records: Vec<JournalRecord>,
+}
+
+/// Holds finished offsets until the output lines emitted before them are flushed.
+struct OutputGate {
+    flushed: watch::Receiver<u64>,
+    /// Records sent on the output channel so far.
+    emitted: u64,
+    /// (records that must be flushed first, finished message), in `emitted` order. Bounded in
+    /// practice by the output channel: an entry waits only for records still in the channel
+    /// or in the writer's buffer, which is flushed at least every few hundred records.
+    held: std::collections::VecDeque<(u64, SourceRef)>,
+    /// The writer stopped (stdout broke): nothing more is written, so nothing held is stored.
+    broken: bool,
+}
+
+/// Team mode: the state a new active worker restored from `<topic>.state`, which replaces
+/// what its own journal holds (the journal stays its own record), and where it publishes.
+pub struct TeamLink {
+    pub restored: crate::team::state::Restored,
+    pub state: Arc<crate::team::publish::StatePublisher>,
+}
+
+/// Starts the consumer and the runtime loop on the current tokio runtime.
+pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<RuntimeHandle> {
+    spawn_with(config, options, None)
+}
+
+/// As `spawn`; with `team`, the engine and notifier start from the restored state, before
+/// any incident is consumed, and publish their changes to `<topic>.state`.
+pub fn spawn_with(
+    config: &Config,
+    options: RuntimeOptions,
+    team: Option<TeamLink>,
+) -> anyhow::Result<RuntimeHandle> {
+    crate::kafka::settings::check(config, true)?;
+    let mut engine = Engine::new(config.engine_config());
+    // A team worker's state comes from `<topic>.state` (`team.restored`), not its journal.
+    let opened = open_journal(config, team.is_none().then_some(&mut engine), options.demo)?;
+    let (journal, completions, recorder, mut resumed) = match opened {
+        Some(OpenedJournal {
+            link,
+            completions,
+            resumed,
+        }) => {
+            let recorder: Arc<dyn crate::notify::DeliveryRecorder> = Arc::new(link.writer.clone());
+            (Some(link), Some(completions), Some(recorder), resumed)
+        }
+        None => (None, None, None, ResumedNotifications::default()),
+    };
+    let team_state = team.as_ref().map(|team| team.state.clone());
+    let handled_through = team
+        .as_ref()
+        .map(|team| {
+            team.restored
+                .handled
+                .iter()
+                .map(|((topic, partition), offset)| {
+                    let key = PartitionKey {
+                        topic: topic.clone(),
+                        partition: *partition,
+                    };
+                    (key, *offset)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let recorder = match team {
+        Some(TeamLink { restored, state }) => {
+            engine.restore_escalations(restored.escalations);
+            // Operators' silences, as a standalone start restores them from its journal.
+            for silence in restored.silences {
+                engine.restore_silence(silence);
+            }
+            resumed.decided = restored.decided;
+            resumed.deliveries = restored.deliveries;
+            Some(Arc::new(crate::team::publish::TeamRecorder {
+                journal: recorder,
+                state,
+            }) as Arc<dyn crate::notify::DeliveryRecorder>)
+        }
+        None => recorder,
+    };
+    let mut notifier = match recorder {
+        Some(recorder) => {
+            let resumed_deliveries = resumed.deliveries.pending.len();
+            if !resumed.decided.is_empty() || resumed_deliveries > 0 {
+                tracing::info!(
+                    notifications = resumed.decided.len(),
+                    deliveries = resumed_deliveries,
+                    "notifications from before the restart resumed"
+                );
+            }
+            Notifier::start_gated(
+                &config.notifications,
+                Some(recorder),
+                resumed.deliveries,
+                options.side_effects.clone(),
+            )?
+        }
+        None => Notifier::start_gated(
+            &config.notifications,
+            None,
+            Default::default(),
+            options.side_effects.clone(),
+        )?,
+    };
+    for notification in resumed.decided {
+        notifier.submit(notification);
+    }
+    let (stop_fetching, stop_rx) = watch::channel(false);
+    let source = consumer::start(config, stop_rx)?;
+    let dead_letters = DeadLetterProducer::new(config)?;
+    let (commands, command_rx) = mpsc::channel(64);
+    let (dead_letter_done, done_rx) = mpsc::channel(1024);
+    let consumer_status = source.control.status();
+    let fetched = source.control.fetched();
+    let now = chrono::Utc::now();
+    let initial = Arc::new(Snapshot {
+        engine: engine.snapshot(now),
+        consumer: consumer_status.borrow().clone(),
+        notifier: NotifierStatus::default(),
+        operator: options.operator.clone(),
+        demo: options.demo,
+        team: None,
+    });
+    let (snapshot_tx, snapshots) = watch::channel(initial);
+    let journal_stats = journal.as_ref().map(|link| {
+        let writer = link.writer.clone();
+        Arc::new(move || writer.stats()) as crate::observe::JournalStatsFn
+    });
+    let runtime = Runtime {
+        engine,
+        team: team_state,
+        handled_through,
+        journal,
+        control: source.control,
+        dead_letters,
+        dead_letter_done,
+        tracker: OffsetTracker::default(),
+        notifier,
+        side_effects: options.side_effects,
+        output: options.output,
+        unsent_output: Vec::new(),
+        output_gate: options.output_flushed.map(|flushed| OutputGate {
+            flushed,
+            emitted: 0,
+            held: Default::default(),
+            broken: false,
+        }),
+        max_message_bytes: config.kafka.max_message_bytes,
+        summary: RunSummary::default(),
+        to_store: HashMap::new(),
+        decided: Vec::new(),
+        latency: Default::default(),
+    };
+    let frame = Duration::from_secs_f64(1.0 / f64::from(config.console.max_frames_per_sec.max(1)));
+    let task = tokio::spawn(runtime.run(RunLoop {
+        messages: source.messages,
+        fetch_task: source.task,
+        stop_fetching,
+        commands: command_rx,
+        dead_letter_done: done_rx,
+        journal_completions: completions,
+        snapshot_tx,
+        frame,
+        operator: options.operator,
+        demo: options.demo,
+        shutdown_timeout: options.shutdown_timeout,
+    }));
+    Ok(RuntimeHandle {
+        commands,
+        snapshots,
+        consumer_status,
+        journal_stats,
+        fetched,
+        task,
+    })
+}
+
+struct RunLoop {
+    messages: mpsc::Receiver<Vec<FetchedMessage>>,
+    fetch_task: JoinHandle<()>,
+    stop_fetching: watch::Sender<bool>,
+    commands: mpsc::Receiver<Command>,
+    dead_letter_done: mpsc::Receiver<DeadLetterDone>,
+    journal_completions: Option<mpsc::UnboundedReceiver<Completion<Vec<SourceRef>>>>,
+    snapshot_tx: watch::Sender<SharedSnapshot>,
+    frame: Duration,
+    operator: String,
+    demo: bool,
+    shutdown_timeout: Duration,
+}
