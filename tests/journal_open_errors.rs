@@ -289,7 +289,22 @@ fn a_second_open_in_the_same_process_is_refused_until_the_first_closes() {
     assert_helpful(&error, &path, "another incident-console");
     assert!(error.to_string().contains("--journal PATH"), "{error}");
     drop(first);
+    // Free again once closed. Not always at the same instant: a child process that another
+    // test of this binary is starting holds a copy of every descriptor between its fork and
+    // its exec (close-on-exec closes them only then), and a `flock` lasts until the last copy
+    // closes. That exec is an event in another thread this test cannot await, so it waits
+    // for the lock to be free, bounded, and then opens for real.
+    wait_for(
+        Duration::from_secs(10),
+        "the journal free again once closed",
+        || !matches!(open_error_or_ok(&path), Err(JournalError::Locked { .. })),
+    );
     Journal::open(&path, &JournalConfig::default()).expect("free again once closed");
+}
+
+/// `Journal::open`, closed again at once when it succeeds.
+fn open_error_or_ok(path: &Path) -> Result<(), JournalError> {
+    Journal::open(path, &JournalConfig::default()).map(drop)
 }
 
 /// Kills the child when the test ends, however it ends.
