@@ -326,7 +326,6 @@ fn replay_honours_schedules_and_windows_on_the_historys_clock() {
 
 #[test]
 fn silences_lists_planned_windows_and_the_consoles_silences_from_the_journal() {
-    use incident_console::core::silence::{Matcher, SilenceOrigin, SilenceView};
     use incident_console::journal::{Journal, JournalConfig, JournalRecord, OnCallRecord};
     let config = r#"(
     oncall: (
@@ -341,20 +340,7 @@ fn silences_lists_planned_windows_and_the_consoles_silences_from_the_journal() {
     let (dir, path) = write("config.ron", config);
     let journal_path = dir.path().join("journal.sqlite3");
     let now = chrono::Utc::now();
-    let snooze = |id: &str, end| SilenceView {
-        id: id.into(),
-        matcher: Matcher {
-            incident_ids: vec![42],
-            ..Matcher::default()
-        },
-        matches: "incident 42".into(),
-        reason: "looking into it".into(),
-        created_by: "alice".into(),
-        origin: SilenceOrigin::Operator,
-        active: true,
-        start: now - chrono::TimeDelta::minutes(5),
-        end,
-    };
+    let snooze = |id: &str, end| alices_snooze(id, now, end);
     Journal::open(&journal_path, &JournalConfig::default())
         .unwrap()
         .write(&[
@@ -402,7 +388,6 @@ fn silences_lists_planned_windows_and_the_consoles_silences_from_the_journal() {
 
 #[test]
 fn silences_end_ends_a_consoles_silence_in_the_journal_and_refuses_while_a_console_runs() {
-    use incident_console::core::silence::{Matcher, SilenceOrigin, SilenceView};
     use incident_console::journal::{Journal, JournalConfig, JournalRecord, OnCallRecord};
     let config = r#"(
     oncall: (
@@ -415,20 +400,7 @@ fn silences_end_ends_a_consoles_silence_in_the_journal_and_refuses_while_a_conso
     let (dir, path) = write("config.ron", config);
     let journal_path = dir.path().join("journal.sqlite3");
     let now = chrono::Utc::now();
-    let snooze = |id: &str| SilenceView {
-        id: id.into(),
-        matcher: Matcher {
-            incident_ids: vec![42],
-            ..Matcher::default()
-        },
-        matches: "incident 42".into(),
-        reason: "looking into it".into(),
-        created_by: "alice".into(),
-        origin: SilenceOrigin::Operator,
-        active: true,
-        start: now - chrono::TimeDelta::minutes(5),
-        end: now + chrono::TimeDelta::hours(1),
-    };
+    let snooze = |id: &str| alices_snooze(id, now, now + chrono::TimeDelta::hours(1));
     let records: Vec<JournalRecord> = ["s1", "s2"]
         .into_iter()
         .map(|id| {
@@ -506,5 +478,30 @@ fn silences_end_ends_a_consoles_silence_in_the_journal_and_refuses_while_a_conso
         assert_eq!(output.status.code(), Some(1), "{id}");
         let error = String::from_utf8_lossy(&output.stderr);
         assert!(error.contains(says), "{id}: {error}");
+    }
+}
+
+use incident_console::core::silence::{Matcher, SilenceOrigin, SilenceView};
+
+/// alice's snooze of incident 42, set 5 minutes before `now`, until `end`: a silence as the
+/// journal records one set from the console.
+fn alices_snooze(
+    id: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    end: chrono::DateTime<chrono::Utc>,
+) -> SilenceView {
+    SilenceView {
+        id: id.into(),
+        matcher: Matcher {
+            incident_ids: vec![42],
+            ..Matcher::default()
+        },
+        matches: "incident 42".into(),
+        reason: "looking into it".into(),
+        created_by: "alice".into(),
+        origin: SilenceOrigin::Operator,
+        active: true,
+        start: now - chrono::TimeDelta::minutes(5),
+        end,
     }
 }
