@@ -1033,6 +1033,13 @@ mod journal_section_tests {
             ),
             (
                 JournalConfig {
+                    queue_records: 0,
+                    ..JournalConfig::default()
+                },
+                "queue_records",
+            ),
+            (
+                JournalConfig {
                     max_batch_delay_ms: 5000,
                     ..JournalConfig::default()
                 },

@@ -519,6 +519,8 @@ fn log_keys(bootstrap: &str, topic: &str) -> Vec<(String, bool)> {
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "compaction-reader")
         .set("enable.auto.commit", "false")
+        // The log usually ends with a transaction marker, which no message carries.
+        .set("enable.partition.eof", "true")
         .create()
         .unwrap();
     let (low, high) = consumer
@@ -542,7 +544,10 @@ fn log_keys(bootstrap: &str, topic: &str) -> Vec<(String, bool)> {
         let Some(message) = consumer.poll(Duration::from_millis(100)) else {
             continue;
         };
-        let message = message.unwrap();
+        let message = match message {
+            Err(rdkafka::error::KafkaError::PartitionEOF(_)) => break,
+            message => message.unwrap(),
+        };
         next = message.offset() + 1;
         let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
         keys.push((key, message.payload().is_some()));
@@ -1301,5 +1306,93 @@ fn a_worker_refused_create_by_acls_stops_naming_each_topic_then_creates_them_whe
     assert!(
         !stderr.contains(password) && !printed.iter().any(|line| line.contains(password)),
         "the password was printed"
+    );
+}
+
+/// Fencing by the broker: a worker that becomes active opens the team's transactional state
+/// writer, and the broker refuses every later write of the writer opened before it (a paused
+/// worker that wakes), whatever that worker's own clock says: its lease is closed, a claim it
+/// awaits before a send is reported as not written, and the record never becomes visible to
+/// readers. The offsets of the runtime wait on `confirmed`, which stops at what committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_state_writer_fences_the_old_one_at_the_broker() {
+    use incident_console::core::permit::SideEffects;
+    use incident_console::team::leader::Lease;
+    use incident_console::team::publish::StatePublisher;
+    use incident_console::team::sink::{StateSink, transactional_id};
+    use incident_console::team::state::StateBody;
+    let cluster = single_node();
+    let topic = "fencing.state";
+    apache_kafka::create_topics(&cluster.bootstrap, &[topic], 1).await;
+    let id = transactional_id("fencing");
+    let open = |worker: &str, epoch: u64, lease: &Lease| {
+        let mut client = rdkafka::ClientConfig::new();
+        client.set("bootstrap.servers", &cluster.bootstrap);
+        let sink = StateSink::open(client, topic.to_string(), &id, Some(lease.clone()))
+            .expect("state writer");
+        StatePublisher::new(
+            sink,
+            worker.to_string(),
+            epoch,
+            Duration::from_secs(3600),
+            1000,
+            SideEffects::always(),
+        )
+    };
+    let progress = |partition: i32| StateBody::Progress {
+        offsets: vec![("incidents".to_string(), partition, 1)],
+    };
+    let old_lease = Lease::new(Duration::from_secs(6), Duration::from_secs(2));
+    let old = tokio::task::block_in_place(|| open("old", 1, &old_lease));
+    assert!(
+        old.publish_and_wait(vec![progress(0)]).await,
+        "the first writer writes"
+    );
+    assert!(old.fenced().is_none());
+    assert_eq!(*old.confirmed().borrow(), old.accepted());
+    assert!(!old_lease.is_broker_fenced());
+
+    let new_lease = Lease::new(Duration::from_secs(6), Duration::from_secs(2));
+    let new = tokio::task::block_in_place(|| open("new", 2, &new_lease));
+    let before = *old.confirmed().borrow();
+    assert!(
+        !old.publish_and_wait(vec![progress(1)]).await,
+        "the fenced writer's claim is reported as not written"
+    );
+    let why = old.fenced().expect("the old writer knows it was fenced").0;
+    eprintln!("the old writer: {why}");
+    assert!(why.to_lowercase().contains("fenced"), "{why}");
+    assert!(
+        old_lease.is_broker_fenced(),
+        "its lease refuses from now on"
+    );
+    assert!(!new_lease.is_broker_fenced());
+    let mut confirmed = old.confirmed();
+    assert_eq!(
+        *confirmed.borrow_and_update(),
+        before,
+        "nothing more confirmed"
+    );
+    assert!(
+        confirmed.changed().await.is_err(),
+        "and the runtime learns that nothing more will be"
+    );
+    assert!(
+        !old.publish_and_wait(vec![progress(3)]).await,
+        "and writes nothing more"
+    );
+    assert!(
+        new.publish_and_wait(vec![progress(2)]).await,
+        "the new writer writes"
+    );
+
+    let keys: Vec<String> = log_keys(&cluster.bootstrap, topic)
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    assert_eq!(
+        keys,
+        ["p|incidents|0", "p|incidents|2"],
+        "readers see what committed, nothing of the fenced writer after the fence"
     );
 }

@@ -445,3 +445,45 @@ async fn mail_owed_during_an_smtp_outage_is_sent_once_after_a_restart() {
         .unwrap();
     assert_eq!(delivered, 5);
 }
+
+/// A stop whose final commit cannot happen (the broker gone) is not a clean run: the console
+/// says so and exits 1, with the shipped auto-commit interval (5 s), so the offsets stored
+/// since the last commit are the ones it could not commit. Nothing is lost: they are read
+/// again at the next start and recognised in the journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_commit_that_cannot_happen_exits_one_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let topic = "final-commit";
+    let (broker, bootstrap) = processes::start_embedded_broker(1, &[topic], Stdio::null());
+    let smtp = SmtpSink::start().await;
+    let config = write_config(dir.path(), smtp.port);
+    let journal = dir.path().join("journal.sqlite3");
+    // Still flowing at the stop: there is always progress the last auto-commit did not take.
+    let _producer = start_producer(&bootstrap, topic, 200, 100_000);
+    let log = std::fs::File::create(dir.path().join("console.log")).unwrap();
+    let mut console = Process(
+        Command::new(BINARY)
+            .args(["--no-tui", "--config", config.to_str().unwrap()])
+            .args(["--journal", journal.to_str().unwrap()])
+            .args(["-b", &bootstrap, "-t", topic, "-g", "final-commit-group"])
+            .args(["-X", "auto.offset.reset=earliest", "--log-level", "info"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(read_events(&mut console.0, 300, Instant::now()).0, 300);
+    drop(broker);
+    Command::new("kill")
+        .args(["-TERM", &console.0.id().to_string()])
+        .status()
+        .unwrap();
+    let status = console.0.wait().unwrap();
+    let log = std::fs::read_to_string(dir.path().join("console.log")).unwrap();
+    assert_eq!(status.code(), Some(1), "log:\n{log}");
+    assert!(
+        log.contains("final offset commit") && log.contains("will be read again at the next start"),
+        "log:\n{log}"
+    );
+}

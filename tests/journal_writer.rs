@@ -346,3 +346,62 @@ async fn the_writer_applies_retention_by_itself() {
     timeout(LIMIT, writer.shutdown()).await.unwrap().unwrap();
     assert_eq!(count(&path, "events"), 2);
 }
+
+/// The queue's bound is in records, not submissions: a writer that stalls holds back
+/// consumption after `queue_records` records, however they were batched.
+#[tokio::test]
+async fn the_queue_is_bounded_in_records_not_submissions() {
+    assert_eq!(JournalConfig::default().queue_records, 20_000, "shipped");
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(dir.path());
+    let config = JournalConfig {
+        queue_records: 5,
+        max_batch_delay_ms: 0,
+        ..keep_all()
+    };
+    let journal = Journal::open(&path, &config).unwrap();
+    let (writer, mut completions) = JournalWriter::<i64>::start(journal).unwrap();
+    // Another connection holds the write lock, so the writer is stuck on what it took.
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let records = |from: i64, count: i64| -> Vec<_> {
+        (from..from + count)
+            .map(|offset| handled(0, offset, t(0)))
+            .collect()
+    };
+    writer.submit(1, records(0, 3)).await.unwrap();
+    writer.submit(2, records(3, 2)).await.unwrap();
+    assert_eq!(writer.queued_records(), 5);
+    assert!(
+        writer.stats().queued <= 2,
+        "two submissions, far below queue_capacity"
+    );
+    let mut third = Box::pin(writer.submit(3, records(5, 1)));
+    assert!(
+        (&mut third).now_or_never().is_none(),
+        "a sixth record waits for room"
+    );
+    assert!(
+        !writer.try_record(records(6, 1)),
+        "and one that cannot wait is refused"
+    );
+    blocker.execute_batch("ROLLBACK").unwrap();
+    timeout(LIMIT, third).await.unwrap().unwrap();
+    // Bigger than the whole room: it waits for all of it, and is taken.
+    timeout(LIMIT, writer.submit(4, records(7, 8)))
+        .await
+        .unwrap()
+        .unwrap();
+    for token in 1..=4 {
+        let completion = next(&mut completions).await;
+        assert_eq!(completion.token, token);
+        // Written once the lock went, or (on a very slow machine) refused after waiting for it.
+        assert!(
+            matches!(completion.result, Ok(()) | Err(JournalError::Busy { .. })),
+            "{:?}",
+            completion.result
+        );
+    }
+    assert_eq!(writer.queued_records(), 0, "all the room is given back");
+    timeout(LIMIT, writer.shutdown()).await.unwrap().unwrap();
+}

@@ -453,7 +453,10 @@ async fn a_worker_stopped_past_its_session_is_fenced_and_sends_nothing_when_it_w
     // Woken up: the old one reports that it was fenced, and what it owed is refused, not sent.
     workers[first].signal("CONT");
     let deadline = Instant::now() + LONG;
-    while seen[first].active() != Some(false) || seen[first].roles.last().unwrap().1 != "fenced" {
+    // Fenced by its lease, or first by the broker (its writer's transaction refused).
+    while seen[first].active() != Some(false)
+        || !seen[first].roles.last().unwrap().1.starts_with("fenced")
+    {
         assert!(
             Instant::now() < deadline,
             "not fenced; roles {:?}",
@@ -553,6 +556,8 @@ fn state_topic(
         // The embedded broker keeps about 5 MiB per partition: when it drops the oldest
         // records under the reader, it reads on from the oldest left, not from the end.
         .set("auto.offset.reset", "earliest")
+        // The log usually ends with a transaction marker, which no message carries.
+        .set("enable.partition.eof", "true")
         .create()
         .unwrap();
     let (low, high) = reader
@@ -570,7 +575,10 @@ fn state_topic(
     while next < high {
         assert!(Instant::now() < deadline, "state read to {next} of {high}");
         if let Some(message) = reader.poll(Duration::from_millis(100)) {
-            let message = message.unwrap();
+            let message = match message {
+                Err(rdkafka::error::KafkaError::PartitionEOF(_)) => break,
+                message => message.unwrap(),
+            };
             next = message.offset() + 1;
             if message.payload().is_none() {
                 tombstones.extend(
@@ -1253,13 +1261,17 @@ async fn a_team_of_two_workers_and_two_consoles_survives_two_kills_without_pagin
     }
     let again: Vec<_> = handled_by.iter().filter(|(_, w)| w.len() > 1).collect();
     for (place, by) in &again {
-        assert_eq!(by.len(), 2, "{place:?} handled by {by:?}");
-        let first = &team.outputs[by[0]];
-        assert!(
-            !first.active() && first.roles.last().unwrap().1 == 0,
-            "{place:?} handled again though worker {} was not killed",
-            by[0]
-        );
+        // At least once: each kill can leave one more handler of an event, no more. A worker
+        // killed just after taking over a backlog can be killed before the transaction that
+        // holds its progress commits, so the next one handles from the same place again.
+        assert!(by.len() <= 3, "{place:?} handled by {by:?}");
+        for earlier in &by[..by.len() - 1] {
+            let output = &team.outputs[*earlier];
+            assert!(
+                !output.active() && output.roles.last().unwrap().1 == 0,
+                "{place:?} handled again though worker {earlier} was not killed ({by:?})"
+            );
+        }
     }
     eprintln!("{} events handled twice across the two kills", again.len());
     // Both consoles saw every event, each once.

@@ -514,25 +514,36 @@ impl ConsumerControl {
 
     /// Commits stored offsets synchronously, then closes the consumer. Blocking work runs off
     /// the async threads, and is bounded so an unreachable broker cannot hang shutdown.
-    pub async fn commit_and_close(self, timeout: Duration) {
+    /// Commits what was stored and closes the consumer; the error says why the final commit
+    /// did not happen (the messages since the last commit are then read again next start).
+    pub async fn commit_and_close(self, timeout: Duration) -> Result<(), String> {
         let consumer = self.consumer;
         let commits = self.commits;
         let work = tokio::task::spawn_blocking(move || {
-            if !commits {
-                drop(consumer);
-                return;
-            }
-            match consumer.commit_consumer_state(CommitMode::Sync) {
-                Ok(()) => tracing::info!("final offsets committed"),
-                Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {
-                    tracing::info!("final offsets already committed")
+            let result = if !commits {
+                Ok(())
+            } else {
+                match consumer.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) => {
+                        tracing::info!("final offsets committed");
+                        Ok(())
+                    }
+                    Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {
+                        tracing::info!("final offsets already committed");
+                        Ok(())
+                    }
+                    Err(error) => Err(format!("the final offset commit failed: {error}")),
                 }
-                Err(error) => tracing::warn!(%error, "final commit failed"),
-            }
+            };
             drop(consumer);
+            result
         });
-        if tokio::time::timeout(timeout, work).await.is_err() {
-            tracing::warn!("consumer did not close within {timeout:?}; exiting anyway");
+        match tokio::time::timeout(timeout, work).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(error)) => Err(format!("the final offset commit did not finish: {error}")),
+            Err(_) => Err(format!(
+                "the consumer did not commit and close within {timeout:?}"
+            )),
         }
     }
 

@@ -175,8 +175,7 @@ impl Runtime {
                 // The writer has gone (stdout broke): stop writing, and with a gate, consuming.
                 self.output = None;
                 if let Some(gate) = &mut self.output_gate {
-                    gate.broken = true;
-                    gate.held.clear();
+                    gate.hold.break_off();
                 }
                 return;
             }

@@ -49,7 +49,7 @@ mod effects;
 mod journaling;
 mod run_loop;
 
-use commit_gate::output_flushed;
+use commit_gate::confirmed_more;
 use journaling::open_journal;
 
 pub struct RuntimeOptions {
@@ -162,6 +162,9 @@ struct Runtime {
     /// what one batch (at most `MAX_BATCH` messages) or one tick emits.
     unsent_output: Vec<OutputRecord>,
     output_gate: Option<OutputGate>,
+    /// Team mode: holds finished offsets until the state records written before them have
+    /// committed (see `commit_gate`).
+    state_hold: Option<commit_gate::Hold>,
     max_message_bytes: usize,
     summary: RunSummary,
     /// Offsets finished since the last store: stored once per batch, not per message.
@@ -184,15 +187,12 @@ struct PendingCommit {
 
 /// Holds finished offsets until the output lines emitted before them are flushed.
 struct OutputGate {
-    flushed: watch::Receiver<u64>,
     /// Records sent on the output channel so far.
     emitted: u64,
-    /// (records that must be flushed first, finished message), in `emitted` order. Bounded in
-    /// practice by the output channel: an entry waits only for records still in the channel
-    /// or in the writer's buffer, which is flushed at least every few hundred records.
-    held: std::collections::VecDeque<(u64, SourceRef)>,
-    /// The writer stopped (stdout broke): nothing more is written, so nothing held is stored.
-    broken: bool,
+    /// Waits on the writer's count of flushed records. Bounded in practice by the output
+    /// channel: an entry waits only for records still in the channel or in the writer's
+    /// buffer, which is flushed at least every few hundred records.
+    hold: commit_gate::Hold,
 }
 
 /// Team mode: the state a new active worker restored from `<topic>.state`, which replaces
@@ -230,6 +230,9 @@ pub fn spawn_with(
         None => (None, None, None, ResumedNotifications::default()),
     };
     let team_state = team.as_ref().map(|team| team.state.clone());
+    let state_hold = team_state
+        .as_ref()
+        .map(|state| commit_gate::Hold::new(state.confirmed()));
     let handled_through = team
         .as_ref()
         .map(|team| {
@@ -324,11 +327,10 @@ pub fn spawn_with(
         output: options.output,
         unsent_output: Vec::new(),
         output_gate: options.output_flushed.map(|flushed| OutputGate {
-            flushed,
             emitted: 0,
-            held: Default::default(),
-            broken: false,
+            hold: commit_gate::Hold::new(flushed),
         }),
+        state_hold,
         max_message_bytes: config.kafka.max_message_bytes,
         summary: RunSummary::default(),
         to_store: HashMap::new(),

@@ -45,10 +45,16 @@ impl Runtime {
                     }
                     dirty = true;
                 }
-                () = output_flushed(&mut self.output_gate) => {
+                () = confirmed_more(self.output_gate.as_mut().map(|gate| &mut gate.hold)) => {
                     if self.release_flushed() {
                         tracing::error!("stdout is broken: stopping consumption");
                         break;
+                    }
+                }
+                () = confirmed_more(self.state_hold.as_mut()) => {
+                    if self.release_committed() {
+                        // The worker's supervisor sees the writer fenced and steps down.
+                        tracing::error!("the state writer stopped: storing no more offsets");
                     }
                 }
                 _ = ticker.tick() => {
@@ -56,7 +62,7 @@ impl Runtime {
                     self.sweep_decided();
                     dirty = true;
                 }
-                batch = io.messages.recv() => match batch {
+                batch = io.messages.recv(), if !self.state_backlogged() => match batch {
                     Some(batch) => {
                         self.handle_batch(batch).await;
                         self.send_output().await;
@@ -107,7 +113,8 @@ impl Runtime {
                 tokio::select! {
                     Some(done) = io.dead_letter_done.recv() => Some(Ok(done)),
                     Some(completion) = next_completion(&mut io.journal_completions) => Some(Err(completion)),
-                    () = output_flushed(&mut self.output_gate) => None,
+                    () = confirmed_more(self.output_gate.as_mut().map(|gate| &mut gate.hold)) => None,
+                    () = confirmed_more(self.state_hold.as_mut()) => None,
                 }
             };
             match tokio::time::timeout_at(deadline, next).await {
@@ -118,6 +125,7 @@ impl Runtime {
                 Ok(Some(Err(completion))) => self.journal_committed(completion),
                 Ok(None) => {
                     self.release_flushed();
+                    self.release_committed();
                 }
                 _ => {
                     tracing::warn!(
@@ -148,7 +156,8 @@ impl Runtime {
                 });
             }
         }
-        self.control
+        let commit = self
+            .control
             .clone()
             .commit_and_close(io.shutdown_timeout)
             .await;
@@ -166,6 +175,19 @@ impl Runtime {
         // that could not keep its record must not look like a clean one to a process manager.
         if let Some(failed) = journal_failed {
             return Err(failed.into());
+        }
+        // Nothing is lost (what is not committed is read again and recognised), but a run
+        // whose progress was not kept must not look like a clean one either. A fenced team
+        // worker's commit is refused on purpose: that is no failure of this process.
+        if let Err(why) = commit
+            && self.side_effects.allowed("final commit")
+        {
+            tracing::error!(
+                "{why}; the messages since the last commit will be read again at the next start"
+            );
+            anyhow::bail!(
+                "{why}; the messages since the last commit will be read again at the next start"
+            );
         }
         Ok(self.summary)
     }

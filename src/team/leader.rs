@@ -109,6 +109,10 @@ pub struct Lease {
     hold: Duration,
     /// Set once a refusal was logged, so a fenced worker logs it once.
     refusal_logged: Arc<AtomicBool>,
+    /// Set when the broker fenced this worker's state writer (another worker opened one with
+    /// the team's `transactional.id`): whatever the lease says, this worker is no longer the
+    /// active one. Cleared when this worker opens a writer of its own again.
+    broker_fenced: Arc<AtomicBool>,
 }
 
 impl Lease {
@@ -121,7 +125,26 @@ impl Lease {
             wait,
             hold: session + wait - heartbeat,
             refusal_logged: Arc::default(),
+            broker_fenced: Arc::default(),
         }
+    }
+
+    /// Closes the gate: the broker fenced this worker's state writer (`why`). Refuses every
+    /// side effect from now on, before anyone learns that the writer's last batch failed.
+    pub fn fence_by_broker(&self, why: &str) {
+        if !self.broker_fenced.swap(true, Ordering::SeqCst) {
+            tracing::warn!("fenced by the broker ({why}): sending and storing nothing more");
+        }
+    }
+
+    /// This worker opened a new state writer, fencing every other: its gate is the lease again.
+    pub fn writer_opened(&self) {
+        self.broker_fenced.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether the broker fenced this worker's state writer since it last opened one.
+    pub fn is_broker_fenced(&self) -> bool {
+        self.broker_fenced.load(Ordering::SeqCst)
     }
 
     /// How long a new holder waits before it acts.
@@ -143,6 +166,14 @@ impl Lease {
 /// message.
 impl Authority for Lease {
     fn allows(&self, what: &str) -> bool {
+        if self.is_broker_fenced() {
+            if !self.refusal_logged.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "fenced by the broker: another worker opened the team's state writer; {what} refused"
+                );
+            }
+            return false;
+        }
         let allowed = self.is_active();
         if allowed {
             self.refusal_logged.store(false, Ordering::Relaxed);

@@ -8,6 +8,7 @@ pub mod commands;
 pub mod console;
 pub mod leader;
 pub mod publish;
+pub mod sink;
 pub mod state;
 pub mod worker;
 

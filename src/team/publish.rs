@@ -1,14 +1,17 @@
 //! The active worker's writer of `<topic>.state` (see `state`): escalation changes and
 //! decisions as the runtime makes them, delivery marks as the notifier records them. Every
-//! write is gated by the lease and carries this worker's leader epoch.
+//! write is gated by the lease, carries this worker's leader epoch and goes through the
+//! worker's one transactional writer (`sink`), which the broker fences once a successor opens
+//! its own.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::{oneshot, watch};
 
+use super::sink::{Fenced, StateSink};
 use super::state::{Finish, SilenceState, StateBody, StateKey, StateRecord};
 use crate::core::engine::Effect;
 use crate::core::escalation::EscalationBook;
@@ -20,8 +23,7 @@ use crate::notify::{AttemptOutcome, DeliveryChange, DeliveryRecorder};
 const MARK_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct StatePublisher {
-    producer: FutureProducer,
-    topic: String,
+    sink: StateSink,
     worker: String,
     epoch: u64,
     claims: Mutex<ClaimExpiry>,
@@ -57,8 +59,7 @@ impl ClaimExpiry {
 impl StatePublisher {
     /// `window` and `max` are the dedup window and its bound (`notifications.dedup`).
     pub fn new(
-        producer: FutureProducer,
-        topic: String,
+        sink: StateSink,
         worker: String,
         epoch: u64,
         window: Duration,
@@ -67,8 +68,7 @@ impl StatePublisher {
     ) -> Self {
         Self {
             side_effects,
-            producer,
-            topic,
+            sink,
             worker,
             epoch,
             claims: Mutex::new(ClaimExpiry {
@@ -103,30 +103,46 @@ impl StatePublisher {
 
     /// A tombstone for `key`: compaction deletes it, and a restoring reader forgets it.
     pub fn forget(&self, key: StateKey) {
-        if let Some(delivery) = self.enqueue_tombstone(&key) {
+        if let Some(confirmed) = self.enqueue_tombstone(&key) {
             tokio::spawn(async move {
-                if let Ok(Err((error, _))) = delivery.await {
-                    tracing::warn!(%error, "state tombstone not published");
+                if !matches!(confirmed.await, Ok(true)) {
+                    tracing::warn!("state tombstone not published");
                 }
             });
         }
     }
 
-    fn enqueue_tombstone(&self, key: &StateKey) -> Option<rdkafka::producer::DeliveryFuture> {
+    fn enqueue_tombstone(&self, key: &StateKey) -> Option<oneshot::Receiver<bool>> {
         let key = key.encode();
         if !self.side_effects.allowed("state publish") {
             return None;
         }
-        match self
-            .producer
-            .send_result(FutureRecord::<str, [u8]>::to(&self.topic).key(&key))
-        {
-            Ok(delivery) => Some(delivery),
-            Err((error, _)) => {
-                tracing::warn!(%error, key, "state tombstone not published");
-                None
-            }
+        let refused = key.clone();
+        let confirmed = self.sink.write(key, None);
+        if confirmed.is_none() {
+            tracing::warn!(
+                key = refused,
+                "state tombstone not published: the writer refused it"
+            );
         }
+        confirmed
+    }
+
+    /// Why this worker's writer can write no more, once the broker fenced it.
+    pub fn fenced(&self) -> Option<Fenced> {
+        self.sink.fenced()
+    }
+
+    /// How many records the writer has accepted so far (see `confirmed`).
+    pub fn accepted(&self) -> u64 {
+        self.sink.accepted()
+    }
+
+    /// How many of the accepted records have committed, in order; closed once the writer
+    /// stopped. The runtime's commit gate holds a message's offset until every record
+    /// accepted before it has.
+    pub fn confirmed(&self) -> watch::Receiver<u64> {
+        self.sink.confirmed()
     }
 
     pub fn epoch(&self) -> u64 {
@@ -135,7 +151,7 @@ impl StatePublisher {
 
     /// Hands `body` to the producer (in order with every earlier one); `None` when the lease
     /// does not allow it or the producer refused it (logged).
-    fn enqueue(&self, body: StateBody) -> Option<rdkafka::producer::DeliveryFuture> {
+    fn enqueue(&self, body: StateBody) -> Option<oneshot::Receiver<bool>> {
         if !self.side_effects.allowed("state publish") {
             return None;
         }
@@ -147,49 +163,51 @@ impl StatePublisher {
         };
         let key = record.body.key().encode();
         let payload = serde_json::to_vec(&record).ok()?;
-        match self
-            .producer
-            .send_result(FutureRecord::to(&self.topic).key(&key).payload(&payload))
-        {
-            Ok(delivery) => Some(delivery),
-            Err((error, _)) => {
-                tracing::warn!(%error, key, "state not published");
-                None
-            }
+        let refused = key.clone();
+        let confirmed = self.sink.write(key, Some(payload));
+        if confirmed.is_none() {
+            tracing::warn!(key = refused, "state not published: the writer refused it");
         }
+        confirmed
     }
 
     /// Publishes without waiting (escalation changes, decisions, the lease heartbeat): the
-    /// producer keeps their order; a failure is logged.
+    /// writer keeps their order; a failure is logged.
     pub fn publish(&self, body: StateBody) {
-        if let Some(delivery) = self.enqueue(body) {
+        if let Some(confirmed) = self.enqueue(body) {
             tokio::spawn(async move {
-                if let Ok(Err((error, _))) = delivery.await {
-                    tracing::warn!(%error, "state not published");
+                if !matches!(confirmed.await, Ok(true)) {
+                    tracing::warn!("state not published");
                 }
             });
         }
     }
 
-    /// Publishes and waits until the broker has every record (or `MARK_TIMEOUT`).
+    /// Publishes and waits until the records' transaction committed (or `MARK_TIMEOUT`).
     pub async fn publish_and_wait(&self, bodies: Vec<StateBody>) -> bool {
         self.write_and_wait(bodies.into_iter().map(Write::Record).collect())
             .await
     }
 
-    /// Writes records and tombstones in order and waits until the broker has every one (or
-    /// `MARK_TIMEOUT`).
+    /// Writes records and tombstones in order and waits until their transactions committed
+    /// (or `MARK_TIMEOUT`). False when any was refused or its transaction failed: a claim
+    /// that is not in Kafka then.
     async fn write_and_wait(&self, writes: Vec<Write>) -> bool {
-        let deliveries: Vec<_> = writes
+        let mut refused = false;
+        let confirmations: Vec<_> = writes
             .into_iter()
-            .filter_map(|write| match write {
-                Write::Record(body) => self.enqueue(body),
-                Write::Tombstone(key) => self.enqueue_tombstone(&key),
+            .filter_map(|write| {
+                let confirmed = match write {
+                    Write::Record(body) => self.enqueue(body),
+                    Write::Tombstone(key) => self.enqueue_tombstone(&key),
+                };
+                refused |= confirmed.is_none();
+                confirmed
             })
             .collect();
-        let all = futures::future::join_all(deliveries);
+        let all = futures::future::join_all(confirmations);
         match tokio::time::timeout(MARK_TIMEOUT, all).await {
-            Ok(results) => results.iter().all(|r| matches!(r, Ok(Ok(_)))),
+            Ok(results) => !refused && results.iter().all(|r| matches!(r, Ok(true))),
             Err(_) => {
                 tracing::warn!("state records not confirmed by the broker in time");
                 false

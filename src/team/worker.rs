@@ -12,7 +12,6 @@ use tokio::sync::{mpsc, watch};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
-use rdkafka::producer::FutureProducer;
 
 use super::commands::{TeamCommand, commands_topic};
 use super::leader::Leader;
@@ -103,16 +102,6 @@ async fn supervise(
         since_start_ms: started.elapsed().as_millis() as u64,
     };
     emit(&options.output, role(false, "started", 0)).await;
-    let producer: FutureProducer = client_config(&config, false)
-        // State records are JSON, mostly alike: compressed batches keep the state topic small
-        // (the embedded broker keeps only about 5 MiB per partition).
-        .set("compression.type", "lz4")
-        // A delivery waits for its mark: sent within 2 ms rather than the default 5.
-        .set("linger.ms", "2")
-        // In order and without gaps: a record on the topic means every earlier one is there
-        // (a batch's progress record vouches for the changes published before it).
-        .set("enable.idempotence", "true")
-        .create()?;
     let state_topic = state_topic(&config.kafka.topic);
     // The runtime's records pass through here: escalation changes are published to the
     // state topic, and everything goes on to the real output.
@@ -123,6 +112,9 @@ async fn supervise(
     let mut last_heartbeat = Instant::now();
     // Every side effect of this worker (pages, offsets, state records) is granted by its lease.
     let side_effects = leader.side_effects();
+    // Set when the broker fenced this worker while its lease still said active; cleared once
+    // the lease is lost, so it does not fence its successor straight back.
+    let mut fenced_while_leading = false;
     let result = loop {
         let mut snapshots = current.as_ref().map(|rt| rt.snapshots.clone());
         let mut statuses = current.as_ref().map(|rt| rt.consumer_status.clone());
@@ -137,7 +129,19 @@ async fn supervise(
             },
             _ = check.tick() => {
                 let active = leader.lease.is_active();
-                if active && current.is_none() {
+                if !active {
+                    fenced_while_leading = false;
+                }
+                if active && current.is_none() && !fenced_while_leading {
+                    // First the writer: opening it fences the last active worker's at the
+                    // broker and ends its open transaction, so what is read next is final.
+                    let sink = match open_sink(&config, &leader.lease).await {
+                        Ok(sink) => sink,
+                        Err(error) => {
+                            tracing::error!(%error, "cannot open the writer of {state_topic}; not acting yet");
+                            continue;
+                        }
+                    };
                     // Before consuming an incident: the state the last active worker left.
                     let restored = match restore(&config).await {
                         Ok(restored) => restored,
@@ -149,7 +153,7 @@ async fn supervise(
                     let epoch = restored.epoch + 1;
                     let dedup = &config.notifications.dedup;
                     let publisher = Arc::new(StatePublisher::new(
-                        producer.clone(), state_topic.clone(), worker.clone(), epoch,
+                        sink, worker.clone(), epoch,
                         Duration::from_secs(dedup.window_secs), dedup.max_entries,
                         side_effects.clone()));
                     publisher.adopt_claims(&restored.deliveries.claims);
@@ -186,13 +190,24 @@ async fn supervise(
                     state = Some(publisher);
                     command_reader = Some(command_consumer(&config, commands_from)?);
                     emit(&options.output, role(true, "lease held", epoch)).await;
+                } else if let Some(fenced) = state.as_ref().and_then(|state| state.fenced())
+                    && let Some(rt) = current.take()
+                {
+                    // The gate closed when the broker said so; it opens again only once this
+                    // worker has lost the lease and won it back, and fenced the other.
+                    tracing::error!(%worker, "fenced by the broker: another worker opened the team's state writer ({}); becoming a standby", fenced.0);
+                    emit(&options.output, role(false, "fenced by the broker", 0)).await;
+                    fenced_while_leading = true;
+                    command_reader = None;
+                    state = None;
+                    summary = add(summary, stepped_down(stop(rt, &mut inner_records, &options.output).await));
                 } else if !active && let Some(rt) = current.take() {
                     tracing::warn!(%worker, "fenced: the leadership lease lapsed or was revoked; becoming a standby");
                     emit(&options.output, role(false, "fenced", 0)).await;
                     command_reader = None;
                     state = None;
                     // Its gate is closed: stopping it sends and stores nothing more.
-                    summary = add(summary, stop(rt, &mut inner_records, &options.output).await);
+                    summary = add(summary, stepped_down(stop(rt, &mut inner_records, &options.output).await));
                 } else if let Some(state) = &state
                     && last_heartbeat.elapsed() >= HEARTBEAT_EVERY
                 {
@@ -236,11 +251,30 @@ async fn supervise(
             break rt.task.await?.map(|s| summary = add(summary.clone(), s));
         }
     };
-    if let Some(rt) = current.take() {
-        summary = add(summary, stop(rt, &mut inner_records, &options.output).await);
-    }
+    // The last runtime's failure is this process's (a final commit that failed, a journal
+    // that could not keep its record): a supervisor must see it.
+    let last = match current.take() {
+        Some(rt) => stop(rt, &mut inner_records, &options.output).await,
+        None => Ok(RunSummary::default()),
+    };
     leader.stop().await;
-    result.map(|()| summary)
+    let last = last?;
+    result.map(|()| add(summary, last))
+}
+
+/// The team's transactional writer of `<topic>.state`, fencing every earlier one.
+async fn open_sink(
+    config: &Config,
+    lease: &super::leader::Lease,
+) -> anyhow::Result<super::sink::StateSink> {
+    let client = client_config(config, false);
+    let topic = state_topic(&config.kafka.topic);
+    let id = super::sink::transactional_id(&config.kafka.group_id);
+    let lease = lease.clone();
+    tokio::task::spawn_blocking(move || {
+        super::sink::StateSink::open(client, topic, &id, Some(lease))
+    })
+    .await?
 }
 
 /// Reads `<topic>.state` from its start to its end as it is now, and folds it into what a
@@ -263,7 +297,12 @@ pub fn read_state(config: &Config) -> anyhow::Result<Restored> {
         )
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "20");
+        .set("fetch.wait.max.ms", "20")
+        // Only what committed: a fenced or killed writer's aborted records never count.
+        .set("isolation.level", "read_committed")
+        // The end is where the broker says it is: the log's last offset is usually a
+        // transaction's commit marker, which no message carries.
+        .set("enable.partition.eof", "true");
     let consumer: BaseConsumer = client.create()?;
     let (low, high) = consumer.fetch_watermarks(&topic, 0, RESTORE_TIMEOUT)?;
     let mut restorer = Restorer::default();
@@ -282,7 +321,11 @@ pub fn read_state(config: &Config) -> anyhow::Result<Restored> {
             let Some(message) = consumer.poll(Duration::from_millis(100)) else {
                 continue;
             };
-            let message = message?;
+            let message = match message {
+                Ok(message) => message,
+                Err(rdkafka::error::KafkaError::PartitionEOF(_)) => break,
+                Err(error) => return Err(error.into()),
+            };
             next = message.offset() + 1;
             read += 1;
             if message.payload().is_none() {
@@ -383,7 +426,7 @@ async fn stop(
     rt: RuntimeHandle,
     records: &mut mpsc::Receiver<OutputRecord>,
     output: &Option<mpsc::Sender<OutputRecord>>,
-) -> RunSummary {
+) -> anyhow::Result<RunSummary> {
     // Sent aside: a runtime blocked on its output reads no commands until it is unblocked.
     let commands = rt.commands.clone();
     tokio::spawn(async move {
@@ -401,16 +444,18 @@ async fn stop(
         emit(output, record).await;
     }
     match joined {
-        Ok(Ok(summary)) => summary,
-        Ok(Err(error)) => {
-            tracing::error!(%error, "the worker's runtime failed");
-            RunSummary::default()
-        }
-        Err(error) => {
-            tracing::error!(%error, "the worker's runtime panicked");
-            RunSummary::default()
-        }
+        Ok(result) => result,
+        Err(error) => Err(anyhow::anyhow!("the worker's runtime panicked: {error}")),
     }
+}
+
+/// What a runtime that stopped because this worker stepped down leaves: its failure is
+/// logged, not this process's (a fenced worker's final commit is refused, as it should be).
+fn stepped_down(stopped: anyhow::Result<RunSummary>) -> RunSummary {
+    stopped.unwrap_or_else(|error| {
+        tracing::error!(%error, "the worker's runtime failed");
+        RunSummary::default()
+    })
 }
 
 fn add(a: RunSummary, b: RunSummary) -> RunSummary {
@@ -480,7 +525,8 @@ mod tests {
             stop(rt, &mut records, &Some(output)),
         )
         .await
-        .expect("the runtime stopped: its records were read while it finished");
+        .expect("the runtime stopped: its records were read while it finished")
+        .expect("and stopped cleanly");
         assert_eq!(summary.handled, 1_000);
         let mut forwarded = 0;
         while written.try_recv().is_ok() {

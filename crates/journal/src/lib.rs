@@ -65,6 +65,10 @@ pub struct JournalConfig {
     pub max_batch_delay_ms: u64,
     /// Submissions waiting for the writer; submitting waits when the queue is full.
     pub queue_capacity: usize,
+    /// Records waiting for the writer or being written, whatever the submissions they came
+    /// in; submitting waits when there is no room. A writer that stalls (a slow fsync) then
+    /// holds back consumption after this many, not after `queue_capacity` batches of them.
+    pub queue_records: usize,
 }
 
 impl Default for JournalConfig {
@@ -76,6 +80,7 @@ impl Default for JournalConfig {
             max_batch_records: 2000,
             max_batch_delay_ms: 2,
             queue_capacity: 4096,
+            queue_records: 20_000,
         }
     }
 }
@@ -89,6 +94,9 @@ impl JournalConfig {
         }
         if self.queue_capacity == 0 {
             return invalid("queue_capacity", "must be more than 0");
+        }
+        if self.queue_records == 0 {
+            return invalid("queue_records", "must be more than 0");
         }
         if self.max_batch_delay_ms > 1000 {
             return invalid(

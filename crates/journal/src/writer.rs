@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::record::JournalRecord;
 use super::store::Journal;
@@ -73,6 +73,16 @@ impl SharedStats {
 struct Submission<T> {
     reply: Reply<T>,
     records: Vec<JournalRecord>,
+    /// Its records' room in the queue, given back once the writer is done with them.
+    _room: OwnedSemaphorePermit,
+}
+
+impl<T> Submission<T> {
+    /// Done with: its room in the queue is given back before anyone hears of it, so a
+    /// caller told that it committed finds the room free.
+    fn into_reply(self) -> Reply<T> {
+        self.reply
+    }
 }
 
 /// Who hears that a submission committed (or failed).
@@ -94,6 +104,9 @@ enum Request<T> {
 /// A handle for submitting records. Clones share the writer and its completion channel.
 pub struct JournalWriter<T> {
     requests: mpsc::Sender<Request<T>>,
+    /// One permit per record queued or being written (`JournalConfig::queue_records`).
+    room: Arc<Semaphore>,
+    room_records: usize,
     stats: Arc<SharedStats>,
     path: PathBuf,
 }
@@ -102,6 +115,8 @@ impl<T> Clone for JournalWriter<T> {
     fn clone(&self) -> Self {
         Self {
             requests: self.requests.clone(),
+            room: self.room.clone(),
+            room_records: self.room_records,
             stats: self.stats.clone(),
             path: self.path.clone(),
         }
@@ -121,6 +136,7 @@ impl<T: Send + 'static> JournalWriter<T> {
         journal: Journal,
     ) -> Result<(Self, mpsc::UnboundedReceiver<Completion<T>>), JournalError> {
         let config = journal.config().clone();
+        let room_records = config.queue_records.clamp(1, u32::MAX as usize);
         let path = journal.path().to_path_buf();
         let (requests, request_rx) = mpsc::channel(config.queue_capacity.max(1));
         let (completions, completion_rx) = mpsc::unbounded_channel();
@@ -143,6 +159,8 @@ impl<T: Send + 'static> JournalWriter<T> {
         Ok((
             Self {
                 requests,
+                room: Arc::new(Semaphore::new(room_records)),
+                room_records,
                 stats,
                 path,
             },
@@ -157,10 +175,12 @@ impl<T: Send + 'static> JournalWriter<T> {
     /// Queues `records` to be written in one transaction (possibly with others); waits while
     /// the queue is full. Its `Completion` carries `token`.
     pub async fn submit(&self, token: T, records: Vec<JournalRecord>) -> Result<(), JournalError> {
+        let room = self.room_for(&records).await?;
         self.requests
             .send(Request::Write(Submission {
                 reply: Reply::Token(token),
                 records,
+                _room: room,
             }))
             .await
             .map_err(|_| JournalError::Closed)
@@ -172,10 +192,12 @@ impl<T: Send + 'static> JournalWriter<T> {
     /// flight.
     pub async fn record_committed(&self, records: Vec<JournalRecord>) -> Result<(), JournalError> {
         let (reply, committed) = oneshot::channel();
+        let room = self.room_for(&records).await?;
         self.requests
             .send(Request::Write(Submission {
                 reply: Reply::Committed(reply),
                 records,
+                _room: room,
             }))
             .await
             .map_err(|_| JournalError::Closed)?;
@@ -188,10 +210,12 @@ impl<T: Send + 'static> JournalWriter<T> {
         token: T,
         records: Vec<JournalRecord>,
     ) -> Result<(), JournalError> {
+        let room = futures::executor::block_on(self.room_for(&records))?;
         self.requests
             .blocking_send(Request::Write(Submission {
                 reply: Reply::Token(token),
                 records,
+                _room: room,
             }))
             .map_err(|_| JournalError::Closed)
     }
@@ -199,10 +223,12 @@ impl<T: Send + 'static> JournalWriter<T> {
     /// Queues records whose outcome nobody waits for (a delivery attempt, say). No
     /// completion is sent; a failure is logged.
     pub async fn record(&self, records: Vec<JournalRecord>) -> Result<(), JournalError> {
+        let room = self.room_for(&records).await?;
         self.requests
             .send(Request::Write(Submission {
                 reply: Reply::None,
                 records,
+                _room: room,
             }))
             .await
             .map_err(|_| JournalError::Closed)
@@ -212,18 +238,48 @@ impl<T: Send + 'static> JournalWriter<T> {
     /// full they are dropped (and counted as a failed submission) rather than waited for.
     pub fn try_record(&self, records: Vec<JournalRecord>) -> bool {
         let sent = self
-            .requests
-            .try_send(Request::Write(Submission {
-                reply: Reply::None,
-                records,
-            }))
-            .is_ok();
+            .room
+            .clone()
+            .try_acquire_many_owned(self.permits(&records))
+            .ok()
+            .is_some_and(|room| {
+                self.requests
+                    .try_send(Request::Write(Submission {
+                        reply: Reply::None,
+                        records,
+                        _room: room,
+                    }))
+                    .is_ok()
+            });
         if !sent {
             self.stats
                 .failed_submissions
                 .fetch_add(1, Ordering::Relaxed);
         }
         sent
+    }
+
+    /// Waits for room for `records` in the queue (a submission bigger than the whole room
+    /// takes all of it).
+    async fn room_for(
+        &self,
+        records: &[JournalRecord],
+    ) -> Result<OwnedSemaphorePermit, JournalError> {
+        self.room
+            .clone()
+            .acquire_many_owned(self.permits(records))
+            .await
+            .map_err(|_| JournalError::Closed)
+    }
+
+    fn permits(&self, records: &[JournalRecord]) -> u32 {
+        let permits = records.len().clamp(1, self.room_records);
+        u32::try_from(permits).unwrap_or(u32::MAX)
+    }
+
+    /// Records queued or being written now.
+    pub fn queued_records(&self) -> usize {
+        self.room_records - self.room.available_permits()
     }
 
     /// Writes everything submitted before this call, checkpoints, and closes the journal
@@ -338,7 +394,7 @@ impl<T: Send + 'static> WriterThread<T> {
         while let Ok(request) = self.requests.try_recv() {
             match request {
                 Request::Write(submission) => {
-                    self.complete(submission.reply, Err(JournalError::Closed))
+                    self.complete(submission.into_reply(), Err(JournalError::Closed))
                 }
                 Request::Stop(reply) => {
                     let _ = reply.send(Err(JournalError::Closed));
@@ -370,12 +426,12 @@ impl<T: Send + 'static> WriterThread<T> {
                 self.stats.record_write(started.elapsed());
                 self.count_committed(&batch);
                 for submission in batch {
-                    self.complete(submission.reply, Ok(()));
+                    self.complete(submission.into_reply(), Ok(()));
                 }
             }
             Err(error) if batch.len() == 1 => {
                 let submission = batch.into_iter().next().expect("one submission");
-                self.fail(submission.reply, error);
+                self.fail(submission.into_reply(), error);
             }
             Err(_) => {
                 for submission in batch {
@@ -384,9 +440,9 @@ impl<T: Send + 'static> WriterThread<T> {
                         Ok(()) => {
                             self.stats.record_write(started.elapsed());
                             self.count_committed(std::slice::from_ref(&submission));
-                            self.complete(submission.reply, Ok(()));
+                            self.complete(submission.into_reply(), Ok(()));
                         }
-                        Err(error) => self.fail(submission.reply, error),
+                        Err(error) => self.fail(submission.into_reply(), error),
                     }
                 }
             }
