@@ -1248,6 +1248,48 @@ fn a_worker_refused_create_by_acls_stops_naming_each_topic_then_creates_them_whe
     );
     let granted = cluster.acl(&["--list", "--principal", "User:worker"]);
     assert!(granted.contains("operation=CREATE"), "{granted}");
+
+    // Granted CREATE but not the team's transactional id: it creates its topics, wins the
+    // lease, and stops when the cluster refuses it the state writer, naming the grant (the
+    // second thing the tier found, 2026-12-02: before, it logged the refusal forever).
+    let started = Instant::now();
+    let (refused, _lines) = worker(
+        "no-transactions",
+        ("KAFKA_SASL_PASSWORD", password.to_string()),
+    );
+    let code = exit_within(refused, Duration::from_secs(60), &|| log("no-transactions"));
+    eprintln!(
+        "refused the transactional id, the worker exited {code:?} after {:?}",
+        started.elapsed()
+    );
+    let stderr = log("no-transactions");
+    assert_eq!(code, Some(1), "{stderr}");
+    let grant = format!(
+        "kafka-acls.sh --bootstrap-server {sasl} --add --allow-principal User:worker \
+         --operation Write --operation Describe --transactional-id {group}.state-writer"
+    );
+    assert!(stderr.contains(&grant), "{grant}\n{stderr}");
+    assert!(
+        stderr.contains("TransactionalIdAuthorizationFailed")
+            || stderr.contains("Transactional Id authorization failed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(password), "the password was printed");
+    cluster.acl(
+        &[
+            &user[..],
+            &[
+                "--operation",
+                "Write",
+                "--operation",
+                "Describe",
+                "--transactional-id",
+                group,
+            ],
+            &prefixed,
+        ]
+        .concat(),
+    );
     let started = Instant::now();
     let (_granted, lines) = worker(
         "granted",
@@ -1291,9 +1333,11 @@ fn a_worker_refused_create_by_acls_stops_naming_each_topic_then_creates_them_whe
             Some((1, 1)),
             "{name}"
         );
+        // Created by the worker that was then refused its transactional id.
+        let created = log("no-transactions");
         assert!(
-            stderr.contains(&format!("created topic topic={name}")),
-            "{name}: {stderr}"
+            created.contains(&format!("created topic topic={name}")),
+            "{name}: {created}"
         );
     }
     let policy = futures::executor::block_on(apache_kafka::topic_setting(

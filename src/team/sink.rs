@@ -42,6 +42,27 @@ struct Write {
     confirmed: oneshot::Sender<bool>,
 }
 
+/// The cluster refused this worker the team's transactional id (ACLs): only an operator can
+/// change that, so the worker stops and says what to grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriterRefused {
+    pub transactional_id: String,
+    pub detail: String,
+}
+
+impl std::fmt::Display for WriterRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the cluster refused this worker the transactional id {} of the team's state \
+             writer ({})",
+            self.transactional_id, self.detail
+        )
+    }
+}
+
+impl std::error::Error for WriterRefused {}
+
 /// Why the sink cannot write any more: the broker fenced it, or its producer failed for good.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fenced(pub String);
@@ -85,9 +106,22 @@ impl StateSink {
             // A delivery waits for its claim: sent within 2 ms rather than the default 5.
             .set("linger.ms", "2");
         let producer: ThreadedProducer<DefaultProducerContext> = client.create()?;
-        producer
-            .init_transactions(TRANSACTION_TIMEOUT)
-            .map_err(|error| anyhow::anyhow!("cannot open the state writer on {topic}: {error}"))?;
+        if let Err(error) = producer.init_transactions(TRANSACTION_TIMEOUT) {
+            if matches!(
+                error.rdkafka_error_code(),
+                Some(
+                    RDKafkaErrorCode::TransactionalIdAuthorizationFailed
+                        | RDKafkaErrorCode::ClusterAuthorizationFailed
+                )
+            ) {
+                return Err(WriterRefused {
+                    transactional_id: transactional_id.to_string(),
+                    detail: error.to_string(),
+                }
+                .into());
+            }
+            anyhow::bail!("cannot open the state writer on {topic}: {error}");
+        }
         if let Some(lease) = &lease {
             lease.writer_opened();
         }

@@ -138,6 +138,10 @@ async fn supervise(
                     let sink = match open_sink(&config, &leader.lease).await {
                         Ok(sink) => sink,
                         Err(error) => {
+                            if let Some(refused) = error.downcast_ref::<super::sink::WriterRefused>() {
+                                // Trying again changes nothing: an operator has to grant it.
+                                break Err(anyhow::anyhow!("{}", refused_text(&config, refused)));
+                            }
                             tracing::error!(%error, "cannot open the writer of {state_topic}; not acting yet");
                             continue;
                         }
@@ -260,6 +264,23 @@ async fn supervise(
     leader.stop().await;
     let last = last?;
     result.map(|()| add(summary, last))
+}
+
+/// What the worker stops with when the cluster refuses it the team's transactional id: the
+/// grant an operator can run.
+fn refused_text(config: &Config, refused: &super::sink::WriterRefused) -> String {
+    let principal = config
+        .kafka
+        .properties
+        .get("sasl.username")
+        .map_or_else(|| "<principal>".to_string(), |user| format!("User:{user}"));
+    format!(
+        "{refused}; the active worker writes <topic>.state in transactions, which fence a \
+         paused predecessor at the broker. An operator can grant it with:\n  kafka-acls.sh \
+         --bootstrap-server {} --add --allow-principal {principal} --operation Write \
+         --operation Describe --transactional-id {}",
+        config.kafka.brokers, refused.transactional_id
+    )
 }
 
 /// The team's transactional writer of `<topic>.state`, fencing every earlier one.
