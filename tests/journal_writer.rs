@@ -149,6 +149,23 @@ async fn one_bad_submission_does_not_fail_the_others_in_its_group() {
     assert_eq!(count(&path, "events"), 5);
 }
 
+/// A writer on `path` that is stuck on the first batch it takes: another connection holds the
+/// write lock until the returned connection rolls back (or the busy timeout refuses it).
+fn stuck_writer(
+    path: &std::path::Path,
+    config: &JournalConfig,
+) -> (
+    JournalWriter<i64>,
+    UnboundedReceiver<Completion<i64>>,
+    rusqlite::Connection,
+) {
+    let journal = Journal::open(path, config).unwrap();
+    let (writer, completions) = JournalWriter::<i64>::start(journal).unwrap();
+    let blocker = rusqlite::Connection::open(path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    (writer, completions, blocker)
+}
+
 #[tokio::test]
 async fn a_full_queue_makes_submit_wait() {
     let dir = tempfile::tempdir().unwrap();
@@ -159,11 +176,7 @@ async fn a_full_queue_makes_submit_wait() {
         max_batch_delay_ms: 0,
         ..keep_all()
     };
-    let journal = Journal::open(&path, &config).unwrap();
-    let (writer, mut completions) = JournalWriter::<i64>::start(journal).unwrap();
-    // Another connection holds the write lock, so the writer is stuck on its first batch.
-    let blocker = rusqlite::Connection::open(&path).unwrap();
-    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (writer, mut completions, blocker) = stuck_writer(&path, &config);
     writer.submit(1, vec![handled(0, 1, t(0))]).await.unwrap();
     // Wait until the writer has taken it off the queue.
     timeout(LIMIT, async {
@@ -359,11 +372,7 @@ async fn the_queue_is_bounded_in_records_not_submissions() {
         max_batch_delay_ms: 0,
         ..keep_all()
     };
-    let journal = Journal::open(&path, &config).unwrap();
-    let (writer, mut completions) = JournalWriter::<i64>::start(journal).unwrap();
-    // Another connection holds the write lock, so the writer is stuck on what it took.
-    let blocker = rusqlite::Connection::open(&path).unwrap();
-    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (writer, mut completions, blocker) = stuck_writer(&path, &config);
     let records = |from: i64, count: i64| -> Vec<_> {
         (from..from + count)
             .map(|offset| handled(0, offset, t(0)))
