@@ -2,6 +2,8 @@
 //! do, and none of them panics.
 
 mod journal_common;
+#[path = "support/eventually.rs"]
+mod waiting;
 
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use incident_console::journal::{Journal, JournalConfig, JournalError};
 use journal_common::*;
+use waiting::eventually_blocking;
 
 fn open_error(path: &Path) -> JournalError {
     Journal::open(path, &JournalConfig::default()).expect_err("the open should fail")
@@ -294,10 +297,10 @@ fn a_second_open_in_the_same_process_is_refused_until_the_first_closes() {
     // its exec (close-on-exec closes them only then), and a `flock` lasts until the last copy
     // closes. That exec is an event in another thread this test cannot await, so it waits
     // for the lock to be free, bounded, and then opens for real.
-    wait_for(
+    eventually_blocking(
         Duration::from_secs(10),
         "the journal free again once closed",
-        || !matches!(open_error_or_ok(&path), Err(JournalError::Locked { .. })),
+        || (!matches!(open_error_or_ok(&path), Err(JournalError::Locked { .. }))).then_some(()),
     );
     Journal::open(&path, &JournalConfig::default()).expect("free again once closed");
 }
@@ -314,15 +317,6 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// Waits until `ready` holds, or fails the test after `limit`.
-fn wait_for(limit: Duration, what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -387,8 +381,10 @@ fn a_journal_locked_inside_sqlite_by_another_program_is_reported_as_busy() {
     drop(stdin);
     // Once the shell is gone, the journal opens.
     drop(_guard);
-    wait_for(Duration::from_secs(10), "the journal to open", || {
-        Journal::open(&path, &JournalConfig::default()).is_ok()
+    eventually_blocking(Duration::from_secs(10), "the journal to open", || {
+        Journal::open(&path, &JournalConfig::default())
+            .ok()
+            .map(drop)
     });
 }
 

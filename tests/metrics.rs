@@ -5,13 +5,15 @@
 //! metrics` must accept the exposition, and `/readyz` must follow the broker down and up.
 
 mod common;
+// Polled (HTTP look-ups: there is no event to await in another process).
 mod tui_support;
+#[path = "support/eventually.rs"]
+mod waiting;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
 use common::*;
 use incident_console::config::Config;
@@ -20,7 +22,7 @@ use incident_console::kafka::embedded::Fault;
 use incident_console::observe::{self, Observer, Sources};
 use incident_console::runtime::RuntimeHandle;
 use incident_console::status::{Command as RuntimeCommand, ConnectionState};
-use tokio::time::Instant;
+use waiting::eventually_ok;
 
 fn created(id: i64, priority: &str) -> Vec<u8> {
     format!(
@@ -47,21 +49,6 @@ async fn get(url: &str) -> (u16, String) {
         .unwrap_or_else(|e| panic!("{url}: {e}"));
     let status = response.status().as_u16();
     (status, response.text().await.expect("body"))
-}
-
-/// Polls `check` (an HTTP look-up: there is no event to await in another process) until it
-/// returns `Some`, failing at the deadline with the last thing seen.
-async fn eventually<T>(what: &str, mut check: impl AsyncFnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + DEADLINE;
-    loop {
-        match check().await {
-            Ok(value) => return value,
-            Err(last) if Instant::now() >= deadline => {
-                panic!("timed out waiting for {what}; last: {last}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    }
 }
 
 /// A Prometheus server on loopback scraping `target` every second, stopped on drop.
@@ -147,7 +134,7 @@ async fn broker_down_self_alert_starts_and_clears_once() {
     .await;
     // Connecting at start may itself have fired; once nothing fires (the watch task records
     // that after sending any clear), start counting from here.
-    eventually("no self-alert firing", async || {
+    eventually_ok(DEADLINE, "no self-alert firing", async || {
         let firing = probe.firing();
         if firing.is_empty() {
             Ok(())
@@ -239,13 +226,15 @@ async fn start_prometheus(target: std::net::SocketAddr) -> Prometheus {
         _dir: dir,
     };
     let ready = format!("{}/-/ready", prometheus.url);
-    eventually("prometheus to be ready", async || {
-        match reqwest::get(&ready).await {
+    eventually_ok(
+        DEADLINE,
+        "prometheus to be ready",
+        async || match reqwest::get(&ready).await {
             Ok(response) if response.status().is_success() => Ok(()),
             Ok(response) => Err(response.status().to_string()),
             Err(error) => Err(error.to_string()),
-        }
-    })
+        },
+    )
     .await;
     prometheus
 }
@@ -272,13 +261,15 @@ impl Prometheus {
     }
 
     async fn wait_for_value(&self, query: &str, expected: f64) {
-        eventually(&format!("{query} == {expected}"), async || {
-            match self.value(query).await {
+        eventually_ok(
+            DEADLINE,
+            &format!("{query} == {expected}"),
+            async || match self.value(query).await {
                 Ok(value) if value == expected => Ok(()),
                 Ok(value) => Err(format!("{value}")),
                 Err(error) => Err(error),
-            }
-        })
+            },
+        )
         .await;
     }
 }
@@ -453,7 +444,7 @@ async fn readyz_follows_the_broker_down_and_up() {
 
     let readyz = format!("{base}/readyz");
     let expect = async |want: u16, reason: &str| {
-        eventually(&format!("/readyz {want} {reason}"), async || {
+        eventually_ok(DEADLINE, &format!("/readyz {want} {reason}"), async || {
             let (code, body) = get(&readyz).await;
             if code == want && body.starts_with(reason) && body.ends_with('\n') {
                 Ok(body)

@@ -27,21 +27,12 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Polls `check` until it returns `Some`, for at most `timeout`.
-pub async fn eventually<T>(
-    timeout: Duration,
-    what: &str,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+// The shared waiting helper, through this module for the tests that use these servers.
+#[allow(clippy::duplicate_mod)]
+#[path = "eventually.rs"]
+mod waiting;
+#[allow(unused_imports)]
+pub use waiting::{eventually, eventually_blocking, eventually_ok};
 
 /// One message as the SMTP server received it.
 #[derive(Debug, Clone)]
