@@ -367,37 +367,38 @@ async fn the_queue_is_bounded_in_records_not_submissions() {
     assert_eq!(JournalConfig::default().queue_records, 20_000, "shipped");
     let dir = tempfile::tempdir().unwrap();
     let path = journal_path(dir.path());
-    let config = JournalConfig {
-        queue_records: 5,
-        max_batch_delay_ms: 0,
-        ..keep_all()
-    };
+    // The shipped bound and batching.
+    let config = keep_all();
+    let room = config.queue_records as i64;
     let (writer, mut completions, blocker) = stuck_writer(&path, &config);
     let records = |from: i64, count: i64| -> Vec<_> {
         (from..from + count)
             .map(|offset| handled(0, offset, t(0)))
             .collect()
     };
-    writer.submit(1, records(0, 3)).await.unwrap();
-    writer.submit(2, records(3, 2)).await.unwrap();
-    assert_eq!(writer.queued_records(), 5);
+    writer.submit(1, records(0, room - 2_000)).await.unwrap();
+    writer
+        .submit(2, records(room - 2_000, 2_000))
+        .await
+        .unwrap();
+    assert_eq!(writer.queued_records(), config.queue_records);
     assert!(
         writer.stats().queued <= 2,
         "two submissions, far below queue_capacity"
     );
-    let mut third = Box::pin(writer.submit(3, records(5, 1)));
+    let mut third = Box::pin(writer.submit(3, records(room, 1)));
     assert!(
         (&mut third).now_or_never().is_none(),
-        "a sixth record waits for room"
+        "one more record waits for room"
     );
     assert!(
-        !writer.try_record(records(6, 1)),
+        !writer.try_record(records(room + 1, 1)),
         "and one that cannot wait is refused"
     );
     blocker.execute_batch("ROLLBACK").unwrap();
     timeout(LIMIT, third).await.unwrap().unwrap();
     // Bigger than the whole room: it waits for all of it, and is taken.
-    timeout(LIMIT, writer.submit(4, records(7, 8)))
+    timeout(LIMIT, writer.submit(4, records(room + 2, room + 1)))
         .await
         .unwrap()
         .unwrap();

@@ -10,8 +10,8 @@ use std::collections::VecDeque;
 use super::*;
 
 /// How many finished messages may wait for the state writer before consumption waits too:
-/// the writer's own queue holds as many records.
-pub(super) const STATE_HOLD_LIMIT: usize = 100_000;
+/// as many as the writer's own queue holds records.
+pub(super) const STATE_HOLD_LIMIT: usize = crate::team::sink::QUEUE;
 
 /// Finished messages waiting on one confirmation count (records flushed, state records
 /// committed), in the order they finished.

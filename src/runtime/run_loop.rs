@@ -182,9 +182,6 @@ impl Runtime {
         if let Err(why) = commit
             && self.side_effects.allowed("final commit")
         {
-            tracing::error!(
-                "{why}; the messages since the last commit will be read again at the next start"
-            );
             anyhow::bail!(
                 "{why}; the messages since the last commit will be read again at the next start"
             );

@@ -117,15 +117,7 @@ impl StatePublisher {
         if !self.side_effects.allowed("state publish") {
             return None;
         }
-        let refused = key.clone();
-        let confirmed = self.sink.write(key, None);
-        if confirmed.is_none() {
-            tracing::warn!(
-                key = refused,
-                "state tombstone not published: the writer refused it"
-            );
-        }
-        confirmed
+        self.sink.write(key, None)
     }
 
     /// Why this worker's writer can write no more, once the broker fenced it.
@@ -163,12 +155,7 @@ impl StatePublisher {
         };
         let key = record.body.key().encode();
         let payload = serde_json::to_vec(&record).ok()?;
-        let refused = key.clone();
-        let confirmed = self.sink.write(key, Some(payload));
-        if confirmed.is_none() {
-            tracing::warn!(key = refused, "state not published: the writer refused it");
-        }
-        confirmed
+        self.sink.write(key, Some(payload))
     }
 
     /// Publishes without waiting (escalation changes, decisions, the lease heartbeat): the

@@ -24,7 +24,7 @@ use super::leader::Lease;
 
 /// How many writes may wait for the writer thread. Beyond that a write is refused and logged,
 /// as librdkafka's own queue refuses a record when it is full.
-const QUEUE: usize = 100_000;
+pub const QUEUE: usize = 100_000;
 /// At most this many records in one transaction, so one commit never waits on a huge batch.
 const MAX_PER_TRANSACTION: usize = 5_000;
 /// How long opening (which waits for the broker to abort a predecessor's open transaction)
@@ -147,20 +147,26 @@ impl StateSink {
 
     /// Queues a record (or, without payload, a tombstone); the receiver says whether its
     /// transaction committed. `None`: refused at once (the queue is full, or the writer
-    /// stopped).
+    /// stopped), and logged with its key.
     pub fn write(&self, key: String, payload: Option<Vec<u8>>) -> Option<oneshot::Receiver<bool>> {
         let (confirmed, receiver) = oneshot::channel();
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         let seq = queue.1 + 1;
-        queue
-            .0
-            .try_send(Write {
-                seq,
-                key,
-                payload,
-                confirmed,
-            })
-            .ok()?;
+        let sent = queue.0.try_send(Write {
+            seq,
+            key,
+            payload,
+            confirmed,
+        });
+        if let Err(refused) = sent {
+            let write = refused.into_inner();
+            tracing::warn!(
+                key = write.key,
+                tombstone = write.payload.is_none(),
+                "state record not written: the writer refused it (its queue is full, or it stopped)"
+            );
+            return None;
+        }
         queue.1 = seq;
         Some(receiver)
     }

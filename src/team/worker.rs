@@ -129,6 +129,8 @@ async fn supervise(
             },
             _ = check.tick() => {
                 let active = leader.lease.is_active();
+                // Why the broker refused this worker's writer, once it did.
+                let by_broker = state.as_ref().and_then(|state| state.fenced());
                 if !active {
                     fenced_while_leading = false;
                 }
@@ -194,20 +196,21 @@ async fn supervise(
                     state = Some(publisher);
                     command_reader = Some(command_consumer(&config, commands_from)?);
                     emit(&options.output, role(true, "lease held", epoch)).await;
-                } else if let Some(fenced) = state.as_ref().and_then(|state| state.fenced())
-                    && let Some(rt) = current.take()
-                {
-                    // The gate closed when the broker said so; it opens again only once this
-                    // worker has lost the lease and won it back, and fenced the other.
-                    tracing::error!(%worker, "fenced by the broker: another worker opened the team's state writer ({}); becoming a standby", fenced.0);
-                    emit(&options.output, role(false, "fenced by the broker", 0)).await;
-                    fenced_while_leading = true;
-                    command_reader = None;
-                    state = None;
-                    summary = add(summary, stepped_down(stop(rt, &mut inner_records, &options.output).await));
-                } else if !active && let Some(rt) = current.take() {
-                    tracing::warn!(%worker, "fenced: the leadership lease lapsed or was revoked; becoming a standby");
-                    emit(&options.output, role(false, "fenced", 0)).await;
+                } else if (by_broker.is_some() || !active) && let Some(rt) = current.take() {
+                    let reason = match by_broker {
+                        Some(fenced) => {
+                            // The gate closed when the broker said so; it opens again only
+                            // once this worker has lost the lease and won it back.
+                            tracing::error!(%worker, "fenced by the broker: another worker opened the team's state writer ({}); becoming a standby", fenced.0);
+                            fenced_while_leading = true;
+                            "fenced by the broker"
+                        }
+                        None => {
+                            tracing::warn!(%worker, "fenced: the leadership lease lapsed or was revoked; becoming a standby");
+                            "fenced"
+                        }
+                    };
+                    emit(&options.output, role(false, reason, 0)).await;
                     command_reader = None;
                     state = None;
                     // Its gate is closed: stopping it sends and stores nothing more.
