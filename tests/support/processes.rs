@@ -81,6 +81,22 @@ pub fn lines_of(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     lines
 }
 
+/// As `lines_of`, each line with the moment it was read: a test that is busy elsewhere for a
+/// while still knows when a process printed what it reads later.
+pub fn stamped_lines_of(
+    stream: impl Read + Send + 'static,
+) -> mpsc::Receiver<(std::time::Instant, String)> {
+    let (sender, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if sender.send((std::time::Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
 /// What `group` committed on each partition of `topic`, in partition order (`None`: nothing).
 pub fn committed(bootstrap: &str, topic: &str, group: &str, partitions: i32) -> Vec<Option<i64>> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
