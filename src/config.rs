@@ -740,6 +740,38 @@ mod tests {
     }
 
     #[test]
+    fn route_kinds_are_read_by_name_and_an_unknown_one_names_its_line() {
+        let route = |kinds: &str| {
+            format!(
+                "(\n    notifications: (\n        routes: [\n            (kinds: [{kinds}], channels: [email]),\n        ],\n    ),\n)\n"
+            )
+        };
+        let config = Config::parse(&route("\"incident_created\", \"resolved\""), "r.ron").unwrap();
+        assert_eq!(
+            config.notifications.routes[0].kinds,
+            [
+                crate::core::engine::NotificationKind::IncidentCreated,
+                crate::core::engine::NotificationKind::Resolved
+            ]
+        );
+        // Written back by name, as a user writes it.
+        let printed = ron::to_string(&config.notifications.routes[0]).unwrap();
+        assert!(
+            printed.contains("kinds:[\"incident_created\",\"resolved\"]"),
+            "{printed}"
+        );
+        let error = Config::parse(&route("\"incident_deleted\""), "r.ron")
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("r.ron:4:"), "{error}");
+        assert!(error.contains("unknown kind `incident_deleted`"), "{error}");
+        assert!(
+            error.contains("known: incident_created, status_changed"),
+            "{error}"
+        );
+    }
+
+    #[test]
     fn syntax_errors_name_file_line_and_column() {
         let text = DEFAULT_CONFIG.replacen("topic: \"incidents-created\",", "topic: incidents,", 1);
         let error = Config::parse(&text, "my.ron").unwrap_err().to_string();

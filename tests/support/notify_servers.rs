@@ -464,7 +464,7 @@ pub fn mail_admins_config(smtp_port: u16) -> incident_console::config::Config {
     let notify = &mut config.notifications;
     notify.administrators = vec!["admins@example.com".into()];
     notify.routes = vec![RouteConfig {
-        kinds: vec!["incident_created".into()],
+        kinds: vec![incident_console::core::engine::NotificationKind::IncidentCreated],
         channels: vec![Channel::Email],
         ..RouteConfig::default()
     }];

@@ -73,6 +73,42 @@ pub fn kind_from_str(name: &str) -> Option<NotificationKind> {
     KINDS.into_iter().find(|kind| kind.as_str() == name)
 }
 
+/// A route's `kinds`, written by name as the configuration always has (`["incident_created"]`)
+/// and held as kinds: an unknown name is refused where it is parsed, so the error carries the
+/// file's line, and nothing later compares strings.
+mod kind_names {
+    use super::{KINDS, NotificationKind, kind_from_str};
+    use serde::{Deserialize, Deserializer, Serializer, de::Error, ser::SerializeSeq};
+
+    pub fn serialize<S: Serializer>(kinds: &[NotificationKind], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(kinds.len()))?;
+        for kind in kinds {
+            seq.serialize_element(kind.as_str())?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<NotificationKind>, D::Error> {
+        let names = Vec::<String>::deserialize(d)?;
+        names
+            .iter()
+            .map(|name| {
+                kind_from_str(name).ok_or_else(|| {
+                    let known: Vec<&str> = KINDS
+                        .iter()
+                        .filter(|k| **k != NotificationKind::SelfAlert)
+                        .map(|k| k.as_str())
+                        .collect();
+                    D::Error::custom(format!(
+                        "unknown kind `{name}` in a route's `kinds`; known: {}",
+                        known.join(", ")
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
 /// How the SMTP connection is secured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -250,8 +286,9 @@ pub fn is_phone_number(number: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouteConfig {
-    /// Notification kinds, e.g. "incident_created"; empty: all.
-    pub kinds: Vec<String>,
+    /// Notification kinds, written by name (`["incident_created"]`); empty: all.
+    #[serde(with = "kind_names")]
+    pub kinds: Vec<NotificationKind>,
     pub priorities: Vec<Priority>,
     /// Incident categories (known for new incidents only); empty: all.
     pub categories: Vec<String>,
@@ -574,26 +611,11 @@ impl NotifyConfig {
             check_address("user_email", &pattern.replace("{user}", "name"))?;
         }
         for route in &self.routes {
-            if route
-                .kinds
-                .iter()
-                .any(|k| k == NotificationKind::SelfAlert.as_str())
-            {
+            if route.kinds.contains(&NotificationKind::SelfAlert) {
                 return Err(invalid(
                     "kinds",
                     "`self_alert` is not routed by routes: name its channels in \
                      notifications.self_alerts.channels",
-                ));
-            }
-            if let Some(kind) = route.kinds.iter().find(|k| kind_from_str(k).is_none()) {
-                let known: Vec<&str> = KINDS
-                    .iter()
-                    .filter(|k| **k != NotificationKind::SelfAlert)
-                    .map(|k| k.as_str())
-                    .collect();
-                return Err(invalid(
-                    "kinds",
-                    format!("unknown kind `{kind}`; known: {}", known.join(", ")),
                 ));
             }
             for address in &route.emails {
@@ -914,10 +936,6 @@ mod tests {
                 "user_email",
             ),
             (
-                Box::new(|c| c.routes[0].kinds = vec!["incident_deleted".into()]),
-                "kinds",
-            ),
-            (
                 Box::new(|c| {
                     c.email.smtp_host = Some("127.0.0.1".into());
                     c.email.from = "no mailbox".into();
@@ -971,7 +989,7 @@ mod tests {
             ),
             (Box::new(|c| c.sms.api_url = "twilio".into()), "sms.api_url"),
             (
-                Box::new(|c| c.routes[0].kinds = vec!["self_alert".into()]),
+                Box::new(|c| c.routes[0].kinds = vec![NotificationKind::SelfAlert]),
                 "kinds",
             ),
             (

@@ -136,8 +136,8 @@ impl Router {
                 }
                 let category = notification.fields.get("category");
                 for route in &self.config.routes {
-                    let kind_matches = route.kinds.is_empty()
-                        || route.kinds.iter().any(|k| k == notification.kind.as_str());
+                    let kind_matches =
+                        route.kinds.is_empty() || route.kinds.contains(&notification.kind);
                     let priority_matches = route.priorities.is_empty()
                         || notification
                             .priority
@@ -483,7 +483,7 @@ mod tests {
                 },
                 RouteConfig {
                     categories: vec!["security".into()],
-                    kinds: vec!["incident_created".into()],
+                    kinds: vec![NotificationKind::IncidentCreated],
                     channels: vec![Channel::Email],
                     emails: vec!["security@example.com".into()],
                     ..RouteConfig::default()
