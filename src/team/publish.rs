@@ -4,7 +4,6 @@
 //! worker's one transactional writer (`sink`), which the broker fences once a successor opens
 //! its own.
 
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use super::state::{Finish, SilenceState, StateBody, StateKey, StateRecord};
 use crate::core::engine::Effect;
 use crate::core::escalation::EscalationBook;
 use crate::core::permit::SideEffects;
-use crate::notify::{AttemptOutcome, DeliveryChange, DeliveryRecorder};
+use crate::notify::{AttemptOutcome, Claims, DeliveryChange, DeliveryRecorder};
 
 /// How long a delivery mark may wait for the broker before the send goes ahead anyway (the
 /// journal has it; only a successor would not).
@@ -26,34 +25,13 @@ pub struct StatePublisher {
     sink: StateSink,
     worker: String,
     epoch: u64,
-    claims: Mutex<ClaimExpiry>,
+    /// Delivered claims on the state topic, deleted (a tombstone) once the dedup window or its
+    /// bound forgets them: a compacted topic keeps each key's newest record forever, so
+    /// without this the state topic, and the reading of it at every takeover, would grow
+    /// without end. The notifier's own window type, with its rule.
+    claims: Mutex<Claims>,
     /// The worker's lease: a fenced worker writes nothing more to the state topic.
     side_effects: SideEffects,
-}
-
-/// Delivered claims on the state topic, oldest first, deleted (a tombstone) once older than
-/// the dedup window: a compacted topic keeps each key's newest record forever, so without
-/// this the state topic, and the reading of it at every takeover, would grow without end.
-/// Bounded like the notifier's own claims (`dedup.max_entries`): the oldest go first.
-struct ClaimExpiry {
-    window: chrono::TimeDelta,
-    max: usize,
-    /// (claimed at, delivery key).
-    claims: VecDeque<(chrono::DateTime<chrono::Utc>, String)>,
-}
-
-impl ClaimExpiry {
-    /// The keys of the claims that left the window, or the bound, by `now`, oldest first.
-    fn take_expired(&mut self, now: chrono::DateTime<chrono::Utc>) -> Vec<String> {
-        let mut expired = Vec::new();
-        while let Some((at, _)) = self.claims.front() {
-            if now - *at < self.window && self.claims.len() <= self.max {
-                break;
-            }
-            expired.extend(self.claims.pop_front().map(|(_, key)| key));
-        }
-        expired
-    }
 }
 
 impl StatePublisher {
@@ -71,20 +49,16 @@ impl StatePublisher {
             sink,
             worker,
             epoch,
-            claims: Mutex::new(ClaimExpiry {
-                window: chrono::TimeDelta::from_std(window).unwrap_or(chrono::TimeDelta::MAX),
-                max,
-                claims: VecDeque::new(),
-            }),
+            claims: Mutex::new(Claims::new(window, max).reporting_forgotten()),
         }
     }
 
     /// Claims restored at a takeover (oldest first), deleted in their turn like this
     /// worker's own.
     pub fn adopt_claims(&self, claims: &[(String, chrono::DateTime<chrono::Utc>)]) {
-        let mut expiry = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        let mut window = self.claims.lock().unwrap_or_else(|e| e.into_inner());
         for (key, at) in claims {
-            expiry.claims.push_back((*at, key.clone()));
+            window.restore(key, *at);
         }
     }
 
@@ -95,7 +69,7 @@ impl StatePublisher {
             .claims
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .take_expired(now);
+            .take_forgotten(now);
         for key in expired {
             self.forget(StateKey::Delivery(key));
         }
@@ -294,10 +268,10 @@ impl DeliveryRecorder for TeamRecorder {
             futures::join!(journal, state);
             if !delivered.is_empty() {
                 let now = chrono::Utc::now();
-                let mut expiry = self.state.claims.lock().unwrap_or_else(|e| e.into_inner());
-                expiry
-                    .claims
-                    .extend(delivered.into_iter().map(|key| (now, key)));
+                let mut window = self.state.claims.lock().unwrap_or_else(|e| e.into_inner());
+                for key in &delivered {
+                    window.restore(key, now);
+                }
             }
         })
     }
@@ -339,29 +313,6 @@ mod tests {
 
     fn at(seconds: i64) -> chrono::DateTime<chrono::Utc> {
         chrono::DateTime::from_timestamp(1_700_000_000 + seconds, 0).unwrap()
-    }
-
-    #[test]
-    fn delivered_claims_are_deleted_once_they_leave_the_window_or_the_bound() {
-        let mut expiry = ClaimExpiry {
-            window: chrono::TimeDelta::hours(24),
-            max: 3,
-            claims: VecDeque::new(),
-        };
-        for (seconds, key) in [(0, "a"), (60, "b"), (120, "c")] {
-            expiry.claims.push_back((at(seconds), key.into()));
-        }
-        assert!(
-            expiry.take_expired(at(3600)).is_empty(),
-            "all within the window"
-        );
-        assert_eq!(expiry.take_expired(at(24 * 3600 + 60)), ["a", "b"]);
-        // Over the bound: the oldest goes, whatever its age.
-        for (seconds, key) in [(200, "d"), (300, "e"), (400, "f")] {
-            expiry.claims.push_back((at(seconds), key.into()));
-        }
-        assert_eq!(expiry.take_expired(at(500)), ["c"]);
-        assert_eq!(expiry.claims.len(), 3);
     }
 
     #[test]

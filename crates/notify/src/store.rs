@@ -184,7 +184,9 @@ pub struct ResumedDeliveries {
 }
 
 /// Delivery keys claimed within `window`, at most `max_entries` (oldest forgotten first), in
-/// memory. The journal keeps them across restarts (`ResumedDeliveries::claims`).
+/// memory. The journal keeps them across restarts (`ResumedDeliveries::claims`). The one
+/// window of claims: the notifier's, and in team mode the state topic's copy of the delivered
+/// ones, which deletes each key this forgets (`reporting_forgotten`).
 #[derive(Debug)]
 pub struct Claims {
     window: Duration,
@@ -192,6 +194,10 @@ pub struct Claims {
     claimed: HashMap<String, DateTime<Utc>>,
     /// Claims in time order; an entry whose time differs from `claimed` is stale.
     order: VecDeque<(DateTime<Utc>, String)>,
+    /// With `reporting_forgotten`: the keys forgotten since the last `take_forgotten`, oldest
+    /// first. Its owner drains it about once a second; it holds at most the keys claimed
+    /// meanwhile.
+    forgotten: Option<Vec<String>>,
 }
 
 impl Claims {
@@ -201,7 +207,24 @@ impl Claims {
             max_entries: max_entries.max(1),
             claimed: HashMap::new(),
             order: VecDeque::new(),
+            forgotten: None,
         }
+    }
+
+    /// These claims, also saying which keys they forget (`take_forgotten`).
+    pub fn reporting_forgotten(mut self) -> Self {
+        self.forgotten = Some(Vec::new());
+        self
+    }
+
+    /// The keys forgotten since the last call, by the window (as of `now`) or by the bound,
+    /// oldest first. Empty unless `reporting_forgotten`.
+    pub fn take_forgotten(&mut self, now: DateTime<Utc>) -> Vec<String> {
+        self.prune(now);
+        self.forgotten
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     pub fn remembered(&self) -> usize {
@@ -217,6 +240,9 @@ impl Claims {
             && self.claimed.get(&key) == Some(&at)
         {
             self.claimed.remove(&key);
+            if let Some(forgotten) = &mut self.forgotten {
+                forgotten.push(key);
+            }
         }
     }
 
@@ -242,7 +268,8 @@ impl Claims {
         true
     }
 
-    /// Remembers a claim made before a restart. Claims must be given oldest first.
+    /// Remembers a claim made elsewhere: before a restart, or (for the state topic's copy) by
+    /// a delivery. Claims must be given oldest first.
     pub fn restore(&mut self, key: &str, at: DateTime<Utc>) {
         self.insert(key, at);
     }
@@ -315,6 +342,31 @@ mod tests {
         }
         assert!(store.order.len() <= 6);
         assert!(store.remembered() <= 3);
+    }
+
+    #[test]
+    fn forgotten_keys_are_reported_once_by_the_window_or_the_bound() {
+        let mut claims = Claims::new(Duration::from_secs(24 * 3600), 3).reporting_forgotten();
+        for (seconds, key) in [(0, "a"), (60, "b"), (120, "c")] {
+            claims.restore(key, at(seconds));
+        }
+        assert!(
+            claims.take_forgotten(at(3600)).is_empty(),
+            "all within the window"
+        );
+        assert_eq!(claims.take_forgotten(at(24 * 3600 + 60)), ["a", "b"]);
+        assert!(claims.take_forgotten(at(24 * 3600 + 60)).is_empty(), "once");
+        // Over the bound: the oldest goes, whatever its age.
+        for (seconds, key) in [(200, "d"), (300, "e"), (400, "f")] {
+            claims.restore(key, at(seconds));
+        }
+        assert_eq!(claims.take_forgotten(at(500)), ["c"]);
+        assert_eq!(claims.remembered(), 3);
+        // Without reporting, nothing is kept for it.
+        let mut quiet = Claims::new(Duration::from_secs(1), 1);
+        quiet.restore("x", at(0));
+        quiet.restore("y", at(5));
+        assert!(quiet.take_forgotten(at(10)).is_empty());
     }
 
     #[test]
