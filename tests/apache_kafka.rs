@@ -633,9 +633,9 @@ async fn a_compacted_state_topic_restores_what_it_restored_before_compaction() {
     let deadline = Instant::now() + LONG;
     loop {
         let state = incident_console::team::worker::read_state(&reader).unwrap();
-        if state.deliveries.pending.is_empty()
-            && state.decided.is_empty()
-            && !state.deliveries.claims.is_empty()
+        if state.notifications.deliveries.pending.is_empty()
+            && state.notifications.decided.is_empty()
+            && !state.notifications.deliveries.claims.is_empty()
         {
             break;
         }
@@ -651,7 +651,7 @@ async fn a_compacted_state_topic_restores_what_it_restored_before_compaction() {
         "the stream leaves incidents open"
     );
     assert!(
-        !before.deliveries.claims.is_empty(),
+        !before.notifications.deliveries.claims.is_empty(),
         "the mails left claims"
     );
     let keys = log_keys(&cluster.bootstrap, &state);
@@ -713,9 +713,10 @@ async fn a_compacted_state_topic_restores_what_it_restored_before_compaction() {
     let after = incident_console::team::worker::read_state(&reader).unwrap();
     assert_eq!(after.escalations, before.escalations);
     assert_eq!(after.handled, before.handled);
-    assert_eq!(after.decided, before.decided);
+    assert_eq!(after.notifications.decided, before.notifications.decided);
     let claims = |restored: &incident_console::team::state::Restored| {
         let mut keys: Vec<String> = restored
+            .notifications
             .deliveries
             .claims
             .iter()
@@ -725,7 +726,10 @@ async fn a_compacted_state_topic_restores_what_it_restored_before_compaction() {
         keys
     };
     assert_eq!(claims(&after), claims(&before));
-    assert_eq!(after.deliveries.pending, before.deliveries.pending);
+    assert_eq!(
+        after.notifications.deliveries.pending,
+        before.notifications.deliveries.pending
+    );
 
     // A successor restores the same from the compacted topic.
     let (_b, lines) = worker("b");
@@ -734,9 +738,9 @@ async fn a_compacted_state_topic_restores_what_it_restored_before_compaction() {
     let expected = format!(
         "escalations={} decided={} pending={} claims={}",
         before.escalations.len(),
-        before.decided.len(),
-        before.deliveries.pending.len(),
-        before.deliveries.claims.len()
+        before.notifications.decided.len(),
+        before.notifications.deliveries.pending.len(),
+        before.notifications.deliveries.claims.len()
     );
     assert!(log.contains(&expected), "{expected}: {log}");
 }

@@ -256,8 +256,7 @@ pub fn spawn_with(
             for silence in restored.silences {
                 engine.restore_silence(silence);
             }
-            resumed.decided = restored.decided;
-            resumed.deliveries = restored.deliveries;
+            resumed = restored.notifications;
             Some(Arc::new(crate::team::publish::TeamRecorder {
                 journal: recorder,
                 state,

@@ -27,7 +27,7 @@ use crate::core::engine::Notification;
 use crate::core::escalation::{Escalation, EscalationChange};
 use crate::core::event::{IncidentId, Timestamp};
 use crate::core::silence::{Matcher, Silence, SilenceOrigin, SilenceView};
-use crate::notify::{Delivery, ResumedDeliveries};
+use crate::notify::{Delivery, ResumedDeliveries, ResumedNotifications};
 
 pub fn state_topic(topic: &str) -> String {
     format!("{topic}.state")
@@ -282,10 +282,10 @@ pub struct Restored {
     pub epoch: u64,
     /// Open escalations as the last active worker held them.
     pub escalations: Vec<Escalation>,
-    /// Notifications decided within the resume horizon and never routed: routed now.
-    pub decided: Vec<Notification>,
-    /// Deliveries queued and not finished (sent now), and the claims within the dedup window.
-    pub deliveries: ResumedDeliveries,
+    /// What the notifier resumes, in the type a standalone start resumes from its journal:
+    /// decided and never routed (routed now), deliveries queued and not finished (sent now),
+    /// the claims within the dedup window, and how many were too old to send.
+    pub notifications: ResumedNotifications,
     /// The highest offset handled per (topic, partition): a successor skips up to there.
     pub handled: HashMap<(String, i32), i64>,
     /// Records ignored because an older epoch wrote them after a newer one.
@@ -394,6 +394,7 @@ impl Restorer {
         let (horizon, window) = (since(horizon), since(window));
         let mut escalations: Vec<Escalation> = self.escalations.into_values().collect();
         escalations.sort_by_key(|e| (e.opened_at, e.incident_id));
+        let total_decided = self.decided.len();
         let mut decided: Vec<(Timestamp, Notification)> = self
             .decided
             .into_values()
@@ -401,12 +402,13 @@ impl Restorer {
             .collect();
         decided.sort_by_key(|a| a.0);
         let mut pending = Vec::new();
+        let mut expired_deliveries = 0;
         let mut claims = Vec::new();
         for (key, (at, delivery)) in self.deliveries {
-            if let Some(delivery) = delivery
-                && delivery.accepted_at >= horizon
-            {
-                pending.push(delivery);
+            match delivery {
+                Some(delivery) if delivery.accepted_at >= horizon => pending.push(delivery),
+                Some(_) => expired_deliveries += 1,
+                None => {}
             }
             if at >= window {
                 claims.push((key, at));
@@ -426,10 +428,14 @@ impl Restorer {
             silences: silences.into_iter().map(|(_, s)| s).collect(),
             epoch: self.filter.newest(),
             escalations,
-            decided: decided.into_iter().map(|(_, n)| n).collect(),
-            deliveries: ResumedDeliveries {
-                pending,
-                claims: claims.into_iter().skip(skip).collect(),
+            notifications: ResumedNotifications {
+                expired_notifications: total_decided - decided.len(),
+                expired_deliveries,
+                decided: decided.into_iter().map(|(_, n)| n).collect(),
+                deliveries: ResumedDeliveries {
+                    pending,
+                    claims: claims.into_iter().skip(skip).collect(),
+                },
             },
             handled: self.handled,
             stale: self.stale,
@@ -501,7 +507,7 @@ mod tests {
     use crate::notify::fixtures::notification;
 
     fn claim_keys(restored: &Restored) -> Vec<&str> {
-        let claims = &restored.deliveries.claims;
+        let claims = &restored.notifications.deliveries.claims;
         claims.iter().map(|(key, _)| key.as_str()).collect()
     }
 
@@ -596,8 +602,11 @@ mod tests {
         let restored = restorer.finish(at(20), hour, hour, 100);
         assert_eq!(restored.epoch, 1);
         assert_eq!(restored.escalations, vec![escalation(1, 2, 80)]);
-        assert_eq!(restored.decided, vec![notification("owed")]);
-        assert_eq!(restored.deliveries.pending, vec![delivery("in-flight", 11)]);
+        assert_eq!(restored.notifications.decided, vec![notification("owed")]);
+        assert_eq!(
+            restored.notifications.deliveries.pending,
+            vec![delivery("in-flight", 11)]
+        );
         let claims = claim_keys(&restored);
         assert_eq!(claims.len(), 2);
         assert!(claims.contains(&"sent") && claims.contains(&"in-flight"));
@@ -731,8 +740,11 @@ mod tests {
         let hour = Duration::from_secs(3600);
         let restored = restorer.finish(at(20), hour, hour, 100);
         assert_eq!(restored.escalations, vec![escalation(4, 1, 50)]);
-        assert!(restored.decided.is_empty());
-        assert_eq!(restored.deliveries.pending, vec![delivery("in-flight", 11)]);
+        assert!(restored.notifications.decided.is_empty());
+        assert_eq!(
+            restored.notifications.deliveries.pending,
+            vec![delivery("in-flight", 11)]
+        );
         let claims = claim_keys(&restored);
         assert_eq!(claims, ["in-flight"]);
     }
@@ -773,7 +785,7 @@ mod tests {
         assert_eq!(restored.stale, 2);
         assert!(restored.escalations.is_empty(), "stale escalation restored");
         assert_eq!(
-            restored.deliveries.pending,
+            restored.notifications.deliveries.pending,
             vec![delivery("old-leader", 0)],
             "the stale leader's mark counted"
         );
@@ -809,7 +821,14 @@ mod tests {
             Duration::from_secs(3600),
             2,
         );
-        assert!(restored.decided.is_empty(), "older than the horizon");
+        assert!(
+            restored.notifications.decided.is_empty(),
+            "older than the horizon"
+        );
+        // Counted, as a standalone start counts what its journal marks expired.
+        assert_eq!(restored.notifications.expired_notifications, 1);
+        assert_eq!(restored.notifications.expired_deliveries, 0);
+        assert_eq!(restored.notifications.deliveries.pending.len(), 3);
         let claims = claim_keys(&restored);
         assert_eq!(claims, ["b", "c"], "the newest, oldest first");
     }

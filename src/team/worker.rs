@@ -162,7 +162,7 @@ async fn supervise(
                         sink, worker.clone(), epoch,
                         Duration::from_secs(dedup.window_secs), dedup.max_entries,
                         side_effects.clone()));
-                    publisher.adopt_claims(&restored.deliveries.claims);
+                    publisher.adopt_claims(&restored.notifications.deliveries.claims);
                     // The new epoch is on the topic before anything this worker does.
                     if !publisher.publish_and_wait(vec![StateBody::Lease]).await {
                         tracing::warn!(%worker, epoch, "leader epoch not published; not acting yet");
@@ -173,9 +173,11 @@ async fn supervise(
                         %worker,
                         epoch,
                         escalations = restored.escalations.len(),
-                        decided = restored.decided.len(),
-                        pending = restored.deliveries.pending.len(),
-                        claims = restored.deliveries.claims.len(),
+                        decided = restored.notifications.decided.len(),
+                        pending = restored.notifications.deliveries.pending.len(),
+                        claims = restored.notifications.deliveries.claims.len(),
+                        too_old = restored.notifications.expired_notifications
+                            + restored.notifications.expired_deliveries,
                         silences = restored.silences.len(),
                         stale = restored.stale,
                         "active: the lease is held; state restored from {state_topic}; consuming incidents"

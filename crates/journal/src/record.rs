@@ -3,7 +3,10 @@
 use incident_core::engine::{Effect, Notification, SourceRef};
 use incident_core::escalation::{Escalation, EscalationBook, EscalationChange};
 use incident_core::event::{DecodeError, IncidentEvent, IncidentId, Timestamp};
-use incident_notify::{DeliveryChange, ResumedDeliveries};
+use incident_notify::DeliveryChange;
+/// Read back at start by `Journal::resume_notifications`; the notifier's type, which a team
+/// worker also restores from `<topic>.state`.
+pub use incident_notify::ResumedNotifications;
 
 /// One thing to write. A batch of these is written in one transaction.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,17 +161,4 @@ pub fn change_incident(change: &EscalationChange) -> IncidentId {
         | EscalationChange::Closed { incident_id, .. }
         | EscalationChange::Unacknowledged { incident_id, .. } => *incident_id,
     }
-}
-
-/// Notification state read back at start (`Journal::resume_notifications`).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ResumedNotifications {
-    /// Decided within the resume horizon and never routed: to be routed now.
-    pub decided: Vec<Notification>,
-    /// Pending deliveries and recent claims, for the notifier.
-    pub deliveries: ResumedDeliveries,
-    /// Decided notifications older than the horizon, never routed: marked expired, not sent.
-    pub expired_notifications: usize,
-    /// Pending deliveries older than the horizon: marked expired, not sent.
-    pub expired_deliveries: usize,
 }

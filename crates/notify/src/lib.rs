@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 pub use config::{Channel, NotifyConfig};
 pub use store::{
     AttemptOutcome, Claims, Delivery, DeliveryChange, DeliveryRecorder, Payload, ResumedDeliveries,
+    ResumedNotifications,
 };
 
 use incident_core::engine::Notification;

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use incident_core::engine::NotificationKind;
+use incident_core::engine::{Notification, NotificationKind};
 use incident_core::event::IncidentId;
 
 use super::config::Channel;
@@ -170,6 +170,21 @@ impl AttemptOutcome {
 /// channel slot is free again, so a crash can repeat only the sends in flight.
 pub trait DeliveryRecorder: Send + Sync {
     fn record(&self, changes: Vec<DeliveryChange>) -> BoxFuture<'_, ()>;
+}
+
+/// What the notifier resumes at a start: from the journal (`Journal::resume_notifications`),
+/// or in team mode from `<topic>.state` (`team::state::Restorer`). One type for both.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResumedNotifications {
+    /// Decided within the resume horizon and never routed: to be routed now.
+    pub decided: Vec<Notification>,
+    /// Pending deliveries and recent claims, for the notifier.
+    pub deliveries: ResumedDeliveries,
+    /// Decided notifications older than the horizon, never routed: not sent (the journal
+    /// marks them expired).
+    pub expired_notifications: usize,
+    /// Pending deliveries older than the horizon: not sent (the journal marks them expired).
+    pub expired_deliveries: usize,
 }
 
 /// Notification state read back from the journal at start.
