@@ -70,15 +70,7 @@ pub fn start_embedded_broker(partitions: i32, topics: &[&str], log: Stdio) -> (P
 
 /// The lines of `stream`, as they come, on a channel (closed at the end of the stream).
 pub fn lines_of(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (sender, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if sender.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    lines
+    forward_lines(stream, |line| line)
 }
 
 /// As `lines_of`, each line with the moment it was read: a test that is busy elsewhere for a
@@ -86,10 +78,18 @@ pub fn lines_of(stream: impl Read + Send + 'static) -> mpsc::Receiver<String> {
 pub fn stamped_lines_of(
     stream: impl Read + Send + 'static,
 ) -> mpsc::Receiver<(std::time::Instant, String)> {
+    forward_lines(stream, |line| (std::time::Instant::now(), line))
+}
+
+/// A thread that reads `stream` line by line and sends `wrap(line)` for each.
+fn forward_lines<T: Send + 'static>(
+    stream: impl Read + Send + 'static,
+    wrap: impl Fn(String) -> T + Send + 'static,
+) -> mpsc::Receiver<T> {
     let (sender, lines) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if sender.send((std::time::Instant::now(), line)).is_err() {
+            if sender.send(wrap(line)).is_err() {
                 break;
             }
         }
