@@ -546,6 +546,8 @@ fn log_keys(bootstrap: &str, topic: &str) -> Vec<(String, bool)> {
         };
         let message = match message {
             Err(rdkafka::error::KafkaError::PartitionEOF(_)) => break,
+            // A dropped connection is reopened by the client, as the product's reader does.
+            Err(error) if incident_console::kafka::is_transport(&error) => continue,
             message => message.unwrap(),
         };
         next = message.offset() + 1;

@@ -637,6 +637,8 @@ fn state_topic(
         if let Some(message) = reader.poll(Duration::from_millis(100)) {
             let message = match message {
                 Err(rdkafka::error::KafkaError::PartitionEOF(_)) => break,
+                // A dropped connection is reopened by the client, as the product's reader does.
+                Err(error) if incident_console::kafka::is_transport(&error) => continue,
                 message => message.unwrap(),
             };
             next = message.offset() + 1;

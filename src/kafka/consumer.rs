@@ -111,9 +111,7 @@ impl ClientContext for ConsoleContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        use rdkafka::types::RDKafkaErrorCode::{
-            AllBrokersDown, Authentication, BrokerTransportFailure, Resolve, SSL,
-        };
+        use rdkafka::types::RDKafkaErrorCode::{AllBrokersDown, Authentication, SSL};
         let brokers = self.status.borrow().brokers.clone();
         let refused = match error.rdkafka_error_code() {
             Some(Authentication) => Some(format!(
@@ -133,10 +131,7 @@ impl ClientContext for ConsoleContext {
                 slot.get_or_insert(text);
             }
         }
-        let transport = matches!(
-            error.rdkafka_error_code(),
-            Some(AllBrokersDown | BrokerTransportFailure | Resolve)
-        );
+        let transport = super::is_transport(&error);
         self.status.send_modify(|status| {
             if transport && error.rdkafka_error_code() == Some(AllBrokersDown) {
                 if status.connection

@@ -7,3 +7,14 @@ pub mod embedded;
 pub mod quiet;
 pub mod settings;
 pub mod topics;
+
+/// Whether a client error only says a connection dropped: librdkafka reconnects by itself,
+/// so a reader logs it and polls on, within its own deadline. A single broker that closes
+/// a connection is reported as "all brokers down" until the next one opens.
+pub fn is_transport(error: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode::{AllBrokersDown, BrokerTransportFailure, Resolve};
+    matches!(
+        error.rdkafka_error_code(),
+        Some(AllBrokersDown | BrokerTransportFailure | Resolve)
+    )
+}

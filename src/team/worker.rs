@@ -350,6 +350,11 @@ pub fn read_state(config: &Config) -> anyhow::Result<Restored> {
             let message = match message {
                 Ok(message) => message,
                 Err(rdkafka::error::KafkaError::PartitionEOF(_)) => break,
+                // A dropped connection is reopened by the client; the deadline still holds.
+                Err(error) if crate::kafka::is_transport(&error) => {
+                    tracing::debug!(%error, "{topic}: connection dropped while restoring; reading on");
+                    continue;
+                }
                 Err(error) => return Err(error.into()),
             };
             next = message.offset() + 1;
