@@ -28,6 +28,7 @@ pub enum OutputRecord {
         topic: String,
         partition: i32,
         offset: i64,
+        #[serde(serialize_with = "event::serialize_timestamp")]
         received_at: event::Timestamp,
         data: Box<IncidentEvent>,
     },

@@ -1,5 +1,11 @@
 use incident_console::app;
 
+/// A drain is allocation-bound (every event is decoded into owned strings and written as a
+/// line, across threads): glibc's malloc took about a quarter of the CPU of a backlog's drain
+/// in a profile (docs/performance.md), mimalloc's per-thread pages much less.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     // A file-size limit (`ulimit -f`) then fails the journal's write with EFBIG, which is
     // reported and held like a full disk, instead of SIGXFSZ killing the process with nothing
