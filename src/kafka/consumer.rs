@@ -600,30 +600,9 @@ impl Shared {
     }
 }
 
-/// How a consumer in the group gets its partitions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Membership {
-    /// Joins the group (`subscribe`): partitions shared among members, rebalanced.
-    Subscribe,
-    /// Assigns itself every partition the topic has at start-up, from the group's committed
-    /// offsets, and commits under the group without joining it. A team's active worker: it is
-    /// the group's only reader, and after a takeover the group is empty, so a join would wait
-    /// out the broker's initial rebalance delay (3 s on Apache Kafka) before the first event.
-    AssignAll,
-}
-
 /// Creates the consumer, subscribes (or, for a positioned read, assigns), and starts the fetch
 /// task. `stop` ends fetching.
 pub fn start(config: &Config, stop: watch::Receiver<bool>) -> anyhow::Result<KafkaSource> {
-    start_with(config, stop, Membership::Subscribe)
-}
-
-/// As `start`, with the group membership a team's active worker asks for.
-pub fn start_with(
-    config: &Config,
-    stop: watch::Receiver<bool>,
-    membership: Membership,
-) -> anyhow::Result<KafkaSource> {
     let range = &config.kafka.range;
     let Shared {
         status,
@@ -721,7 +700,7 @@ pub fn start_with(
         assigned.sort_unstable();
         status.send_modify(|s| s.assigned_partitions = assigned);
         limits = plans.into_iter().map(|p| (p.partition, p)).collect();
-    } else if membership == Membership::Subscribe {
+    } else {
         consumer.subscribe(&[&config.kafka.topic])?;
     }
     let consumer = Arc::new(consumer);
@@ -729,48 +708,18 @@ pub fn start_with(
     // `channel_capacity` counts messages; the channel carries batches of up to MAX_BATCH.
     let (sender, messages) = mpsc::channel(config.kafka.channel_capacity.div_ceil(MAX_BATCH));
     let poll_timeout = Duration::from_millis(config.kafka.poll_timeout_ms);
-    let counters = FetchCounters {
-        status: status.clone(),
-        fetched: fetched.clone(),
-        generation,
-    };
-    let range_state = RangeState::new(limits, finished.clone());
-    let task = if membership == Membership::AssignAll && !range.is_active() {
-        let consumer = consumer.clone();
-        let topic = config.kafka.topic.clone();
-        tokio::spawn(async move {
-            let mut stop_lookup = stop.clone();
-            let Some(partitions) = partition_count(&consumer, &topic, &mut stop_lookup).await
-            else {
-                return;
-            };
-            let mut list = TopicPartitionList::new();
-            for partition in 0..partitions {
-                // Where the group committed; `auto.offset.reset` where it never did.
-                if let Err(error) = list.add_partition_offset(&topic, partition, Offset::Stored) {
-                    tracing::error!(%error, partition, "cannot assign partition");
-                }
-            }
-            if let Err(error) = consumer.assign(&list) {
-                tracing::error!(%error, %topic, "cannot assign the topic's partitions");
-                return;
-            }
-            tracing::info!(%topic, partitions, "reading every partition by assignment, committing under the group");
-            counters
-                .status
-                .send_modify(|s| s.assigned_partitions = (0..partitions).collect());
-            fetch_loop(consumer, sender, stop, poll_timeout, counters, range_state).await;
-        })
-    } else {
-        tokio::spawn(fetch_loop(
-            consumer.clone(),
-            sender,
-            stop,
-            poll_timeout,
-            counters,
-            range_state,
-        ))
-    };
+    let task = tokio::spawn(fetch_loop(
+        consumer.clone(),
+        sender,
+        stop,
+        poll_timeout,
+        FetchCounters {
+            status: status.clone(),
+            fetched: fetched.clone(),
+            generation,
+        },
+        RangeState::new(limits, finished.clone()),
+    ));
     Ok(KafkaSource {
         control: ConsumerControl {
             consumer,
@@ -1059,42 +1008,6 @@ fn observer_start(auto_offset_reset: &str) -> Offset {
     }
 }
 
-/// How many partitions `topic` has: a broker round trip, retried until the topic exists.
-/// `None` once `stop` fires first.
-async fn partition_count(
-    consumer: &Arc<ConsoleConsumer>,
-    topic: &str,
-    stop: &mut watch::Receiver<bool>,
-) -> Option<i32> {
-    loop {
-        let probe = consumer.clone();
-        let name = topic.to_string();
-        let found = tokio::task::spawn_blocking(move || {
-            probe
-                .fetch_metadata(Some(&name), Duration::from_secs(5))
-                .map(|metadata| {
-                    metadata
-                        .topics()
-                        .iter()
-                        .filter(|t| t.name() == name && t.error().is_none())
-                        .map(|t| t.partitions().len() as i32)
-                        .sum::<i32>()
-                })
-        })
-        .await;
-        match found {
-            Ok(Ok(count)) if count > 0 => return Some(count),
-            Ok(Ok(_)) => tracing::warn!(%topic, "topic not found yet; retrying"),
-            Ok(Err(error)) => tracing::warn!(%error, %topic, "no metadata yet; retrying"),
-            Err(_) => return None,
-        }
-        tokio::select! {
-            _ = stop.changed() => return None,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-        }
-    }
-}
-
 /// An observer of every partition of the topic, for a team console. It joins no consumer
 /// group (`assign`, not `subscribe`): the workers' group keeps all its partitions, any number
 /// of consoles each see every event, and there is no group join to wait for. It commits
@@ -1143,8 +1056,33 @@ pub fn start_observer(config: &Config, stop: watch::Receiver<bool>) -> KafkaResu
         let status = status.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {
-            let Some(partitions) = partition_count(&consumer, &topic, &mut stop).await else {
-                return;
+            // The partition count is a broker round trip: retried until the topic exists.
+            let partitions = loop {
+                let probe = consumer.clone();
+                let name = topic.clone();
+                let found = tokio::task::spawn_blocking(move || {
+                    probe
+                        .fetch_metadata(Some(&name), Duration::from_secs(5))
+                        .map(|metadata| {
+                            metadata
+                                .topics()
+                                .iter()
+                                .filter(|t| t.name() == name && t.error().is_none())
+                                .map(|t| t.partitions().len() as i32)
+                                .sum::<i32>()
+                        })
+                })
+                .await;
+                match found {
+                    Ok(Ok(count)) if count > 0 => break count,
+                    Ok(Ok(_)) => tracing::warn!(%topic, "topic not found yet; retrying"),
+                    Ok(Err(error)) => tracing::warn!(%error, %topic, "no metadata yet; retrying"),
+                    Err(_) => return,
+                }
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                }
             };
             let mut list = TopicPartitionList::new();
             for partition in 0..partitions {

@@ -229,7 +229,6 @@ pub fn spawn_with(
         }
         None => (None, None, None, ResumedNotifications::default()),
     };
-    let team_active = team.is_some();
     let team_state = team.as_ref().map(|team| team.state.clone());
     let state_hold = team_state
         .as_ref()
@@ -293,14 +292,7 @@ pub fn spawn_with(
         notifier.submit(notification);
     }
     let (stop_fetching, stop_rx) = watch::channel(false);
-    // A team's active worker is its group's only reader: it assigns itself every partition
-    // rather than joining, so a takeover does not wait out a join of the emptied group.
-    let membership = if team_active {
-        consumer::Membership::AssignAll
-    } else {
-        consumer::Membership::Subscribe
-    };
-    let source = consumer::start_with(config, stop_rx, membership)?;
+    let source = consumer::start(config, stop_rx)?;
     let dead_letters = DeadLetterProducer::new(config)?;
     let (commands, command_rx) = mpsc::channel(64);
     let (dead_letter_done, done_rx) = mpsc::channel(1024);
