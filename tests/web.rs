@@ -149,7 +149,6 @@ impl Drop for Console {
     }
 }
 
-/// The console's line for incident `id` in its escalation queue holds `text`.
 /// Incident `id` has a row in the focused escalation pane (right of the feed's border).
 fn in_queue(screen: &str, id: &str) -> bool {
     let needle = format!("#{id} ");
@@ -159,6 +158,7 @@ fn in_queue(screen: &str, id: &str) -> bool {
     })
 }
 
+/// The console's line for incident `id` in its escalation queue holds `text`.
 fn queue_line_has(screen: &str, id: &str, text: &str) -> bool {
     let needle = format!("#{id} ");
     screen

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 pub type Timestamp = DateTime<Utc>;
 
+pub type IncidentId = i64;
+
 /// Writes a timestamp exactly as chrono's own `Serialize` does (RFC 3339 with `Z`, and 0, 3, 6
 /// or 9 digits of fraction), but as one string. chrono's writes it piece by piece through
 /// `collect_str`, which serde_json escapes piece by piece: that was about 8 % of the CPU of
@@ -22,7 +24,6 @@ pub fn serialize_timestamp<S: serde::Serializer>(
 ) -> Result<S::Ok, S::Error> {
     serializer.serialize_str(&at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
 }
-pub type IncidentId = i64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
