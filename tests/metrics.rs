@@ -9,6 +9,9 @@ mod common;
 mod tui_support;
 #[path = "support/eventually.rs"]
 mod waiting;
+#[path = "support/ports.rs"]
+mod ports;
+use ports::free_port;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -187,12 +190,6 @@ async fn broker_down_self_alert_starts_and_clears_once() {
     observer.shutdown();
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
 
 async fn start_prometheus(target: std::net::SocketAddr) -> Prometheus {
     let dir = tempfile::tempdir().expect("temp dir");

@@ -19,13 +19,10 @@ use tokio::sync::mpsc;
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[allow(clippy::duplicate_mod)]
+#[path = "ports.rs"]
+mod ports;
+pub use ports::free_port;
 
 // The shared waiting helper, through this module for the tests that use these servers.
 #[allow(clippy::duplicate_mod)]
@@ -115,6 +112,9 @@ impl SmtpSink {
         Self::start_with(SinkOptions::default()).await
     }
 
+    /// Starts the server on a free port. When another socket took the port between its choice
+    /// and aiosmtpd's bind (the server exits before it says "listening"), it starts again on
+    /// another port.
     pub async fn start_with(options: SinkOptions) -> Self {
         let mut sink = Self {
             port: free_port(),
@@ -122,6 +122,15 @@ impl SmtpSink {
             options,
             child: None,
         };
+        for _ in 1..5 {
+            match sink.try_start().await {
+                Ok(()) => return sink,
+                Err(failure) => {
+                    eprintln!("SMTP sink did not start on port {}: {failure}", sink.port);
+                    sink.port = free_port();
+                }
+            }
+        }
         sink.restart().await;
         sink
     }
@@ -129,6 +138,12 @@ impl SmtpSink {
     /// (Re)starts the server on the same port and waits until it says it is listening (it
     /// does so once aiosmtpd has answered its own test connection).
     pub async fn restart(&mut self) {
+        if let Err(failure) = self.try_start().await {
+            panic!("SMTP sink did not start on port {}: {failure}", self.port);
+        }
+    }
+
+    async fn try_start(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "already running");
         let mut command = Command::new("/usr/bin/python3");
         command
@@ -168,10 +183,14 @@ impl SmtpSink {
             for _ in lines {}
         });
         match tokio::time::timeout(WAIT, ready_rx).await {
-            Ok(Ok(Some(line))) if line.starts_with("listening") => {}
+            Ok(Ok(Some(line))) if line.starts_with("listening") => Ok(()),
             other => {
                 self.stop();
-                panic!("SMTP sink did not start on port {}: {other:?}", self.port);
+                Err(match other {
+                    Ok(Ok(Some(line))) => format!("it said {line:?}"),
+                    Ok(_) => "it exited before it listened (its error is above)".to_string(),
+                    Err(_) => format!("it did not say \"listening\" within {WAIT:?}"),
+                })
             }
         }
     }
