@@ -7,125 +7,13 @@ use std::time::Duration;
 use rdkafka::producer::FutureProducer;
 use tokio::sync::watch;
 
-use crate::cli::{Cli, Subcommands};
-use crate::config::{Config, ConfigSource};
+use crate::cli::{Cli, Subcommands, effective_config};
+use crate::config::Config;
 use crate::kafka::consumer::client_config;
 use crate::kafka::embedded::EmbeddedBroker;
 use crate::runtime::{RunSummary, RuntimeOptions};
 use crate::simulate::{self, ProduceOptions};
 use crate::{demo, headless, tui};
-
-/// Loads the configuration and applies environment and command-line overrides.
-pub fn effective_config(cli: &Cli) -> anyhow::Result<(Config, ConfigSource)> {
-    let (mut config, source) = Config::load(cli.config.as_deref())?;
-    // Every variable may also be given as NAME_FILE; an unreadable file is an error now.
-    let unreadable = std::cell::RefCell::new(None);
-    config.apply_env(|name| {
-        crate::config::env_or_file(name, |n| std::env::var(n).ok()).unwrap_or_else(|error| {
-            unreadable.borrow_mut().get_or_insert(error);
-            None
-        })
-    });
-    if let Some(error) = unreadable.into_inner() {
-        anyhow::bail!(error);
-    }
-    crate::profile::apply(&mut config, cli.profile.as_deref(), cli.read_only)?;
-    if let Some(brokers) = &cli.brokers {
-        config.kafka.brokers = brokers.clone();
-    }
-    if let Some(topic) = &cli.topic {
-        config.kafka.topic = topic.clone();
-    }
-    if let Some(group) = &cli.group {
-        config.kafka.group_id = group.clone();
-    }
-    if let Some(role) = cli.role {
-        config.team.role = role;
-    }
-    if cli.from_beginning {
-        config.kafka.auto_offset_reset = "earliest".into();
-    }
-    config.kafka.range = read_range(cli)?;
-    if config.kafka.range.is_active() {
-        // A replay must not disturb the live console: its own group (never committed to), no
-        // journal (it would take the history for re-deliveries), and nobody paged again.
-        if cli.group.is_none() {
-            config.kafka.group_id = format!("{}-replay", config.kafka.group_id);
-        }
-        if cli.journal.is_none() {
-            config.journal.enabled = false;
-        }
-        config.notifications = crate::notify::NotifyConfig {
-            templates_dir: config.notifications.templates_dir.clone(),
-            ..crate::notify::NotifyConfig::default()
-        };
-    }
-    if let Some(operator) = &cli.operator {
-        config.console.operator = Some(operator.clone());
-    }
-    if let Some(journal) = &cli.journal {
-        config.journal.enabled = true;
-        config.journal.path = Some(journal.clone());
-    } else if cli.no_journal || cli.demo {
-        // The demo's simulated history does not belong in the operator's real journal.
-        config.journal.enabled = false;
-    }
-    config.apply_properties(&cli.properties)?;
-    if let Some(addr) = &cli.metrics_addr {
-        crate::observe::check_listen_addr(addr)
-            .map_err(|error| anyhow::anyhow!("--metrics-addr: {error}"))?;
-        config.monitoring.metrics_addr = Some(addr.clone());
-    }
-    if let Some(addr) = &cli.web_addr {
-        crate::observe::check_listen_addr(addr)
-            .map_err(|error| anyhow::anyhow!("--web-addr: {error}"))?;
-        config.web.addr = Some(addr.clone());
-    }
-    Ok((config, source))
-}
-
-/// `--from-offset`, `--from-time`, `--until-time`, `--until-offset`; errors name the flag.
-fn read_range(cli: &Cli) -> anyhow::Result<crate::kafka::consumer::ReadRange> {
-    use crate::kafka::consumer::parse_partition_offset;
-    let time = |flag: &str, text: &Option<String>| -> anyhow::Result<_> {
-        text.as_deref()
-            .map(|text| {
-                chrono::DateTime::parse_from_rfc3339(text)
-                    .map(|t| t.with_timezone(&chrono::Utc))
-                    .map_err(|error| {
-                        anyhow::anyhow!("{flag} {text:?}: not an RFC 3339 time ({error})")
-                    })
-            })
-            .transpose()
-    };
-    let offsets = |flag: &str, list: &[String]| -> anyhow::Result<Vec<(i32, i64)>> {
-        let mut parsed: Vec<(i32, i64)> = Vec::new();
-        for text in list {
-            let (partition, offset) =
-                parse_partition_offset(flag, text).map_err(anyhow::Error::msg)?;
-            if parsed.iter().any(|(p, _)| *p == partition) {
-                anyhow::bail!("{flag}: partition {partition} given twice");
-            }
-            parsed.push((partition, offset));
-        }
-        Ok(parsed)
-    };
-    let range = crate::kafka::consumer::ReadRange {
-        from_offsets: offsets("--from-offset", &cli.from_offset)?,
-        from_time: time("--from-time", &cli.from_time)?,
-        until_time: time("--until-time", &cli.until_time)?,
-        until_offsets: offsets("--until-offset", &cli.until_offset)?,
-    };
-    if !range.from_offsets.is_empty() && range.from_time.is_some() {
-        anyhow::bail!("--from-offset and --from-time: give one or the other");
-    }
-    if let (Some(from), Some(until)) = (range.from_time, range.until_time)
-        && until < from
-    {
-        anyhow::bail!("--until-time is before --from-time");
-    }
-    Ok(range)
-}
 
 pub fn init_headless_logging(level: tracing::level_filters::LevelFilter) {
     use tracing_subscriber::EnvFilter;
@@ -213,10 +101,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
             let (config, _) = effective_config(&cli)?;
             match action {
                 Some(crate::cli::SilencesAction::End { id }) => {
-                    println!("{}", crate::oncall::silences::end(&config, id).await?);
+                    println!("{}", crate::silences::end(&config, id).await?);
                 }
                 None => {
-                    let silences = crate::oncall::silences::current(&config).await?;
+                    let silences = crate::silences::current(&config).await?;
                     let now = chrono::Utc::now();
                     crate::oncall::print_silences(
                         silences,
@@ -350,7 +238,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<RunSummary> {
         crate::team::Role::Console => {}
     }
     // The role picks the loop: standalone is `runtime::spawn` itself.
-    let handle = crate::team::spawn(
+    let handle = crate::roles::spawn(
         &config,
         RuntimeOptions {
             operator: config.operator(),

@@ -85,7 +85,7 @@ pub async fn run(cli: &Cli, json: bool) -> anyhow::Result<usize> {
         Status::Ok,
         crate::release::long_version().replace('\n', ", "),
     ))?;
-    let config = match crate::app::effective_config(cli) {
+    let config = match crate::cli::effective_config(cli) {
         Ok((config, source)) => {
             print(Check::new("config", Status::Ok, source.to_string()))?;
             config

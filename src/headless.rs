@@ -9,102 +9,11 @@
 
 use std::io::Write;
 
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 
-use crate::core::engine::Effect;
-use crate::core::event::{self, IncidentEvent};
-
+pub use crate::output::{OUTPUT_CAPACITY, OutputRecord};
 use crate::runtime::{RunSummary, RuntimeHandle};
 use crate::status::Command;
-
-/// One line of headless output. Every record has a `kind`.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum OutputRecord {
-    Event {
-        event_type: event::EventType,
-        incident_id: event::IncidentId,
-        topic: String,
-        partition: i32,
-        offset: i64,
-        #[serde(serialize_with = "event::serialize_timestamp")]
-        received_at: event::Timestamp,
-        data: Box<IncidentEvent>,
-    },
-    Effect {
-        topic: Option<String>,
-        partition: Option<i32>,
-        offset: Option<i64>,
-        #[serde(flatten)]
-        effect: Effect,
-    },
-    DeadLetter {
-        reason: &'static str,
-        error: String,
-        topic: String,
-        partition: i32,
-        offset: i64,
-        dead_letter_topic: String,
-    },
-    /// An alert about the console itself starting (`firing`) or clearing (`cleared`).
-    SelfAlert {
-        alert: String,
-        state: &'static str,
-        detail: String,
-    },
-    /// Team mode: a worker's role and whether it is the active one, whenever that changes.
-    Role {
-        role: &'static str,
-        active: bool,
-        /// The leader epoch this worker acts under while active; 0 otherwise.
-        epoch: u64,
-        worker: String,
-        reason: String,
-        lease_ms: u64,
-        since_start_ms: u64,
-    },
-    /// Team mode: an acknowledgement took effect at the active worker (seen by a console).
-    Acknowledged {
-        incident_id: event::IncidentId,
-        by: String,
-        worker: String,
-    },
-    /// Team mode: an acknowledgement was taken back at the active worker (`u` at a console,
-    /// or its time ran out): the incident pages its level again.
-    Unacknowledged {
-        incident_id: event::IncidentId,
-        worker: String,
-    },
-    /// Team mode: the active worker holds an operator's silence (seen by a console).
-    Silenced {
-        id: String,
-        /// The matcher in words ("incident 42").
-        matches: String,
-        by: String,
-        reason: String,
-        start: event::Timestamp,
-        until: event::Timestamp,
-        worker: String,
-    },
-    /// Team mode: a silence ended early or ran out at the active worker (seen by a console).
-    SilenceEnded { id: String },
-}
-
-impl OutputRecord {
-    /// Records the runtime emits for a message it handled, the ones its output gate waits
-    /// for. Records from elsewhere on the same channel (self-alerts, roles) are not counted,
-    /// so they cannot make the gate believe a message's lines were already written.
-    pub fn is_gated(&self) -> bool {
-        matches!(
-            self,
-            Self::Event { .. } | Self::Effect { .. } | Self::DeadLetter { .. }
-        )
-    }
-}
-
-/// Bound on records waiting for stdout; a slow reader slows consumption rather than memory.
-pub const OUTPUT_CAPACITY: usize = 4096;
 
 /// Records written between two flushes at most, so that offsets are released steadily even
 /// when the channel never runs empty.

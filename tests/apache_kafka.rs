@@ -634,7 +634,7 @@ async fn a_compacted_state_topic_restores_what_it_restored_before_compaction() {
     // state any more.
     let deadline = Instant::now() + LONG;
     loop {
-        let state = incident_console::team::worker::read_state(&reader).unwrap();
+        let state = incident_console::team::restore::read_state(&reader).unwrap();
         if state.notifications.deliveries.pending.is_empty()
             && state.notifications.decided.is_empty()
             && !state.notifications.deliveries.claims.is_empty()
@@ -647,7 +647,7 @@ async fn a_compacted_state_topic_restores_what_it_restored_before_compaction() {
     assert!(!smtp.mails().is_empty());
     a.0.kill().unwrap();
     a.0.wait().unwrap();
-    let before = incident_console::team::worker::read_state(&reader).unwrap();
+    let before = incident_console::team::restore::read_state(&reader).unwrap();
     assert!(
         !before.escalations.is_empty(),
         "the stream leaves incidents open"
@@ -712,7 +712,7 @@ async fn a_compacted_state_topic_restores_what_it_restored_before_compaction() {
         compacted.len(),
         tombstoned.len()
     );
-    let after = incident_console::team::worker::read_state(&reader).unwrap();
+    let after = incident_console::team::restore::read_state(&reader).unwrap();
     assert_eq!(after.escalations, before.escalations);
     assert_eq!(after.handled, before.handled);
     assert_eq!(after.notifications.decided, before.notifications.decided);

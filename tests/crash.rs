@@ -314,7 +314,7 @@ async fn sigterm_under_load_exits_zero_with_every_handled_offset_committed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_owed_during_an_smtp_outage_is_sent_once_after_a_restart() {
-    use incident_console::headless::OutputRecord;
+    use incident_console::output::OutputRecord;
     use incident_console::runtime::{self, RuntimeOptions};
     use incident_console::status::Command as RuntimeCommand;
 

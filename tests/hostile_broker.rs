@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use hostile::Expected;
 use incident_console::config::Config;
-use incident_console::headless::OutputRecord;
 use incident_console::kafka::dead_letter::{
     HEADER_ERROR, HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC,
 };
 use incident_console::kafka::embedded::EmbeddedBroker;
+use incident_console::output::OutputRecord;
 use incident_console::runtime::{self, RunSummary, RuntimeOptions};
 use incident_console::status::Command;
 use rdkafka::config::ClientConfig;

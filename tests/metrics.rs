@@ -6,11 +6,11 @@
 
 mod common;
 // Polled (HTTP look-ups: there is no event to await in another process).
+#[path = "support/ports.rs"]
+mod ports;
 mod tui_support;
 #[path = "support/eventually.rs"]
 mod waiting;
-#[path = "support/ports.rs"]
-mod ports;
 use ports::free_port;
 
 use std::collections::BTreeSet;
@@ -20,9 +20,9 @@ use std::process::{Child, Command, Stdio};
 
 use common::*;
 use incident_console::config::Config;
-use incident_console::headless::OutputRecord;
 use incident_console::kafka::embedded::Fault;
 use incident_console::observe::{self, Observer, Sources};
+use incident_console::output::OutputRecord;
 use incident_console::runtime::RuntimeHandle;
 use incident_console::status::{Command as RuntimeCommand, ConnectionState};
 use waiting::eventually_ok;
@@ -189,7 +189,6 @@ async fn broker_down_self_alert_starts_and_clears_once() {
     handle.task.await.unwrap().unwrap();
     observer.shutdown();
 }
-
 
 async fn start_prometheus(target: std::net::SocketAddr) -> Prometheus {
     let dir = tempfile::tempdir().expect("temp dir");

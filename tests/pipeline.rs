@@ -13,11 +13,11 @@ use common::*;
 use incident_console::core::engine::{Audience, Effect, NotificationKind};
 use incident_console::core::escalation::EscalationChange;
 use incident_console::core::event::{DEFAULT_MAX_PAYLOAD_BYTES, EventType, decode};
-use incident_console::headless::OutputRecord;
 use incident_console::kafka::consumer::client_config;
 use incident_console::kafka::dead_letter::{
     HEADER_ERROR, HEADER_OFFSET, HEADER_PARTITION, HEADER_REASON, HEADER_TOPIC,
 };
+use incident_console::output::OutputRecord;
 use incident_console::simulate::Simulator;
 use incident_console::status::Command;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};

@@ -16,7 +16,7 @@ use common::*;
 use incident_console::config::{Config, LevelConfig};
 use incident_console::core::engine::Effect;
 use incident_console::core::escalation::EscalationChange;
-use incident_console::headless::OutputRecord;
+use incident_console::output::OutputRecord;
 use incident_console::replay::{self, ReplayOptions};
 use incident_console::status::Command;
 
@@ -661,7 +661,12 @@ async fn the_readme_postmortem_figures_hold() {
         std::path::PathBuf::from(format!("{root}/assets/examples/night-2024-03-01.jsonl"));
     let load = |name: &str| {
         let path = format!("{root}/assets/examples/{name}");
-        Config::load(Some(std::path::Path::new(&path))).unwrap().0
+        Config::load(
+            Some(std::path::Path::new(&path)),
+            incident_console::tui::CONFIG_CHECKS,
+        )
+        .unwrap()
+        .0
     };
     let (_, summary) = replay_file(&load("postmortem.ron"), &history).await;
     assert_eq!(summary.pages_per_level, BTreeMap::from([(1, 4), (2, 3)]));

@@ -14,9 +14,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use incident_console::config::Config;
-use incident_console::headless::OutputRecord;
 use incident_console::journal::JournalReader;
 use incident_console::kafka::embedded::EmbeddedBroker;
+use incident_console::output::OutputRecord;
 use incident_console::runtime::{self, RuntimeOptions};
 use incident_console::status::Command;
 use rdkafka::producer::{FutureProducer, FutureRecord};

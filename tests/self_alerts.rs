@@ -275,8 +275,8 @@ async fn broker_down_mails_the_administrators_once_at_start_and_once_at_clear() 
 /// the backlog drains and the clear is mailed once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_held_paused_while_events_arrive_mails_lag_once_each_way() {
-    use incident_console::headless::OutputRecord;
     use incident_console::observe::{self, Sources};
+    use incident_console::output::OutputRecord;
     use incident_console::status::{Command as RuntimeCommand, ConnectionState};
     let setup = setup(1);
     let smtp = SmtpSink::start().await;

@@ -483,7 +483,9 @@ fn bad_key_config_fails_at_start_up_naming_the_action_and_key() {
     for (keys, expected) in table {
         let text = DEFAULT_CONFIG.replacen("keys: {},", keys, 1);
         assert_ne!(text, DEFAULT_CONFIG);
-        let error = Config::parse(&text, "my.ron").unwrap_err().to_string();
+        let error = Config::parse_checked(&text, "my.ron", incident_console::tui::CONFIG_CHECKS)
+            .unwrap_err()
+            .to_string();
         assert!(error.starts_with("my.ron:"), "{error}");
         assert!(error.contains("field `console.keys`"), "{error}");
         assert!(error.contains(expected), "{error}");

@@ -14,7 +14,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::Config;
-use crate::team::Role;
+use crate::config::team::{Role, team_topics};
 
 /// How long one metadata or admin request may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,7 +73,7 @@ pub fn needed(config: &Config) -> Vec<TopicSpec> {
     };
     let mut topics = vec![spec(config.dead_letter_topic(), Purpose::DeadLetters)];
     if config.team.role == Role::Worker {
-        let [leader, state, commands] = crate::team::leader::team_topics(&config.kafka.topic);
+        let [leader, state, commands] = team_topics(&config.kafka.topic);
         topics.push(spec(leader, Purpose::Leader));
         topics.push(spec(state, Purpose::State));
         topics.push(spec(commands, Purpose::Commands));

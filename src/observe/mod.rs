@@ -19,66 +19,16 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::headless::OutputRecord;
+pub use crate::config::monitoring::{MonitoringConfig, check_listen_addr};
 use crate::journal::JournalStats;
+use crate::output::OutputRecord;
 use crate::status::{Command, ConnectionState, ConsumerStatus, PartitionLag, SharedSnapshot};
 
 use health::{Observation, ProgressWatch, Readiness};
-
-/// `monitoring:` in config.ron.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct MonitoringConfig {
-    /// `HOST:PORT` for `/metrics`, `/healthz` and `/readyz`; `None` turns the server off.
-    pub metrics_addr: Option<String>,
-    /// `/readyz` says "stuck" when lag stays above 0 this long with nothing handled.
-    pub stuck_after_secs: u64,
-    pub alerts: alerts::SelfAlertsConfig,
-}
-
-impl Default for MonitoringConfig {
-    fn default() -> Self {
-        Self {
-            metrics_addr: None,
-            stuck_after_secs: 60,
-            alerts: alerts::SelfAlertsConfig::default(),
-        }
-    }
-}
-
-impl MonitoringConfig {
-    /// Returns the offending field (relative to `monitoring.`) and what is wrong with it.
-    pub fn validate(&self) -> Result<(), (String, String)> {
-        if let Some(addr) = &self.metrics_addr {
-            check_listen_addr(addr).map_err(|message| ("metrics_addr".to_string(), message))?;
-        }
-        if self.stuck_after_secs == 0 || self.stuck_after_secs > 24 * 3600 {
-            return Err((
-                "stuck_after_secs".into(),
-                "must be between 1 and 86400".into(),
-            ));
-        }
-        self.alerts.validate()
-    }
-}
-
-/// `HOST:PORT` with a numeric port (the host may be a name, an IPv4 or a bracketed IPv6).
-pub fn check_listen_addr(addr: &str) -> Result<(), String> {
-    let (host, port) = addr
-        .rsplit_once(':')
-        .ok_or_else(|| format!("`{addr}` is not HOST:PORT"))?;
-    if host.is_empty() {
-        return Err(format!("`{addr}` has no host (use 0.0.0.0:{port} for all)"));
-    }
-    port.parse::<u16>()
-        .map(|_| ())
-        .map_err(|_| format!("`{addr}`: `{port}` is not a port number"))
-}
 
 pub type JournalStatsFn = Arc<dyn Fn() -> JournalStats + Send + Sync>;
 

@@ -3,8 +3,6 @@
 //! as text and checked here; `build` turns it into the core's pure types, or into an error
 //! that names the text to point at, so the config loader can give a file:line.
 
-pub mod silences;
-
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDateTime, Utc};

@@ -22,7 +22,6 @@ use crate::core::engine::{Effect, Engine, Input, SourceRef};
 use crate::core::event;
 use crate::core::offsets::{OffsetTracker, PartitionKey};
 use crate::core::permit::SideEffects;
-use crate::headless::OutputRecord;
 use crate::journal::{
     Completion, Decision, EscalationRecord, Journal, JournalFailed, JournalReader, JournalRecord,
     JournalWriter, OnCallRecord, ProcessedEvent, ResumedNotifications,
@@ -30,6 +29,7 @@ use crate::journal::{
 use crate::kafka::consumer::{self, ConsumerControl, FetchedMessage};
 use crate::kafka::dead_letter::DeadLetterProducer;
 use crate::notify::Notifier;
+use crate::output::OutputRecord;
 use crate::status::{Command, ConsumerStatus, NotifierStatus, SharedSnapshot, Snapshot};
 
 /// `tracing::info!`, or `tracing::debug!` when `quiet` (headless, where the JSON output

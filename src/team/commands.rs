@@ -11,13 +11,10 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::config::team::commands_topic;
 use crate::core::event::IncidentId;
 use crate::oncall::OncallCommand;
 use crate::status::Command;
-
-pub fn commands_topic(topic: &str) -> String {
-    format!("{topic}.commands")
-}
 
 /// Who asked, when and from where: on every command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -40,26 +40,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
+pub use crate::config::team::{leader_topic, team_topics};
 use crate::core::permit::{Authority, SideEffects};
 use crate::kafka::consumer::{HEARTBEAT_INTERVAL_MS, SESSION_TIMEOUT_MS, client_config};
 
 /// How often the active worker confirms its membership.
 pub const RENEW_EVERY: Duration = Duration::from_millis(1000);
-
-/// The coordination topic of an incident topic.
-pub fn leader_topic(topic: &str) -> String {
-    format!("{topic}.leader")
-}
-
-/// The topics team mode uses besides the incident topic. On a real cluster the operator
-/// creates them; the embedded broker creates them with one partition each.
-pub fn team_topics(topic: &str) -> [String; 3] {
-    [
-        leader_topic(topic),
-        format!("{topic}.state"),
-        format!("{topic}.commands"),
-    ]
-}
 
 /// The worker's view of its leadership. Pure bookkeeping on instants passed in, so the
 /// rules are tested without a broker or a clock.

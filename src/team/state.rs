@@ -23,15 +23,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::config::team::state_topic;
 use crate::core::engine::Notification;
 use crate::core::escalation::{Escalation, EscalationChange};
 use crate::core::event::{IncidentId, Timestamp};
 use crate::core::silence::{Matcher, Silence, SilenceOrigin, SilenceView};
 use crate::notify::{Delivery, ResumedDeliveries, ResumedNotifications};
-
-pub fn state_topic(topic: &str) -> String {
-    format!("{topic}.state")
-}
 
 /// A record's key on the compacted topic: each key's newest record is its state. The one place
 /// where keys are spelled, so writers, tombstones and the restoring fold cannot disagree.

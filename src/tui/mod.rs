@@ -31,7 +31,7 @@ pub use app::{App, Overlay, Pane};
 pub use keymap::{Action, KeyBinding, Keymap, KeymapError};
 pub use sanitize::sanitize;
 
-use crate::config::Config;
+use crate::config::{Config, SectionCheck};
 use crate::runtime::{RunSummary, RuntimeHandle};
 use crate::status::Command;
 
@@ -50,6 +50,22 @@ pub fn init_logging(level: tracing::level_filters::LevelFilter) {
 /// Checks `console.keys`; the error names the action and key at fault.
 pub fn keymap_from_config(config: &Config) -> Result<Keymap, KeymapError> {
     Keymap::with_overrides(&config.console.keys)
+}
+
+/// The console's checks of its own sections, made as the configuration loads
+/// (`Config::load`), so that a typo in a key binding or a saved filter stops any start (headless
+/// too) with the file and line. The configuration cannot make them itself: they need the
+/// console's key and query parsers, which live up here.
+pub const CONFIG_CHECKS: &[SectionCheck] = &[check_keys, check_filters];
+
+fn check_keys(config: &Config) -> Result<(), (String, String)> {
+    keymap_from_config(config)
+        .map(|_| ())
+        .map_err(|error| ("console.keys".to_string(), error.to_string()))
+}
+
+fn check_filters(config: &Config) -> Result<(), (String, String)> {
+    query::validate_saved(&config.filters)
 }
 
 fn local_zone() -> chrono::FixedOffset {
@@ -344,4 +360,34 @@ async fn wait(slot: &mut Option<tokio::signal::unix::Signal>) {
     }
     *slot = None;
     std::future::pending().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DEFAULT_CONFIG;
+
+    #[test]
+    fn the_shipped_configuration_passes_the_consoles_checks() {
+        Config::parse_checked(DEFAULT_CONFIG, "config.ron", CONFIG_CHECKS).unwrap();
+    }
+
+    #[test]
+    fn a_saved_filter_that_does_not_compile_stops_the_load_at_its_line() {
+        let text = DEFAULT_CONFIG.replacen(
+            "    filters: {},",
+            "    filters: {\n        \"db\": \"priority == (\",\n    },",
+            1,
+        );
+        assert_ne!(text, DEFAULT_CONFIG);
+        let line = text.lines().position(|l| l.contains("\"db\":")).unwrap() + 1;
+        let error = Config::parse_checked(&text, "my.ron", CONFIG_CHECKS)
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with(&format!("my.ron:{line}:")), "{error}");
+        assert!(error.contains("filters.db"), "{error}");
+        assert!(error.contains("query error"), "{error}");
+        // The configuration's own checks know nothing of the console's query language.
+        assert!(Config::parse(&text, "my.ron").is_ok());
+    }
 }

@@ -5,7 +5,6 @@
 //! same path as the keyboard. Off unless `--web-addr` or `web.addr` is set. docs/web.md
 //! describes the endpoint, its security model and its limits.
 
-pub mod config;
 pub mod view;
 
 use std::net::SocketAddr;
@@ -22,7 +21,7 @@ use axum::routing::{get, post};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
-pub use config::{WebConfig, WebOperator};
+pub use crate::config::web::{WebConfig, WebOperator};
 
 use crate::status::{Command, SharedSnapshot};
 

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use incident_console::config::Config;
-use incident_console::headless::OutputRecord;
 use incident_console::kafka::consumer::client_config;
 use incident_console::kafka::embedded::EmbeddedBroker;
+use incident_console::output::OutputRecord;
 use incident_console::runtime::{self, RuntimeHandle, RuntimeOptions};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::mpsc;

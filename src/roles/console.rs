@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::{mpsc, watch};
 
-use super::commands::{TeamCommand, commands_topic, parse_stdin_line};
-use super::state::{EpochFilter, StateBody, StateKey, StateRecord, state_topic};
+use crate::team::commands::{TeamCommand, commands_topic, parse_stdin_line};
+use crate::team::state::{EpochFilter, StateBody, StateKey, StateRecord, state_topic};
 
 use crate::config::Config;
 use crate::core::engine::{Engine, Input};
 use crate::core::event;
-use crate::headless::OutputRecord;
 use crate::kafka::consumer::{self, ConsumerControl, FetchedMessage};
+use crate::output::OutputRecord;
 use crate::runtime::{RunSummary, RuntimeHandle, RuntimeOptions};
 use crate::status::{Command, NotifierStatus, SharedSnapshot, Snapshot, TeamView};
 
@@ -69,7 +69,7 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
         console_id: format!("console-{}", std::process::id()),
         epochs: EpochFilter::default(),
         leader: None,
-        lease_length: super::leader::lease_length(config)?,
+        lease_length: crate::team::leader::lease_length(config)?,
         engine,
         control: source.control,
         output: options.output,

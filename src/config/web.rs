@@ -46,7 +46,7 @@ impl WebConfig {
     /// Returns the offending field (relative to `web.`) and what is wrong with it.
     pub fn validate(&self) -> Result<(), (String, String)> {
         if let Some(addr) = &self.addr {
-            crate::observe::check_listen_addr(addr).map_err(|m| ("addr".to_string(), m))?;
+            super::monitoring::check_listen_addr(addr).map_err(|m| ("addr".to_string(), m))?;
         }
         if !(1..=1000).contains(&self.max_clients) {
             return Err(("max_clients".into(), "must be between 1 and 1000".into()));

@@ -13,24 +13,23 @@ use tokio::sync::{mpsc, watch};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 
-use super::commands::{TeamCommand, commands_topic};
-use super::leader::Leader;
-use super::publish::StatePublisher;
-use super::state::{Restored, Restorer, StateBody, StateRecord, state_topic};
 use crate::config::Config;
 use crate::core::engine::SourceRef;
-use crate::headless::OutputRecord;
 use crate::kafka::consumer::client_config;
+use crate::output::OutputRecord;
 use crate::runtime::{self, RunSummary, RuntimeHandle, RuntimeOptions};
 use crate::status::{Command, ConsumerStatus, NotifierStatus, SharedSnapshot, Snapshot};
+use crate::team::commands::{TeamCommand, commands_topic};
+use crate::team::leader::Leader;
+use crate::team::publish::StatePublisher;
+use crate::team::restore::read_state;
+use crate::team::state::{Restored, StateBody, state_topic};
 
 /// How often the supervisor looks at the lease. Side effects check it themselves; this only
 /// decides when to start and stop the runtime.
 const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// How often the active worker tells the consoles it is alive (a `lease` record).
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
-/// How long reading `<topic>.state` to its end may take before the takeover is retried.
-const RESTORE_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<RuntimeHandle> {
     let leader = Leader::start(config)?;
@@ -38,7 +37,7 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
     tracing::info!(
         %worker,
         lease_ms = leader.lease.length().as_millis() as u64,
-        leader_topic = %super::leader::leader_topic(&config.kafka.topic),
+        leader_topic = %crate::team::leader::leader_topic(&config.kafka.topic),
         "worker started as a standby; waiting for the leadership"
     );
     let standby_status = ConsumerStatus {
@@ -105,7 +104,7 @@ async fn supervise(
     let state_topic = state_topic(&config.kafka.topic);
     // The runtime's records pass through here: escalation changes are published to the
     // state topic, and everything goes on to the real output.
-    let (inner_output, mut inner_records) = mpsc::channel(crate::headless::OUTPUT_CAPACITY);
+    let (inner_output, mut inner_records) = mpsc::channel(crate::output::OUTPUT_CAPACITY);
     let mut command_reader: Option<StreamConsumer> = None;
     // The active runtime's writer of `<topic>.state`, with its epoch.
     let mut state: Option<Arc<StatePublisher>> = None;
@@ -140,7 +139,7 @@ async fn supervise(
                     let sink = match open_sink(&config, &leader.lease).await {
                         Ok(sink) => sink,
                         Err(error) => {
-                            if let Some(refused) = error.downcast_ref::<super::sink::WriterRefused>() {
+                            if let Some(refused) = error.downcast_ref::<crate::team::sink::WriterRefused>() {
                                 // Trying again changes nothing: an operator has to grant it.
                                 break Err(anyhow::anyhow!("{}", refused_text(&config, refused)));
                             }
@@ -273,7 +272,7 @@ async fn supervise(
 
 /// What the worker stops with when the cluster refuses it the team's transactional id: the
 /// grant an operator can run.
-fn refused_text(config: &Config, refused: &super::sink::WriterRefused) -> String {
+fn refused_text(config: &Config, refused: &crate::team::sink::WriterRefused) -> String {
     let principal = config
         .kafka
         .properties
@@ -291,14 +290,14 @@ fn refused_text(config: &Config, refused: &super::sink::WriterRefused) -> String
 /// The team's transactional writer of `<topic>.state`, fencing every earlier one.
 async fn open_sink(
     config: &Config,
-    lease: &super::leader::Lease,
-) -> anyhow::Result<super::sink::StateSink> {
+    lease: &crate::team::leader::Lease,
+) -> anyhow::Result<crate::team::sink::StateSink> {
     let client = client_config(config, false);
     let topic = state_topic(&config.kafka.topic);
-    let id = super::sink::transactional_id(&config.kafka.group_id);
+    let id = crate::team::sink::transactional_id(&config.kafka.group_id);
     let lease = lease.clone();
     tokio::task::spawn_blocking(move || {
-        super::sink::StateSink::open(client, topic, &id, Some(lease))
+        crate::team::sink::StateSink::open(client, topic, &id, Some(lease))
     })
     .await?
 }
@@ -308,81 +307,6 @@ async fn open_sink(
 async fn restore(config: &Config) -> anyhow::Result<Restored> {
     let config = config.clone();
     tokio::task::spawn_blocking(move || read_state(&config)).await?
-}
-
-/// Reads `<topic>.state` from its start to its end and folds it into what a successor restores.
-pub fn read_state(config: &Config) -> anyhow::Result<Restored> {
-    use rdkafka::consumer::BaseConsumer;
-    let topic = state_topic(&config.kafka.topic);
-    let deadline = Instant::now() + RESTORE_TIMEOUT;
-    let mut client = client_config(config, true);
-    client
-        .set(
-            "group.id",
-            format!("{}.restore-{}", config.kafka.group_id, std::process::id()),
-        )
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("fetch.wait.max.ms", "20")
-        // Only what committed: a fenced or killed writer's aborted records never count.
-        .set("isolation.level", "read_committed")
-        // The end is where the broker says it is: the log's last offset is usually a
-        // transaction's commit marker, which no message carries.
-        .set("enable.partition.eof", "true");
-    let consumer: BaseConsumer = client.create()?;
-    let (low, high) = consumer.fetch_watermarks(&topic, 0, RESTORE_TIMEOUT)?;
-    let mut restorer = Restorer::default();
-    let mut read = 0u64;
-    if high > low {
-        let mut list = rdkafka::TopicPartitionList::new();
-        list.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(low))?;
-        consumer.assign(&list)?;
-        drop(list);
-        let mut next = low;
-        while next < high {
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "{topic}: read to offset {next} of {high} in {RESTORE_TIMEOUT:?}"
-            );
-            let Some(message) = consumer.poll(Duration::from_millis(100)) else {
-                continue;
-            };
-            let message = match message {
-                Ok(message) => message,
-                Err(rdkafka::error::KafkaError::PartitionEOF(_)) => break,
-                // A dropped connection is reopened by the client; the deadline still holds.
-                Err(error) if crate::kafka::is_transport(&error) => {
-                    tracing::debug!(%error, "{topic}: connection dropped while restoring; reading on");
-                    continue;
-                }
-                Err(error) => return Err(error.into()),
-            };
-            next = message.offset() + 1;
-            read += 1;
-            if message.payload().is_none() {
-                if let Some(key) = message.key().and_then(|k| std::str::from_utf8(k).ok()) {
-                    restorer.forget(key);
-                }
-                continue;
-            }
-            match StateRecord::decode(message.payload()) {
-                Some(record) => restorer.push(record),
-                None => tracing::warn!(
-                    offset = message.offset(),
-                    "{topic}: not a state record; skipped"
-                ),
-            }
-        }
-    }
-    drop(consumer);
-    tracing::info!(%topic, records = read, "state read to its end");
-    let dedup = &config.notifications.dedup;
-    Ok(restorer.finish(
-        chrono::Utc::now(),
-        Duration::from_secs(dedup.resume_horizon_secs),
-        Duration::from_secs(dedup.window_secs),
-        dedup.max_entries,
-    ))
 }
 
 /// The active worker's reader of `<topic>.commands`, from just after the last command its

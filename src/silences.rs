@@ -29,7 +29,8 @@ pub async fn current(config: &Config) -> anyhow::Result<Vec<Silence>> {
     if config.team.role != Role::Standalone {
         let config = config.clone();
         let restored =
-            tokio::task::spawn_blocking(move || crate::team::worker::read_state(&config)).await??;
+            tokio::task::spawn_blocking(move || crate::team::restore::read_state(&config))
+                .await??;
         silences.extend(restored.silences);
     } else if config.journal.enabled {
         let path = config.journal.resolved_path()?;

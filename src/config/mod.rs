@@ -13,8 +13,14 @@ use serde::{Deserialize, Serialize};
 use crate::core::engine::EngineConfig;
 use crate::core::escalation::{EscalationLevel, EscalationPolicy};
 
+pub mod monitoring;
+pub mod profile;
+pub mod range;
+pub mod team;
+pub mod web;
+
 /// The shipped reference configuration, compiled in as the default.
-pub const DEFAULT_CONFIG: &str = include_str!("../config.ron");
+pub const DEFAULT_CONFIG: &str = include_str!("../../config.ron");
 pub const CONFIG_ENV: &str = "INCIDENT_CONSOLE_CONFIG";
 
 // Every struct here takes `#[serde(default)]`: a hand-written file holds only what differs,
@@ -28,23 +34,23 @@ pub struct Config {
     pub console: ConsoleConfig,
     pub notifications: crate::notify::NotifyConfig,
     pub journal: crate::journal::JournalConfig,
-    pub monitoring: crate::observe::MonitoringConfig,
+    pub monitoring: monitoring::MonitoringConfig,
     #[serde(default)]
-    pub team: crate::team::TeamConfig,
+    pub team: team::TeamConfig,
     #[serde(default)]
-    pub web: crate::web::WebConfig,
+    pub web: web::WebConfig,
     /// People, schedules, schedule-driven levels, maintenance windows (docs/oncall.md).
     #[serde(default)]
     pub oncall: crate::oncall::OnCallConfig,
     /// Named clusters for `--profile NAME` (src/profile.rs). Not printed: a profile's
     /// properties may hold secrets, and the one in use is already in `kafka`.
     #[serde(skip_serializing)]
-    pub profiles: BTreeMap<String, crate::profile::Profile>,
+    pub profiles: BTreeMap<String, profile::Profile>,
     /// Saved feed filters by name, picked from a list in the console (src/tui/query.rs).
     pub filters: BTreeMap<String, String>,
     /// The profile in use and read-only; command line only.
     #[serde(skip)]
-    pub session: crate::profile::Session,
+    pub session: profile::Session,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,7 +75,7 @@ pub struct KafkaConfig {
     pub properties: BTreeMap<String, String>,
     /// A positioned read (`--from-offset`, `--from-time`, `--until-*`); command line only.
     #[serde(skip)]
-    pub range: crate::kafka::consumer::ReadRange,
+    pub range: range::ReadRange,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -199,13 +205,39 @@ impl fmt::Display for ConfigSource {
     }
 }
 
+/// An invalid value, at the line of its field.
+fn invalid(text: &str, path: &str, field: &str, message: &str) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_string(),
+        line: line_of_field(text, field.rsplit('.').next().unwrap_or(field)),
+        field: field.to_string(),
+        message: message.to_string(),
+    }
+}
+
 fn ron_options() -> ron::Options {
     ron::Options::default().with_default_extension(ron::extensions::Extensions::IMPLICIT_SOME)
 }
 
+/// A check of a section that only a layer above the configuration can make: the console's key
+/// bindings and saved filters need the console's own parsers (`tui::CONFIG_CHECKS`). It returns
+/// the field and what is wrong with it; the loader turns that into an error naming the file
+/// and line, as for its own checks.
+pub type SectionCheck = fn(&Config) -> Result<(), (String, String)>;
+
 impl Config {
-    /// Parses configuration text; `path` is only used to name the place of an error.
+    /// Parses configuration text; `path` is only used to name the place of an error. Makes
+    /// every check of its own, but none of the faces' (`parse_checked`).
     pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
+        Self::parse_checked(text, path, &[])
+    }
+
+    /// `parse`, then `checks` (the faces' own), each error naming the file and line.
+    pub fn parse_checked(
+        text: &str,
+        path: &str,
+        checks: &[SectionCheck],
+    ) -> Result<Self, ConfigError> {
         let config: Config = ron_options()
             .from_str(text)
             .map_err(|error| ConfigError::Parse {
@@ -215,6 +247,9 @@ impl Config {
                 message: error.code.to_string(),
             })?;
         config.validate(text, path)?;
+        for check in checks {
+            check(&config).map_err(|(field, message)| invalid(text, path, &field, &message))?;
+        }
         Ok(config)
     }
 
@@ -234,7 +269,11 @@ impl Config {
         user.is_file().then_some(user)
     }
 
-    pub fn load(explicit: Option<&Path>) -> Result<(Self, ConfigSource), ConfigError> {
+    /// Finds and reads the configuration (`locate`), with the faces' `checks` made too.
+    pub fn load(
+        explicit: Option<&Path>,
+        checks: &[SectionCheck],
+    ) -> Result<(Self, ConfigSource), ConfigError> {
         match Self::locate(explicit) {
             None => Ok((Self::built_in(), ConfigSource::BuiltIn)),
             Some(path) => {
@@ -253,18 +292,16 @@ impl Config {
                         source,
                     },
                 })?;
-                Ok((Self::parse(&text, &shown)?, ConfigSource::File(path)))
+                Ok((
+                    Self::parse_checked(&text, &shown, checks)?,
+                    ConfigSource::File(path),
+                ))
             }
         }
     }
 
     fn validate(&self, text: &str, path: &str) -> Result<(), ConfigError> {
-        let invalid = |field: &str, message: &str| ConfigError::Invalid {
-            path: path.to_string(),
-            line: line_of_field(text, field.rsplit('.').next().unwrap_or(field)),
-            field: field.to_string(),
-            message: message.to_string(),
-        };
+        let invalid = |field: &str, message: &str| invalid(text, path, field, message);
         let kafka = &self.kafka;
         if kafka.brokers.trim().is_empty() {
             return Err(invalid("kafka.brokers", "must name at least one host:port"));
@@ -335,10 +372,6 @@ impl Config {
         if self.console.max_frames_per_sec == 0 {
             return Err(invalid("console.max_frames_per_sec", "must be more than 0"));
         }
-        // Key bindings are checked here so a typo fails at start-up with the file's name and line.
-        if let Err(error) = crate::tui::keymap::Keymap::with_overrides(&self.console.keys) {
-            return Err(invalid("console.keys", &error.to_string()));
-        }
         self.notifications
             .validate()
             .map_err(|(field, message)| invalid(&format!("notifications.{field}"), &message))?;
@@ -375,10 +408,7 @@ impl Config {
                 message: error.message,
             });
         }
-        crate::profile::validate(&self.profiles)
-            .map_err(|(field, message)| invalid(&field, &message))?;
-        crate::tui::query::validate_saved(&self.filters)
-            .map_err(|(field, message)| invalid(&field, &message))?;
+        profile::validate(&self.profiles).map_err(|(field, message)| invalid(&field, &message))?;
         Ok(())
     }
 
@@ -687,11 +717,12 @@ fn line_of_nth_field(text: &str, field: &str, n: usize) -> usize {
 
 /// The 1-based line where `field:` first appears, or 1: good enough to point an editor at.
 fn line_of_field(text: &str, field: &str) -> usize {
-    let needle = format!("{field}:");
+    // A field (`brokers:`) or a map's key (`"db-critical":` in `filters`).
+    let needles = [format!("{field}:"), format!("\"{field}\":")];
     text.lines()
         .position(|line| {
-            let code = line.split("//").next().unwrap_or("");
-            code.trim_start().starts_with(&needle)
+            let code = line.split("//").next().unwrap_or("").trim_start();
+            needles.iter().any(|needle| code.starts_with(needle))
         })
         .map(|index| index + 1)
         .unwrap_or(1)
@@ -795,7 +826,7 @@ mod tests {
     #[test]
     fn a_config_over_the_size_limit_is_refused_without_reading_it_whole() {
         // An endless file: reading it whole would never finish.
-        let error = Config::load(Some(Path::new("/dev/zero"))).unwrap_err();
+        let error = Config::load(Some(Path::new("/dev/zero")), &[]).unwrap_err();
         assert!(matches!(error, ConfigError::TooLarge { .. }), "{error}");
         assert!(error.to_string().starts_with("/dev/zero: "), "{error}");
         let dir = tempfile::tempdir().unwrap();
@@ -805,7 +836,7 @@ mod tests {
             text.push_str("// padding padding padding padding padding padding padding\n");
         }
         std::fs::write(&big, &text).unwrap();
-        let error = Config::load(Some(&big)).unwrap_err();
+        let error = Config::load(Some(&big), &[]).unwrap_err();
         assert!(matches!(error, ConfigError::TooLarge { .. }), "{error}");
     }
 
