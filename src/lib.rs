@@ -5,7 +5,9 @@
 
 pub mod app;
 pub mod cli;
-pub mod config;
+/// A crate of its own (`crates/config`): every section's type and the loader; it knows the
+/// domain, notifications and the journal's settings, nothing above them.
+pub use incident_config as config;
 /// The domain, a crate of its own (`crates/core`) so that it cannot import the layers above.
 pub use incident_core as core;
 pub mod demo;
@@ -17,7 +19,7 @@ pub use incident_journal as journal;
 pub mod kafka;
 pub use incident_notify as notify;
 pub mod observe;
-pub mod oncall;
+pub use incident_config::oncall;
 pub mod output;
 pub mod profile;
 pub mod release;

@@ -281,6 +281,12 @@ pub fn is_phone_number(number: &str) -> bool {
     })
 }
 
+/// An address the email channel can send to (as lettre reads it), for sections outside this
+/// crate that name recipients (the on-call people).
+pub fn is_email_address(address: &str) -> bool {
+    address.parse::<lettre::Address>().is_ok()
+}
+
 /// Which channels (and extra email recipients) notifications to administrators and users use.
 /// Every matching route applies; empty filter lists match everything.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]

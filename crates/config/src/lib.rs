@@ -10,17 +10,18 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::engine::EngineConfig;
-use crate::core::escalation::{EscalationLevel, EscalationPolicy};
+use incident_core::engine::EngineConfig;
+use incident_core::escalation::{EscalationLevel, EscalationPolicy};
 
 pub mod monitoring;
+pub mod oncall;
 pub mod profile;
 pub mod range;
 pub mod team;
 pub mod web;
 
 /// The shipped reference configuration, compiled in as the default.
-pub const DEFAULT_CONFIG: &str = include_str!("../../config.ron");
+pub const DEFAULT_CONFIG: &str = include_str!("../../../config.ron");
 pub const CONFIG_ENV: &str = "INCIDENT_CONSOLE_CONFIG";
 
 // Every struct here takes `#[serde(default)]`: a hand-written file holds only what differs,
@@ -32,8 +33,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub escalation: EscalationConfig,
     pub console: ConsoleConfig,
-    pub notifications: crate::notify::NotifyConfig,
-    pub journal: crate::journal::JournalConfig,
+    pub notifications: incident_notify::NotifyConfig,
+    pub journal: incident_journal::JournalConfig,
     pub monitoring: monitoring::MonitoringConfig,
     #[serde(default)]
     pub team: team::TeamConfig,
@@ -511,7 +512,7 @@ impl Config {
     }
 }
 
-pub use crate::core::REDACTED;
+pub use incident_core::REDACTED;
 
 /// A configuration is a few kilobytes; anything over this is the wrong file (or `/dev/zero`)
 /// and is refused before it is read whole.
@@ -781,8 +782,8 @@ mod tests {
         assert_eq!(
             config.notifications.routes[0].kinds,
             [
-                crate::core::engine::NotificationKind::IncidentCreated,
-                crate::core::engine::NotificationKind::Resolved
+                incident_core::engine::NotificationKind::IncidentCreated,
+                incident_core::engine::NotificationKind::Resolved
             ]
         );
         // Written back by name, as a user writes it.
@@ -954,9 +955,9 @@ mod tests {
 
 #[cfg(test)]
 mod notification_section_tests {
-    use crate::config::Config;
-    use crate::notify::Channel;
-    use crate::notify::config::{DeliveryConfig, RateLimitConfig};
+    use crate::Config;
+    use incident_notify::Channel;
+    use incident_notify::config::{DeliveryConfig, RateLimitConfig};
 
     #[test]
     fn the_shipped_section_parses_sends_nothing_and_prints_back_redacted() {
@@ -979,11 +980,8 @@ mod notification_section_tests {
 
     #[test]
     fn notification_errors_name_file_line_and_field() {
-        let text = crate::config::DEFAULT_CONFIG.replacen(
-            "outbox_capacity: 10000",
-            "outbox_capacity: 0",
-            1,
-        );
+        let text =
+            crate::DEFAULT_CONFIG.replacen("outbox_capacity: 10000", "outbox_capacity: 0", 1);
         let error = Config::parse(&text, "c.ron").unwrap_err().to_string();
         assert!(
             error.contains("field `notifications.outbox_capacity`: must be more than 0"),
@@ -993,7 +991,7 @@ mod notification_section_tests {
 
     #[test]
     fn a_short_dedup_window_alone_takes_the_horizon_with_it() {
-        use crate::config::Config;
+        use crate::Config;
         let config = Config::parse("(notifications: (dedup: (window_secs: 1)))", "c.ron").unwrap();
         assert_eq!(config.notifications.dedup.window_secs, 1);
         assert_eq!(config.notifications.dedup.resume_horizon_secs, 1);
@@ -1031,8 +1029,8 @@ mod notification_section_tests {
 
 #[cfg(test)]
 mod journal_section_tests {
-    use crate::config::{Config, DEFAULT_CONFIG};
-    use crate::journal::{JournalConfig, default_path};
+    use crate::{Config, DEFAULT_CONFIG};
+    use incident_journal::{JournalConfig, default_path};
     use std::path::PathBuf;
 
     #[test]

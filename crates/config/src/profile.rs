@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use ratatui::style::Color;
+use ratatui_core::style::Color;
 use serde::{Deserialize, Serialize};
 
 /// One entry of `profiles` in the config. Every field left out keeps the top-level value.

@@ -87,7 +87,7 @@ impl WebConfig {
 
     pub fn redact(&mut self) {
         for operator in &mut self.operators {
-            operator.token = crate::config::REDACTED.into();
+            operator.token = crate::REDACTED.into();
         }
     }
 
@@ -164,7 +164,7 @@ mod tests {
 
     #[test]
     fn a_short_token_names_the_file_and_line_and_omitted_settings_keep_their_defaults() {
-        use crate::config::{Config, DEFAULT_CONFIG};
+        use crate::{Config, DEFAULT_CONFIG};
         let text = DEFAULT_CONFIG.replacen(
             "        operators: [],",
             "        operators: [(name: \"alice\", token: \"short\")],",
@@ -188,7 +188,7 @@ mod tests {
     fn redaction_hides_every_token() {
         let mut config = with_operator("0123456789abcdef");
         config.redact();
-        assert_eq!(config.operators[0].token, crate::config::REDACTED);
+        assert_eq!(config.operators[0].token, crate::REDACTED);
         assert_eq!(config.operators[0].name, "alice");
     }
 }

@@ -9,9 +9,9 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use crate::core::event::Timestamp;
-use crate::core::oncall::{self, Layer, OnCall, Override, Person, RotationLength, Schedule};
-use crate::core::silence::{Matcher, Recurrence, Silence, SilenceOrigin};
+use incident_core::event::Timestamp;
+use incident_core::oncall::{self, Layer, OnCall, Override, Person, RotationLength, Schedule};
+use incident_core::silence::{Matcher, Recurrence, Silence, SilenceOrigin};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -105,7 +105,7 @@ pub struct WindowConfig {
 pub enum OncallCommand {
     /// Silence one incident from now for `minutes`.
     Snooze {
-        incident_id: crate::core::event::IncidentId,
+        incident_id: incident_core::event::IncidentId,
         minutes: u32,
         reason: String,
         by: String,
@@ -115,14 +115,14 @@ pub enum OncallCommand {
         by: String,
     },
     Unacknowledge {
-        incident_id: crate::core::event::IncidentId,
+        incident_id: incident_core::event::IncidentId,
         by: String,
     },
 }
 
 impl OncallCommand {
-    pub fn into_input(self, now: Timestamp) -> crate::core::engine::Input {
-        use crate::core::engine::Input;
+    pub fn into_input(self, now: Timestamp) -> incident_core::engine::Input {
+        use incident_core::engine::Input;
         match self {
             Self::Snooze {
                 incident_id,
@@ -211,7 +211,7 @@ impl OnCallConfig {
         let mut people = BTreeMap::new();
         for (name, person) in &self.people {
             if let Some(number) = &person.sms
-                && !crate::notify::config::is_phone_number(number)
+                && !incident_notify::config::is_phone_number(number)
             {
                 return Err(error(
                     "people.sms",
@@ -221,7 +221,7 @@ impl OnCallConfig {
                 ));
             }
             if let Some(address) = &person.email
-                && address.parse::<lettre::Address>().is_err()
+                && !incident_notify::config::is_email_address(address)
             {
                 return Err(error(
                     "people.email",
@@ -472,7 +472,7 @@ pub fn print_silences(
     json: bool,
     out: &mut dyn std::io::Write,
 ) -> std::io::Result<()> {
-    let book = crate::core::silence::SilenceBook::new(silences, usize::MAX);
+    let book = incident_core::silence::SilenceBook::new(silences, usize::MAX);
     let views = book.views(at);
     if views.is_empty() && !json {
         writeln!(out, "no silences")?;

@@ -62,7 +62,7 @@ pub fn team_topics(topic: &str) -> [String; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, DEFAULT_CONFIG};
+    use crate::{Config, DEFAULT_CONFIG};
 
     #[test]
     fn no_team_section_is_standalone() {

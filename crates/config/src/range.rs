@@ -1,6 +1,6 @@
 //! Where a positioned read starts and stops (`--from-*`, `--until-*`); the consumer acts on it.
 
-use crate::core::event::Timestamp;
+use incident_core::event::Timestamp;
 
 /// Where a positioned read (a replay from Kafka) starts and stops. Empty: the group decides.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
