@@ -16,7 +16,9 @@ pub mod headless;
 /// Crates of their own (`crates/journal`, `crates/notify`): they know the domain, not Kafka,
 /// the runtime or a face.
 pub use incident_journal as journal;
-pub mod kafka;
+/// A crate of its own (`crates/kafka`): the Kafka clients; it knows the domain and the
+/// configuration, not the runtime or a face.
+pub use incident_kafka as kafka;
 pub use incident_notify as notify;
 pub mod observe;
 pub use incident_config::oncall;
@@ -28,7 +30,10 @@ pub mod roles;
 pub mod runtime;
 pub mod silences;
 pub mod simulate;
-pub mod status;
-pub mod team;
+/// A crate of its own (`crates/status`): the snapshot a face reads and the command it sends.
+pub use incident_status as status;
+/// A crate of its own (`crates/team`): leadership, `<topic>.state` and `<topic>.commands`;
+/// it knows Kafka and the stores, not the runtime or a face.
+pub use incident_team as team;
 pub mod tui;
 pub mod web;

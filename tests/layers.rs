@@ -134,7 +134,7 @@ fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>>
 fn the_top_level_modules_import_one_another_without_a_circle() {
     let graph = module_graph();
     // The reader itself: it must see the imports that are known to be there.
-    assert!(graph["runtime"].contains("team"), "{graph:?}");
+    assert!(graph["runtime"].contains("output"), "{graph:?}");
     assert!(graph["roles"].contains("runtime"), "{graph:?}");
     assert!(graph["app"].contains("tui"), "{graph:?}");
     if let Some(cycle) = find_cycle(&graph) {
@@ -169,4 +169,70 @@ fn the_cycle_finder_finds_a_circle_and_the_reader_sees_grouped_imports() {
         find_cycle(&graph),
         Some(["a", "b", "c", "a"].map(String::from).to_vec())
     );
+}
+
+/// The `incident-*` crates a `Cargo.toml`'s `[dependencies]` names (not its dev-dependencies).
+fn workspace_dependencies(manifest: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let mut in_dependencies = false;
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_dependencies = line == "[dependencies]";
+        } else if in_dependencies && let Some(name) = line.strip_prefix("incident-") {
+            let name: String = name.chars().take_while(|c| c.is_alphanumeric()).collect();
+            names.insert(name);
+        }
+    }
+    names
+}
+
+/// docs/architecture.md's table of crates says what each depends on; it is what the
+/// manifests say, and the table's order is an order the crates can be built in.
+#[test]
+fn the_documented_crates_and_their_dependencies_are_the_manifests() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/architecture.md")).unwrap();
+    let mut documented: Vec<(String, BTreeSet<String>)> = Vec::new();
+    for line in doc.lines() {
+        let Some(rest) = line.strip_prefix("| `incident-") else {
+            continue;
+        };
+        let cells: Vec<&str> = rest.split('|').map(str::trim).collect();
+        let name: String = cells[0]
+            .chars()
+            .take_while(|c| c.is_alphanumeric())
+            .collect();
+        let depends: BTreeSet<String> = if cells[1] == "all of them" {
+            documented.iter().map(|(name, _)| name.clone()).collect()
+        } else {
+            cells[1]
+                .split(',')
+                .map(str::trim)
+                .filter(|d| !d.contains(' '))
+                .map(String::from)
+                .collect()
+        };
+        documented.push((name, depends));
+    }
+    let mut on_disk: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for entry in std::fs::read_dir(root.join("crates")).unwrap() {
+        let dir = entry.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        on_disk.insert(name, workspace_dependencies(&manifest));
+    }
+    on_disk.insert(
+        "console".into(),
+        workspace_dependencies(&std::fs::read_to_string(root.join("Cargo.toml")).unwrap()),
+    );
+    let table: BTreeMap<String, BTreeSet<String>> = documented.iter().cloned().collect();
+    assert_eq!(table, on_disk, "docs/architecture.md's table of crates");
+    for (at, (name, depends)) in documented.iter().enumerate() {
+        let below: BTreeSet<String> = documented[..at].iter().map(|(n, _)| n.clone()).collect();
+        assert!(
+            depends.is_subset(&below),
+            "{name} depends on {depends:?}, not all listed before it"
+        );
+    }
 }

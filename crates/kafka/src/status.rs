@@ -1,30 +1,7 @@
-//! What the runtime publishes for its two faces (the console and headless mode), and what they
-//! can ask of it. The UI only ever reads a `Snapshot` and sends a `Command`.
-
-use std::sync::Arc;
+//! What the consumer task reports about itself: its connection, its partitions and their lag.
+//! The runtime puts it in every snapshot for the faces.
 
 use serde::Serialize;
-
-use crate::core::engine::{EngineSnapshot, Notification};
-use crate::core::event::IncidentId;
-
-/// Operator requests, from keys in the console or signals in headless mode.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
-    Pause,
-    Resume,
-    TogglePause,
-    Acknowledge {
-        incident_id: IncidentId,
-        by: String,
-    },
-    /// A self-alert starting or clearing, to be notified through the runtime's notifier (the
-    /// one owner of notification state) and recorded in its journal like any notification.
-    Notify(Box<Notification>),
-    /// Snooze, end a silence, take an acknowledgement back (docs/oncall.md).
-    Oncall(crate::oncall::OncallCommand),
-    Shutdown,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -81,31 +58,3 @@ pub struct PartitionLag {
     /// High watermark minus committed offset; `None` when either is unknown.
     pub lag: Option<i64>,
 }
-
-pub use crate::notify::{ChannelStatus, NotifierStatus};
-
-/// Everything a renderer needs, immutable once published.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Snapshot {
-    pub engine: EngineSnapshot,
-    pub consumer: ConsumerStatus,
-    pub notifier: NotifierStatus,
-    /// Name used for acknowledgements made from this console.
-    pub operator: String,
-    pub demo: bool,
-    /// Team mode, at a console: which worker is active. `None` outside a console.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub team: Option<TeamView>,
-}
-
-/// Which worker a console sees acting, from the lease records on `<topic>.state`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum TeamView {
-    /// A lease record came within the lease length.
-    Active { worker: String, epoch: u64 },
-    /// None for the lease length (or none yet): nothing is escalating or paging.
-    NoActiveWorker,
-}
-
-pub type SharedSnapshot = Arc<Snapshot>;

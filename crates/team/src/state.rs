@@ -621,7 +621,7 @@ mod tests {
         use crate::core::engine::{Effect, Engine, Input};
         let config = crate::config::Config::built_in();
         let first_level = Duration::from_secs(config.escalation.levels[0].timeout_secs);
-        let json = include_str!("../../tests/fixtures/events/incident_created.json");
+        let json = include_str!("../../../tests/fixtures/events/incident_created.json");
         let event = crate::core::event::decode(Some(json.as_bytes()), 1 << 20).unwrap();
         let opened_at = at(0);
         let mut predecessor = Engine::new(config.engine_config());

@@ -104,15 +104,14 @@ pub enum PrepareError {
 /// Creates whichever of `needed(config)` is missing; warns where an existing state topic is
 /// not compacted. A topic another worker created meanwhile counts as there.
 pub async fn prepare(config: &Config) -> Result<Prepared, PrepareError> {
-    let admin: AdminClient<DefaultClientContext> =
-        crate::kafka::consumer::client_config(config, false)
-            .create()
-            .map_err(|error| {
-                PrepareError::Refused(format!(
-                    "cannot create a Kafka admin client: {}",
-                    crate::kafka::settings::without_values(config, error)
-                ))
-            })?;
+    let admin: AdminClient<DefaultClientContext> = crate::consumer::client_config(config, false)
+        .create()
+        .map_err(|error| {
+            PrepareError::Refused(format!(
+                "cannot create a Kafka admin client: {}",
+                crate::settings::without_values(config, error)
+            ))
+        })?;
     let admin = std::sync::Arc::new(admin);
     let unreachable = |reason: String| PrepareError::Unreachable {
         brokers: config.kafka.brokers.clone(),

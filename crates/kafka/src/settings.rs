@@ -158,7 +158,7 @@ mod secret_tests {
         config
             .apply_properties(&["sasl.pasword=SUPERSECRET99".into()])
             .unwrap();
-        let error = crate::kafka::consumer::client_config(&config, false)
+        let error = crate::consumer::client_config(&config, false)
             .create::<FutureProducer>()
             .map(|_| ())
             .map_err(|error| without_values(&config, error))
