@@ -284,7 +284,7 @@ impl Observer {
             ..
         } = record.body
         {
-            if change == "unacknowledged" {
+            if change == crate::team::state::EscalationChangeKind::Unacknowledged {
                 self.emit(OutputRecord::Unacknowledged {
                     incident_id,
                     worker: record.worker.clone(),

@@ -2,6 +2,9 @@
 //! completions that release offsets, and the sweep that refeeds refused notifications.
 
 use super::*;
+use crate::core::changelog::{self, ChangeSink};
+use crate::journal::ToJournal;
+use crate::team::publish::ToStateTopic;
 
 impl JournalLink {
     /// Whether this message was handled before a restart (its offset was not yet committed).
@@ -223,53 +226,24 @@ impl Runtime {
     ) {
         let now = chrono::Utc::now();
         let effects = self.engine.apply(input, now);
-        for effect in effects {
-            if let Some(team) = &self.team {
-                team.effect(
-                    &effect,
-                    self.engine.escalations(),
-                    self.notifier.has_channels(),
-                );
+        // What changed goes to every store of state, through the one interface: the journal
+        // (in the batch of what caused it) and, in team mode, `<topic>.state`.
+        if self.journal.is_some() || self.team.is_some() {
+            let mut log = changelog::of_effects(&effects, self.engine.escalations(), now);
+            if !self.notifier.has_channels() {
+                // With no channel configured there is nothing that could be owed.
+                log = log.without_decisions();
             }
-            if self.journal.is_some() {
-                match &effect {
-                    // With no channel configured there is nothing that could be owed.
-                    Effect::Notify(_) if !self.notifier.has_channels() => {}
-                    Effect::Escalation(change) => records.push(JournalRecord::Escalation(
-                        EscalationRecord::from_book(change.clone(), self.engine.escalations(), now),
-                    )),
-                    Effect::Notify(notification) => {
-                        records.push(JournalRecord::Decided(Decision {
-                            notification: notification.clone(),
-                            at: now,
-                        }))
-                    }
-                    Effect::Held {
-                        notification,
-                        silence_id,
-                        until,
-                    } => records.push(JournalRecord::OnCall(OnCallRecord::Held {
-                        notification: notification.clone(),
-                        silence_id: silence_id.clone(),
-                        until: *until,
-                        at: now,
-                    })),
-                    Effect::SilenceSet(view) => {
-                        records.push(JournalRecord::OnCall(OnCallRecord::SilenceSet {
-                            silence: (**view).clone(),
-                            at: now,
-                        }))
-                    }
-                    Effect::SilenceEnded { id, by } => {
-                        records.push(JournalRecord::OnCall(OnCallRecord::SilenceEnded {
-                            id: id.clone(),
-                            by: by.clone(),
-                            at: now,
-                        }))
-                    }
-                    _ => {}
+            if !log.is_empty() {
+                if let Some(team) = &self.team {
+                    ToStateTopic(team).record(&log);
+                }
+                if self.journal.is_some() {
+                    ToJournal(records).record(&log);
                 }
             }
+        }
+        for effect in effects {
             self.run_effect(&effect);
             self.emit(OutputRecord::Effect {
                 topic: source.map(|s| s.topic.clone()),

@@ -23,8 +23,8 @@ use crate::core::event;
 use crate::core::offsets::{OffsetTracker, PartitionKey};
 use crate::core::permit::SideEffects;
 use crate::journal::{
-    Completion, Decision, EscalationRecord, Journal, JournalFailed, JournalReader, JournalRecord,
-    JournalWriter, OnCallRecord, ProcessedEvent, ResumedNotifications,
+    Completion, Decision, Journal, JournalFailed, JournalReader, JournalRecord, JournalWriter,
+    ProcessedEvent, ResumedNotifications,
 };
 use crate::kafka::consumer::{self, ConsumerControl, FetchedMessage};
 use crate::kafka::dead_letter::DeadLetterProducer;

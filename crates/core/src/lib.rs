@@ -2,6 +2,7 @@
 //! bookkeeping. Nothing here touches tokio, Kafka, a terminal, a mail server or the clock;
 //! callers pass the current time in, so every behaviour is a plain table test.
 
+pub mod changelog;
 pub mod engine;
 pub mod escalation;
 pub mod event;

@@ -39,7 +39,7 @@ pub use error::{JournalError, JournalFailed};
 pub use oncall::OnCallRecord;
 pub use record::{
     Decision, EscalationRecord, EventOutcome, JournalRecord, ProcessedEvent, ResumedNotifications,
-    change_incident, escalation_records,
+    ToJournal, escalation_records,
 };
 pub use store::{Journal, JournalReader, PruneReport};
 pub use writer::{Completion, JournalStats, JournalWriter};

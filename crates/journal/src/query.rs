@@ -85,29 +85,7 @@ fn write_event(transaction: &Transaction<'_>, event: &ProcessedEvent) -> rusqlit
 
 /// The change's name, incident and level, for columns that queries can use.
 fn change_columns(change: &EscalationChange) -> (&'static str, i64, u32) {
-    match change {
-        EscalationChange::Opened {
-            incident_id, level, ..
-        } => ("opened", *incident_id, *level),
-        EscalationChange::Raised {
-            incident_id,
-            to_level,
-            ..
-        } => ("raised", *incident_id, *to_level),
-        EscalationChange::Repeated {
-            incident_id, level, ..
-        } => ("repeated", *incident_id, *level),
-        EscalationChange::Exhausted { incident_id, level } => ("exhausted", *incident_id, *level),
-        EscalationChange::Acknowledged {
-            incident_id, level, ..
-        } => ("acknowledged", *incident_id, *level),
-        EscalationChange::Closed {
-            incident_id, level, ..
-        } => ("closed", *incident_id, *level),
-        EscalationChange::Unacknowledged {
-            incident_id, level, ..
-        } => ("unacknowledged", *incident_id, *level),
-    }
+    (change.kind().as_str(), change.incident_id(), change.level())
 }
 
 fn write_escalation(

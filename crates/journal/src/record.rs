@@ -1,5 +1,7 @@
 //! What goes into the journal, and what comes back out of it after a restart.
 
+use crate::oncall::OnCallRecord;
+use incident_core::changelog::{self, Change, ChangeSink, Changelog};
 use incident_core::engine::{Effect, Notification, SourceRef};
 use incident_core::escalation::{Escalation, EscalationBook, EscalationChange};
 use incident_core::event::{DecodeError, IncidentEvent, IncidentId, Timestamp};
@@ -121,7 +123,7 @@ impl EscalationRecord {
     pub fn from_book(change: EscalationChange, book: &EscalationBook, at: Timestamp) -> Self {
         let current = match &change {
             EscalationChange::Closed { .. } => None,
-            _ => book.get(change_incident(&change)).cloned(),
+            _ => book.get(change.incident_id()).cloned(),
         };
         Self {
             at,
@@ -132,33 +134,67 @@ impl EscalationRecord {
 }
 
 /// The escalation records for what one `Engine::apply` returned, each with the escalation's
-/// state after the call (`Engine::escalations()`). Other effects are not escalations: a
-/// notification enters the journal when the notifier queues it for a channel and recipient.
+/// state after the call (`Engine::escalations()`): the changelog's escalation entries.
 pub fn escalation_records(
     effects: &[Effect],
     book: &EscalationBook,
     at: Timestamp,
 ) -> Vec<JournalRecord> {
-    effects
+    let log = changelog::of_effects(effects, book, at);
+    log.changes
         .iter()
-        .filter_map(|effect| match effect {
-            Effect::Escalation(change) => Some(JournalRecord::Escalation(
-                EscalationRecord::from_book(change.clone(), book, at),
-            )),
-            _ => None,
-        })
+        .filter(|change| matches!(change, Change::Escalation { .. }))
+        .map(|change| JournalRecord::from_change(change, at))
         .collect()
 }
 
-/// The incident an escalation change is about.
-pub fn change_incident(change: &EscalationChange) -> IncidentId {
-    match change {
-        EscalationChange::Opened { incident_id, .. }
-        | EscalationChange::Raised { incident_id, .. }
-        | EscalationChange::Repeated { incident_id, .. }
-        | EscalationChange::Exhausted { incident_id, .. }
-        | EscalationChange::Acknowledged { incident_id, .. }
-        | EscalationChange::Closed { incident_id, .. }
-        | EscalationChange::Unacknowledged { incident_id, .. } => *incident_id,
+impl JournalRecord {
+    /// The record the journal keeps for one changelog entry made at `at`.
+    pub fn from_change(change: &Change, at: Timestamp) -> Self {
+        match change {
+            Change::Escalation { change, after } => Self::Escalation(EscalationRecord {
+                at,
+                change: change.clone(),
+                current: after.clone(),
+            }),
+            Change::Decided(notification) => Self::Decided(Decision {
+                notification: notification.clone(),
+                at,
+            }),
+            Change::Held {
+                notification,
+                silence_id,
+                until,
+            } => Self::OnCall(OnCallRecord::Held {
+                notification: notification.clone(),
+                silence_id: silence_id.clone(),
+                until: *until,
+                at,
+            }),
+            Change::SilenceSet(view) => Self::OnCall(OnCallRecord::SilenceSet {
+                silence: (**view).clone(),
+                at,
+            }),
+            Change::SilenceEnded { id, by } => Self::OnCall(OnCallRecord::SilenceEnded {
+                id: id.clone(),
+                by: by.clone(),
+                at,
+            }),
+        }
+    }
+}
+
+/// The journal as a sink of the engine's changelog: each entry becomes a record added to
+/// the records of what caused it (a message, a command, a tick), so that they commit in one
+/// transaction with it: a decision is never lost while its message's offset is stored.
+pub struct ToJournal<'a>(pub &'a mut Vec<JournalRecord>);
+
+impl ChangeSink for ToJournal<'_> {
+    fn record(&mut self, log: &Changelog) {
+        self.0.extend(
+            log.changes
+                .iter()
+                .map(|change| JournalRecord::from_change(change, log.at)),
+        );
     }
 }

@@ -10,7 +10,6 @@
 use incident_config as config;
 use incident_config::oncall;
 use incident_core as core;
-use incident_journal as journal;
 use incident_kafka as kafka;
 use incident_notify as notify;
 use incident_status as status;

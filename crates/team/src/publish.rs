@@ -12,8 +12,7 @@ use tokio::sync::{oneshot, watch};
 
 use super::sink::{Fenced, StateSink};
 use super::state::{Finish, SilenceState, StateBody, StateKey, StateRecord};
-use crate::core::engine::Effect;
-use crate::core::escalation::EscalationBook;
+use crate::core::changelog::{Change, ChangeSink, Changelog, EscalationChangeKind};
 use crate::core::permit::SideEffects;
 use crate::notify::{AttemptOutcome, Claims, DeliveryChange, DeliveryRecorder};
 
@@ -175,32 +174,38 @@ impl StatePublisher {
             }
         }
     }
+}
 
-    /// What the runtime's engine produced: escalation changes with the escalation after them
-    /// (from `book`, after `Engine::apply`), and the notifications it decided on.
-    pub fn effect(&self, effect: &Effect, book: &EscalationBook, notifies: bool) {
-        match effect {
-            Effect::Escalation(change) => {
-                let id = crate::journal::change_incident(change);
-                self.publish(StateBody::escalation(change, book.get(id)));
-                if matches!(
-                    change,
-                    crate::core::escalation::EscalationChange::Closed { .. }
-                ) {
-                    // Consoles saw it close; a successor has nothing to restore.
-                    self.forget(StateKey::Escalation(id));
+/// `<topic>.state` as a sink of the engine's changelog: escalations with their state after
+/// each change (a closed one deleted by a tombstone), the notifications decided, operators'
+/// silences (set: published; ended: deleted). A notification a silence holds is the
+/// journal's alone: a successor holds it again from the silence itself.
+pub struct ToStateTopic<'a>(pub &'a StatePublisher);
+
+impl ChangeSink for ToStateTopic<'_> {
+    fn record(&mut self, log: &Changelog) {
+        let publisher = self.0;
+        for change in &log.changes {
+            match change {
+                Change::Escalation { change, after } => {
+                    let id = change.incident_id();
+                    publisher.publish(StateBody::escalation(change, after.as_ref()));
+                    if change.kind() == EscalationChangeKind::Closed {
+                        // Consoles saw it close; a successor has nothing to restore.
+                        publisher.forget(StateKey::Escalation(id));
+                    }
                 }
+                Change::Decided(notification) => publisher.publish(StateBody::Decided {
+                    notification: Box::new(notification.clone()),
+                }),
+                // Every console shows it, and a successor holds it again.
+                Change::SilenceSet(view) => publisher.publish(StateBody::Silence {
+                    silence: Box::new(SilenceState::from_view(view)),
+                }),
+                // Ended early or run out: consoles drop it, a successor has nothing to restore.
+                Change::SilenceEnded { id, .. } => publisher.forget(StateKey::Silence(id.clone())),
+                Change::Held { .. } => {}
             }
-            Effect::Notify(notification) if notifies => self.publish(StateBody::Decided {
-                notification: Box::new(notification.clone()),
-            }),
-            // Every console shows it, and a successor holds it again.
-            Effect::SilenceSet(view) => self.publish(StateBody::Silence {
-                silence: Box::new(SilenceState::from_view(view)),
-            }),
-            // Ended early or run out: consoles drop it, a successor has nothing to restore.
-            Effect::SilenceEnded { id, .. } => self.forget(StateKey::Silence(id.clone())),
-            _ => {}
         }
     }
 }

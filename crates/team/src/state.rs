@@ -24,6 +24,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use crate::config::team::state_topic;
+pub use crate::core::changelog::EscalationChangeKind;
 use crate::core::engine::Notification;
 use crate::core::escalation::{Escalation, EscalationChange};
 use crate::core::event::{IncidentId, Timestamp};
@@ -115,8 +116,8 @@ pub enum StateBody {
     /// An escalation changed; `current` is the escalation after it (`None` once closed).
     Escalation {
         incident_id: IncidentId,
-        /// `opened`, `raised`, `repeated`, `exhausted`, `acknowledged`, `closed`.
-        change: String,
+        /// What happened to it (`opened`, `raised`, ... on the wire).
+        change: EscalationChangeKind,
         level: Option<u32>,
         acknowledged_by: Option<String>,
         current: Option<Box<Escalation>>,
@@ -185,34 +186,18 @@ impl SilenceState {
 impl StateBody {
     pub fn escalation(change: &EscalationChange, current: Option<&Escalation>) -> Self {
         use EscalationChange as C;
-        let (incident_id, name, level, by) = match change {
-            C::Opened {
-                incident_id, level, ..
-            } => (*incident_id, "opened", Some(*level), None),
-            C::Raised {
-                incident_id,
-                to_level,
-                ..
-            } => (*incident_id, "raised", Some(*to_level), None),
-            C::Repeated {
-                incident_id, level, ..
-            } => (*incident_id, "repeated", Some(*level), None),
-            C::Exhausted { incident_id, level } => (*incident_id, "exhausted", Some(*level), None),
-            C::Acknowledged {
-                incident_id, by, ..
-            } => (*incident_id, "acknowledged", None, Some(by.clone())),
-            C::Closed { incident_id, .. } => (*incident_id, "closed", None, None),
-            C::Unacknowledged {
-                incident_id, level, ..
-            } => (*incident_id, "unacknowledged", Some(*level), None),
+        let (level, by) = match change {
+            C::Acknowledged { by, .. } => (None, Some(by.clone())),
+            C::Closed { .. } => (None, None),
+            _ => (Some(change.level()), None),
         };
         let current = match change {
             C::Closed { .. } => None,
             _ => current.cloned().map(Box::new),
         };
         Self::Escalation {
-            incident_id,
-            change: name.into(),
+            incident_id: change.incident_id(),
+            change: change.kind(),
             level,
             acknowledged_by: by,
             current,
@@ -530,7 +515,7 @@ mod tests {
         else {
             panic!("{record:?}")
         };
-        assert_eq!(change, "acknowledged");
+        assert_eq!(*change, EscalationChangeKind::Acknowledged);
         assert_eq!(acknowledged_by.as_deref(), Some("alice"));
         assert_eq!(record.body.key().encode(), "9");
         let bytes = serde_json::to_vec(&record).unwrap();
