@@ -66,17 +66,12 @@ impl Runtime {
         });
     }
 
-    /// Runs `input` through the engine; what must be journaled is written on its own.
+    /// Runs `input` through the engine; what must be journaled is written on its own, and
+    /// what it decided is sent once that commits.
     pub(super) async fn apply(&mut self, input: Input, source: Option<&SourceRef>) {
         let mut records = Vec::new();
         self.apply_recording(input, source, &mut records).await;
-        if let Some(journal) = &self.journal
-            && !records.is_empty()
-            && let Err(error) = journal.writer.record(records).await
-        {
-            tracing::error!(%error, "cannot journal escalation changes");
-        }
-        self.release_decided();
+        self.commit(Vec::new(), records).await;
     }
 
     pub(super) fn run_effect(&mut self, effect: &Effect) {
@@ -155,9 +150,7 @@ impl Runtime {
             return;
         }
         self.unsent_output.push(record);
-        if let Some(gate) = &mut self.output_gate {
-            gate.emitted += 1;
-        }
+        self.offsets.emitted();
     }
 
     pub(super) async fn send_output(&mut self) {
@@ -174,9 +167,7 @@ impl Runtime {
             if output.send(record).await.is_err() {
                 // The writer has gone (stdout broke): stop writing, and with a gate, consuming.
                 self.output = None;
-                if let Some(gate) = &mut self.output_gate {
-                    gate.hold.break_off();
-                }
+                self.offsets.output_lost();
                 return;
             }
         }

@@ -113,6 +113,7 @@ fn start_journal(
         link: JournalLink {
             path,
             writer,
+            deciding: 0,
             failed_writes: 0,
             last_error: None,
             reader,
@@ -130,20 +131,40 @@ fn start_journal(
 }
 
 impl Runtime {
-    /// Journals what handling a message produced; its offset is stored once that commits.
-    /// Without a journal the offset is stored at once.
+    /// Journals what handling messages (or a tick, or a command) produced, with the
+    /// notifications decided since the last submission: the offsets are stored and the
+    /// notifications sent once it commits. Without a journal the offsets are stored at once
+    /// (and the notifications went to the notifier as they were decided).
     pub(super) async fn commit(&mut self, sources: Vec<SourceRef>, records: Vec<JournalRecord>) {
-        let Some(journal) = &self.journal else {
+        let decided = std::mem::take(&mut self.decided);
+        let Some(journal) = &mut self.journal else {
             for source in &sources {
-                self.finish(source);
+                self.offsets.finish(source);
             }
             return;
         };
+        if sources.is_empty() && decided.is_empty() && records.is_empty() {
+            return;
+        }
         let count = sources.len();
         let first = sources.first().cloned();
-        if let Err(error) = journal.writer.submit(sources, records).await {
-            // The offsets stay uncommitted: the messages are read again after a restart.
-            tracing::error!(%error, count, first = ?first, "cannot journal handled messages");
+        // Kept only in case the writer has gone, when the token never comes back.
+        let fallback = (!decided.is_empty()).then(|| decided.clone());
+        let deciding = usize::from(fallback.is_some());
+        match journal
+            .writer
+            .submit(Journaled { sources, decided }, records)
+            .await
+        {
+            Ok(()) => journal.deciding += deciding,
+            Err(error) => {
+                // The offsets stay uncommitted: the messages are read again after a restart.
+                tracing::error!(%error, count, first = ?first, "cannot journal handled messages");
+                // The pages still go out: a journal that cannot write must not silence them.
+                for notification in fallback.into_iter().flatten() {
+                    self.notifier.submit(notification);
+                }
+            }
         }
     }
 
@@ -184,19 +205,30 @@ impl Runtime {
         }
     }
 
-    pub(super) fn journal_committed(&mut self, completion: Completion<Vec<SourceRef>>) {
+    pub(super) fn journal_committed(&mut self, completion: Completion<Journaled>) {
+        let Journaled { sources, decided } = completion.token;
+        if let Some(journal) = self.journal.as_mut()
+            && !decided.is_empty()
+        {
+            journal.deciding = journal.deciding.saturating_sub(1);
+        }
+        // Sent whether or not the write succeeded: a journal that cannot write must not
+        // silence a page (its decision is then missing, and a restart may decide it again).
+        for notification in decided {
+            self.notifier.submit(notification);
+        }
         match completion.result {
             Ok(()) => {
-                for source in &completion.token {
-                    self.finish(source);
+                for source in &sources {
+                    self.offsets.finish(source);
                 }
                 self.flush_stores();
             }
             Err(error) => {
                 tracing::error!(
                     %error,
-                    count = completion.token.len(),
-                    first = ?completion.token.first(),
+                    count = sources.len(),
+                    first = ?sources.first(),
                     "journal write failed; the offsets are held so the messages are re-read after a restart"
                 );
                 if let Some(journal) = self.journal.as_mut() {
@@ -204,14 +236,6 @@ impl Runtime {
                     journal.last_error = Some(error.to_string());
                 }
             }
-        }
-    }
-
-    /// Hands the notifications decided so far to the notifier, after their decisions went to
-    /// the journal writer (see `decided`).
-    pub(super) fn release_decided(&mut self) {
-        for notification in std::mem::take(&mut self.decided) {
-            self.notifier.submit(notification);
         }
     }
 

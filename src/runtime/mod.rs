@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use crate::config::Config;
 use crate::core::engine::{Effect, Engine, Input, SourceRef};
 use crate::core::event;
-use crate::core::offsets::{OffsetTracker, PartitionKey};
+use crate::core::offsets::PartitionKey;
 use crate::core::permit::SideEffects;
 use crate::journal::{
     Completion, Decision, Journal, JournalFailed, JournalReader, JournalRecord, JournalWriter,
@@ -49,7 +49,7 @@ mod effects;
 mod journaling;
 mod run_loop;
 
-use commit_gate::confirmed_more;
+use commit_gate::{Arrival, CommitGate, Confirmed};
 use journaling::open_journal;
 
 pub struct RuntimeOptions {
@@ -94,12 +94,25 @@ struct DeadLetterDone {
     received_at: event::Timestamp,
 }
 
-/// The journal as the runtime uses it: a writer whose completions release offsets, a reader
-/// for recognising re-delivered messages, and how far each partition got before the restart.
+/// What one journal submission completes: the messages whose offsets its commit releases,
+/// and the notifications whose decisions it makes durable. The notifier is handed those only
+/// once they are in the journal, so every mark it writes (routed, delivered) lands after the
+/// decision it updates: the journal writer applies submissions in order.
+struct Journaled {
+    sources: Vec<SourceRef>,
+    decided: Vec<crate::core::engine::Notification>,
+}
+
+/// The journal as the runtime uses it: a writer whose completions release offsets and
+/// notifications, a reader for recognising re-delivered messages, and how far each partition
+/// got before the restart.
 struct JournalLink {
     path: std::path::PathBuf,
     /// A submission's token is every message it completes: offsets are released per batch.
-    writer: JournalWriter<Vec<SourceRef>>,
+    writer: JournalWriter<Journaled>,
+    /// Submissions carrying decisions whose completion has not come back yet: shutdown waits
+    /// for them, so no decided notification misses the notifier.
+    deciding: usize,
     /// Writes that failed (a full disk, a file-size limit): the run then ends with an error
     /// even if everything else went well, so a process manager sees it.
     failed_writes: u64,
@@ -129,7 +142,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// to resume.
 struct OpenedJournal {
     link: JournalLink,
-    completions: mpsc::UnboundedReceiver<Completion<Vec<SourceRef>>>,
+    completions: mpsc::UnboundedReceiver<Completion<Journaled>>,
     resumed: ResumedNotifications,
 }
 
@@ -144,16 +157,12 @@ struct Runtime {
     engine: Engine,
     /// Team mode: where escalation changes and decisions are published.
     team: Option<Arc<crate::team::publish::StatePublisher>>,
-    /// How far each partition has been handled: by the previous active worker (team mode)
-    /// and by this run. A rebalance can hand a partition back from an older committed offset
-    /// (a commit lost when the group coordinator's broker died): what comes again up to here
-    /// was handled already, and handling it twice would print and count it twice.
-    handled_through: HashMap<PartitionKey, i64>,
+    /// The one owner of offsets: in flight, handled, waiting for a sink, released.
+    offsets: CommitGate,
     journal: Option<JournalLink>,
     control: ConsumerControl,
     dead_letters: DeadLetterProducer,
     dead_letter_done: mpsc::Sender<DeadLetterDone>,
-    tracker: OffsetTracker,
     notifier: Notifier,
     /// Granted while this process may page and store offsets (a team worker's lease).
     side_effects: SideEffects,
@@ -161,18 +170,11 @@ struct Runtime {
     /// Records emitted while handling the current batch, sent together after it. Bounded by
     /// what one batch (at most `MAX_BATCH` messages) or one tick emits.
     unsent_output: Vec<OutputRecord>,
-    output_gate: Option<OutputGate>,
-    /// Team mode: holds finished offsets until the state records written before them have
-    /// committed (see `commit_gate`).
-    state_hold: Option<commit_gate::Hold>,
     max_message_bytes: usize,
     summary: RunSummary,
-    /// Offsets finished since the last store: stored once per batch, not per message.
-    to_store: HashMap<PartitionKey, i64>,
-    /// Notifications decided since the last journal submission. With a journal they reach the
-    /// notifier only once their decisions are submitted: the notifier's marks go to the same
-    /// writer, and a mark written before its decision would update nothing (the notification
-    /// then stayed "decided" in the journal although it was sent).
+    /// With a journal: notifications decided since the last journal submission, which goes
+    /// with them (`Journaled`); the notifier gets them when it has committed. Emptied at every
+    /// submission, so bounded by what one batch or one tick decides.
     decided: Vec<crate::core::engine::Notification>,
     /// Kafka message timestamp to handled (its output record sent), logged at exit.
     latency: crate::core::metrics::LatencyHistogram,
@@ -183,16 +185,6 @@ struct Runtime {
 struct PendingCommit {
     sources: Vec<SourceRef>,
     records: Vec<JournalRecord>,
-}
-
-/// Holds finished offsets until the output lines emitted before them are flushed.
-struct OutputGate {
-    /// Records sent on the output channel so far.
-    emitted: u64,
-    /// Waits on the writer's count of flushed records. Bounded in practice by the output
-    /// channel: an entry waits only for records still in the channel or in the writer's
-    /// buffer, which is flushed at least every few hundred records.
-    hold: commit_gate::Hold,
 }
 
 /// Team mode: the state a new active worker restored from `<topic>.state`, which replaces
@@ -230,9 +222,15 @@ pub fn spawn_with(
         None => (None, None, None, ResumedNotifications::default()),
     };
     let team_state = team.as_ref().map(|team| team.state.clone());
-    let state_hold = team_state
-        .as_ref()
-        .map(|state| commit_gate::Hold::new(state.confirmed()));
+    // The state hold waits on the state writer's count of committed records; the output
+    // hold on the headless writer's count of flushed ones, bounded in practice by the output
+    // channel (an entry waits only for records still in it or in the writer's buffer, which
+    // is flushed at least every few hundred records).
+    let state_counts = team_state.as_ref().map(|state| {
+        let publisher = state.clone();
+        let accepted: commit_gate::Accepted = Box::new(move || publisher.accepted());
+        (accepted, state.confirmed())
+    });
     let handled_through = team
         .as_ref()
         .map(|team| {
@@ -315,24 +313,17 @@ pub fn spawn_with(
     let runtime = Runtime {
         engine,
         team: team_state,
-        handled_through,
+        offsets: CommitGate::new(handled_through, options.output_flushed, state_counts),
         journal,
         control: source.control,
         dead_letters,
         dead_letter_done,
-        tracker: OffsetTracker::default(),
         notifier,
         side_effects: options.side_effects,
         output: options.output,
         unsent_output: Vec::new(),
-        output_gate: options.output_flushed.map(|flushed| OutputGate {
-            emitted: 0,
-            hold: commit_gate::Hold::new(flushed),
-        }),
-        state_hold,
         max_message_bytes: config.kafka.max_message_bytes,
         summary: RunSummary::default(),
-        to_store: HashMap::new(),
         decided: Vec::new(),
         latency: Default::default(),
     };
@@ -366,7 +357,7 @@ struct RunLoop {
     stop_fetching: watch::Sender<bool>,
     commands: mpsc::Receiver<Command>,
     dead_letter_done: mpsc::Receiver<DeadLetterDone>,
-    journal_completions: Option<mpsc::UnboundedReceiver<Completion<Vec<SourceRef>>>>,
+    journal_completions: Option<mpsc::UnboundedReceiver<Completion<Journaled>>>,
     snapshot_tx: watch::Sender<SharedSnapshot>,
     frame: Duration,
     operator: String,

@@ -39,35 +39,41 @@ impl Runtime {
                 }
                 _ = status_rx.changed() => {
                     let assigned = status_rx.borrow_and_update().assigned_partitions.clone();
-                    let revoked = self.tracker.retain_assigned(self.control.topic(), &assigned);
-                    if !revoked.is_empty() {
-                        tracing::debug!(count = revoked.len(), "in-flight work of revoked partitions forgotten");
+                    let revoked = self.offsets.retain_assigned(self.control.topic(), &assigned);
+                    if revoked > 0 {
+                        tracing::debug!(count = revoked, "in-flight work of revoked partitions forgotten");
                     }
                     dirty = true;
                 }
-                () = confirmed_more(self.output_gate.as_mut().map(|gate| &mut gate.hold)) => {
-                    if self.release_flushed() {
-                        tracing::error!("stdout is broken: stopping consumption");
-                        break;
+                side = self.offsets.confirmed_more() => match side {
+                    Confirmed::Output => {
+                        let broken = self.offsets.release_flushed();
+                        self.flush_stores();
+                        if broken {
+                            tracing::error!("stdout is broken: stopping consumption");
+                            break;
+                        }
                     }
-                }
-                () = confirmed_more(self.state_hold.as_mut()) => {
-                    if self.release_committed() {
-                        // The worker's supervisor sees the writer fenced and steps down.
-                        tracing::error!("the state writer stopped: storing no more offsets");
+                    Confirmed::State => {
+                        let broken = self.offsets.release_committed();
+                        self.flush_stores();
+                        if broken {
+                            // The worker's supervisor sees the writer fenced and steps down.
+                            tracing::error!("the state writer stopped: storing no more offsets");
+                        }
                     }
-                }
+                },
                 _ = ticker.tick() => {
                     self.apply(Input::Tick, None).await;
                     self.sweep_decided();
                     dirty = true;
                 }
-                batch = io.messages.recv(), if !self.state_backlogged() => match batch {
+                batch = io.messages.recv(), if !self.offsets.state_backlogged() => match batch {
                     Some(batch) => {
                         self.handle_batch(batch).await;
                         self.send_output().await;
                         dirty = true;
-                        if self.output_broken() {
+                        if self.offsets.output_broken() {
                             tracing::error!("stdout is broken: stopping consumption");
                             break;
                         }
@@ -101,20 +107,24 @@ impl Runtime {
         let _ = (&mut io.fetch_task).await;
         // What was fetched before the stop is handled, so its offsets can be committed; not
         // when stdout broke, as its lines could not be written.
-        while !self.output_broken()
+        while !self.offsets.output_broken()
             && let Ok(batch) = io.messages.try_recv()
         {
             self.handle_batch(batch).await;
             self.send_output().await;
         }
         let deadline = tokio::time::Instant::now() + io.shutdown_timeout;
-        while self.tracker.in_flight() > self.unstorable() {
+        while self.offsets.in_flight() > self.offsets.unstorable()
+            || self
+                .journal
+                .as_ref()
+                .is_some_and(|journal| journal.deciding > 0)
+        {
             let next = async {
                 tokio::select! {
                     Some(done) = io.dead_letter_done.recv() => Some(Ok(done)),
                     Some(completion) = next_completion(&mut io.journal_completions) => Some(Err(completion)),
-                    () = confirmed_more(self.output_gate.as_mut().map(|gate| &mut gate.hold)) => None,
-                    () = confirmed_more(self.state_hold.as_mut()) => None,
+                    _ = self.offsets.confirmed_more() => None,
                 }
             };
             match tokio::time::timeout_at(deadline, next).await {
@@ -124,12 +134,13 @@ impl Runtime {
                 }
                 Ok(Some(Err(completion))) => self.journal_committed(completion),
                 Ok(None) => {
-                    self.release_flushed();
-                    self.release_committed();
+                    self.offsets.release_flushed();
+                    self.offsets.release_committed();
+                    self.flush_stores();
                 }
                 _ => {
                     tracing::warn!(
-                        pending = self.tracker.in_flight(),
+                        pending = self.offsets.in_flight(),
                         "work unfinished at shutdown; those messages will be re-read next start"
                     );
                     break;
@@ -233,18 +244,16 @@ impl Runtime {
         if !self.side_effects.allowed("notification") {
             return;
         }
-        if let Some(journal) = &self.journal
-            && self.notifier.has_channels()
-        {
+        if self.journal.is_some() && self.notifier.has_channels() {
             let record = JournalRecord::Decided(Decision {
                 notification: notification.clone(),
                 at: chrono::Utc::now(),
             });
-            if let Err(error) = journal.writer.record(vec![record]).await {
-                tracing::error!(%error, "cannot journal a self-alert notification");
-            }
+            self.decided.push(notification);
+            self.commit(Vec::new(), vec![record]).await;
+        } else {
+            self.notifier.submit(notification);
         }
-        self.notifier.submit(notification);
     }
 
     /// Handles a batch in order; its journal records go in one submission and its offsets
@@ -261,11 +270,21 @@ impl Runtime {
         if let Some(team) = &self.team {
             team.progress(&sources);
         }
-        if !pending.sources.is_empty() {
+        if !pending.sources.is_empty() || !self.decided.is_empty() {
             self.commit(pending.sources, pending.records).await;
         }
-        self.release_decided();
         self.flush_stores();
+    }
+
+    /// Stores the offsets the commit gate released since the last call, one call for all
+    /// partitions; none when this worker no longer holds the lease (team mode).
+    pub(super) fn flush_stores(&mut self) {
+        let (control, side_effects) = (&self.control, &self.side_effects);
+        self.offsets.store_released(|offsets| {
+            if side_effects.allowed("offset store") {
+                control.store_many(offsets.iter().map(|(key, next)| (key, *next)));
+            }
+        });
     }
 
     pub(super) async fn handle_message(
@@ -274,36 +293,29 @@ impl Runtime {
         pending: &mut PendingCommit,
     ) {
         let started = Instant::now();
-        let key = PartitionKey {
-            topic: message.source.topic.clone(),
-            partition: message.source.partition,
-        };
-        let offset = message.source.offset;
-        let handled_already = self
-            .handled_through
-            .get(&key)
-            .is_some_and(|highest| offset <= *highest);
-        if handled_already && self.tracker.is_in_flight(&key, offset) {
-            // Its first delivery is still being finished (a dead-letter send): that one
-            // stores the offset when it is done.
-            self.summary.redelivered += 1;
-            return;
-        }
-        self.tracker.begin(&key, offset);
-        let control = &self.control;
-        if handled_already
-            || self.journal.as_ref().is_some_and(|journal| {
+        let (journal, control) = (&self.journal, &self.control);
+        let arrival = self.offsets.arrive(&message.source, || {
+            journal.as_ref().is_some_and(|journal| {
                 journal.already_handled(&message.source, || control.cluster_id())
             })
-        {
+        });
+        match arrival {
+            Arrival::Fresh => {}
+            // Its first delivery is still being finished (a dead-letter send): that one
+            // stores the offset when it is done.
+            Arrival::InFlight => {
+                self.summary.redelivered += 1;
+                return;
+            }
             // Handled before (in this run, by a predecessor, or before a restart), offset
             // not yet committed: nothing to do again.
-            tracing::debug!(source = %message.source, "re-delivered message already handled");
-            self.summary.redelivered += 1;
-            self.finish(&message.source);
-            return;
+            Arrival::Repeat => {
+                tracing::debug!(source = %message.source, "re-delivered message already handled");
+                self.summary.redelivered += 1;
+                self.offsets.finish(&message.source);
+                return;
+            }
         }
-        self.handled_through.insert(key, offset);
         let received_at = chrono::Utc::now();
         match event::decode(message.payload.as_deref(), self.max_message_bytes) {
             Ok(event) => {
