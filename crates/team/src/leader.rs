@@ -11,7 +11,12 @@
 //!   generation, so a successful commit confirms the membership (after the request was sent);
 //!   so does `REBALANCE_IN_PROGRESS`, which it answers only after checking both.
 //! - A new holder of partition 0 waits `wait` (session timeout minus one heartbeat interval,
-//!   4 s shipped) after its assignment before it acts.
+//!   4 s shipped) after its assignment before it acts, unless the cluster fences: on Apache
+//!   Kafka the first thing a new holder does is open the team's transactional state writer,
+//!   which fences its predecessor's at the broker, and a claim commits through that writer
+//!   before its send; a predecessor that wakes can then send and store nothing, so there is
+//!   nothing to wait out. librdkafka's mock cluster (the embedded broker) does not fence
+//!   transactional producers, so there the new holder waits as before.
 //! - The lease then runs until the moment the request was *sent* plus `hold`, on the monotonic
 //!   clock, which keeps running while the process is stopped. The coordinator heard from the
 //!   member after that moment, so it expires the member no sooner than a session timeout
@@ -95,6 +100,9 @@ pub struct Lease {
     hold: Duration,
     /// Set once a refusal was logged, so a fenced worker logs it once.
     refusal_logged: Arc<AtomicBool>,
+    /// Whether the cluster fences a predecessor's transactional writer when a new one opens
+    /// (every Kafka broker; not librdkafka's mock cluster). Unknown counts as no.
+    cluster_fences: Arc<AtomicBool>,
     /// Set when the broker fenced this worker's state writer (another worker opened one with
     /// the team's `transactional.id`): whatever the lease says, this worker is no longer the
     /// active one. Cleared when this worker opens a writer of its own again.
@@ -112,6 +120,22 @@ impl Lease {
             hold: session + wait - heartbeat,
             refusal_logged: Arc::default(),
             broker_fenced: Arc::default(),
+            cluster_fences: Arc::default(),
+        }
+    }
+
+    /// The cluster's id is known: a new holder acts without waiting when the cluster fences.
+    pub fn cluster_known(&self, cluster_id: &str) {
+        self.cluster_fences
+            .store(cluster_fences(cluster_id), Ordering::SeqCst);
+    }
+
+    /// How long a new holder waits before it acts on this cluster.
+    pub fn wait_before_acting(&self) -> Duration {
+        if self.cluster_fences.load(Ordering::SeqCst) {
+            Duration::ZERO
+        } else {
+            self.wait
         }
     }
 
@@ -133,13 +157,15 @@ impl Lease {
         self.broker_fenced.load(Ordering::SeqCst)
     }
 
-    /// How long a new holder waits before it acts.
+    /// How long a new holder waits before it acts on a cluster that does not fence; also
+    /// how long a console waits for a lease record before it says no worker is active.
     pub fn length(&self) -> Duration {
         self.wait
     }
 
     pub fn is_active(&self) -> bool {
-        self.lock().active(Instant::now(), self.wait)
+        self.lock()
+            .active(Instant::now(), self.wait_before_acting())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LeaseState> {
@@ -198,12 +224,25 @@ impl ConsumerContext for LeaderContext {
             && holds_zero(list, &self.topic)
         {
             self.lease.lock().assigned(Instant::now());
-            tracing::info!(
-                wait_ms = self.lease.wait.as_millis() as u64,
-                "leadership partition assigned; waiting out any previous holder's lease"
-            );
+            let wait = self.lease.wait_before_acting();
+            if wait.is_zero() {
+                tracing::info!(
+                    "leadership partition assigned; the broker fences the previous holder's writer"
+                );
+            } else {
+                tracing::info!(
+                    wait_ms = wait.as_millis() as u64,
+                    "leadership partition assigned; waiting out any previous holder's lease"
+                );
+            }
         }
     }
+}
+
+/// Whether a cluster of this id fences a transactional producer when another opens with its
+/// `transactional.id`. librdkafka's mock cluster names itself `mockCluster<hex>` and does not.
+pub fn cluster_fences(cluster_id: &str) -> bool {
+    !cluster_id.starts_with("mockCluster")
 }
 
 fn holds_zero(list: &TopicPartitionList, topic: &str) -> bool {
@@ -314,16 +353,27 @@ fn poll_and_renew(
 ) {
     let mut last_renewal = Instant::now() - RENEW_EVERY;
     let mut failures_logged = false;
+    // Asked before the first assignment can come, so a first holder knows whether to wait.
+    match consumer.client().fetch_cluster_id(Duration::from_secs(5)) {
+        Some(id) => lease.cluster_known(&id),
+        None => tracing::warn!(
+            "the cluster's id is unknown: a new leader waits out its predecessor's lease"
+        ),
+    }
+    // The holding last confirmed: a new holding is confirmed at once, not a renewal later.
+    let mut renewed_for = None;
     while !*stop.borrow() {
         // Rebalance callbacks run inside the poll; the topic's records are not used.
         let _ = consumer.poll(Duration::from_millis(100));
-        if last_renewal.elapsed() < RENEW_EVERY {
+        let held = lease.lock().held_since;
+        if last_renewal.elapsed() < RENEW_EVERY && (held.is_none() || held == renewed_for) {
             continue;
         }
         last_renewal = Instant::now();
-        let Some(held_since) = lease.lock().held_since else {
+        let Some(held_since) = held else {
             continue;
         };
+        renewed_for = Some(held_since);
         let mut list = TopicPartitionList::new();
         if list
             .add_partition_offset(&topic, 0, Offset::Offset(0))
@@ -415,5 +465,36 @@ mod tests {
         // successor then waits. The lease has run out before it acts, by a heartbeat.
         let successor_acts = sent + session + lease.wait;
         assert!(!state.active(successor_acts - heartbeat, lease.wait));
+    }
+
+    #[test]
+    fn on_a_cluster_that_fences_a_new_holder_acts_at_its_first_confirmation() {
+        let lease = Lease::new(Duration::from_secs(6), Duration::from_secs(2));
+        assert_eq!(
+            lease.wait_before_acting(),
+            lease.length(),
+            "unknown cluster: waits"
+        );
+        lease.cluster_known("mockCluster7f3a2c");
+        assert_eq!(
+            lease.wait_before_acting(),
+            Duration::from_secs(4),
+            "the embedded broker does not fence"
+        );
+        {
+            let now = Instant::now();
+            let mut state = lease.lock();
+            state.assigned(now);
+            state.confirmed(now, now, lease.hold);
+        }
+        assert!(!lease.is_active(), "waiting out the predecessor's lease");
+        lease.cluster_known("r2bTrG2mQ2uQ9W3xkXh1Yw");
+        assert_eq!(lease.wait_before_acting(), Duration::ZERO);
+        assert!(lease.is_active(), "the broker fences the predecessor");
+        assert_eq!(
+            lease.length(),
+            Duration::from_secs(4),
+            "consoles still wait a lease length for a heartbeat"
+        );
     }
 }
