@@ -146,3 +146,92 @@ async fn a_resumed_delivery_for_a_channel_now_off_is_counted_not_lost_silently()
     second.stop(Duration::from_secs(1)).await;
     assert_eq!(deliveries(&path), [("failed".to_string(), 1)]);
 }
+
+/// A burst larger than the outbox: what the full outbox refused is still decided in the
+/// journal, and the notifier's refill queues it again from there once there is room (and the
+/// refused decisions are older than the refill's minimum age, 5 s). On a single-threaded
+/// runtime the delivery tasks cannot run between the `submit` calls, so the outbox fills.
+#[tokio::test(flavor = "current_thread")]
+async fn a_burst_larger_than_the_outbox_is_queued_again_from_the_journal() {
+    use incident_console::journal::{DecidedRows, Decision, JournalRecord};
+    use incident_console::notify::Refill;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.sqlite3");
+    let mut receiver = HttpReceiver::start().await;
+    let mut config = fast_config();
+    config.webhook.url = Some(receiver.url("/webhook"));
+    config.outbox_capacity = 2;
+    let burst: Vec<_> = (300..310)
+        .map(|id| {
+            notification(
+                NotificationKind::IncidentCreated,
+                Audience::Administrators,
+                id,
+                "Burst",
+                Priority::Medium,
+                &[],
+            )
+        })
+        .collect();
+
+    let journal = Journal::open(&path, &JournalConfig::default()).unwrap();
+    let reader = journal.reader().unwrap();
+    let (writer, _completions) = JournalWriter::<SourceRef>::start(journal).unwrap();
+    // As the runtime does: the decisions are committed before the notifier is handed them.
+    let decided = burst
+        .iter()
+        .map(|notification| {
+            JournalRecord::Decided(Decision {
+                notification: notification.clone(),
+                at: chrono::Utc::now(),
+            })
+        })
+        .collect();
+    writer.record_committed(decided).await.unwrap();
+    let refill = Refill {
+        source: Arc::new(DecidedRows::new(reader)),
+        horizon: Duration::from_secs(config.dedup.resume_horizon_secs),
+    };
+    let mut notifier = Notifier::start_gated(
+        &config,
+        Some(Arc::new(writer.clone())),
+        Default::default(),
+        incident_console::core::permit::SideEffects::always(),
+        Some(refill),
+    )
+    .unwrap();
+    for notification in &burst {
+        notifier.submit(notification.clone());
+    }
+    assert_eq!(
+        notifier.status().outbox_overflowed,
+        8,
+        "the outbox took 2 of the 10"
+    );
+
+    let ok = receiver.wait_ok("/webhook", burst.len()).await;
+    let mut ids: Vec<i64> = ok
+        .iter()
+        .map(|received| received.body["incident_id"].as_i64().unwrap())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        (300..310).collect::<Vec<_>>(),
+        "every notification of the burst, once"
+    );
+    eventually(WAIT, "all ten to be delivered", || {
+        (notifier.status().delivered == 10).then_some(())
+    })
+    .await;
+    notifier.shutdown(Duration::from_secs(5)).await;
+    drop(notifier);
+    writer.shutdown().await.unwrap();
+    assert_eq!(
+        receiver.on("/webhook").len(),
+        10,
+        "nothing sent twice while the refill read rows back"
+    );
+    assert_eq!(deliveries(&path), [("delivered".to_string(), 10)]);
+}

@@ -107,6 +107,10 @@ fn start_journal(
         .map(|(topic, partition, offset)| ((topic, partition), offset))
         .collect();
     let reader = journal.reader()?;
+    let refill = crate::notify::Refill {
+        source: Arc::new(crate::journal::DecidedRows::new(journal.reader()?)),
+        horizon,
+    };
     let (writer, completions) = JournalWriter::start(journal)?;
     tracing::info!(path = %path.display(), "journal open");
     Ok(OpenedJournal {
@@ -118,15 +122,10 @@ fn start_journal(
             last_error: None,
             reader,
             highest_before_start,
-            sweep: DecidedSweep {
-                horizon,
-                overflowed_seen: 0,
-                active: false,
-                last_run: None,
-            },
         },
         completions,
         resumed,
+        refill,
     })
 }
 
@@ -165,43 +164,6 @@ impl Runtime {
                     self.notifier.submit(notification);
                 }
             }
-        }
-    }
-
-    pub(super) fn sweep_decided(&mut self) {
-        let Some(journal) = &mut self.journal else {
-            return;
-        };
-        let status = self.notifier.status();
-        let sweep = &mut journal.sweep;
-        if status.outbox_overflowed > sweep.overflowed_seen {
-            sweep.overflowed_seen = status.outbox_overflowed;
-            sweep.active = true;
-        }
-        if !sweep.active || sweep.last_run.is_some_and(|at| at.elapsed() < SWEEP_EVERY) {
-            return;
-        }
-        sweep.last_run = Some(Instant::now());
-        let room = self.notifier.capacity().saturating_sub(status.outbox_depth) / 2;
-        let now = chrono::Utc::now();
-        let age = |age: Duration| now - chrono::TimeDelta::from_std(age).unwrap_or_default();
-        let decided = journal.reader.decided_notifications(
-            age(sweep.horizon),
-            age(SWEEP_MIN_AGE),
-            room.max(1),
-        );
-        match decided {
-            Ok(decided) if decided.is_empty() => sweep.active = false,
-            Ok(decided) => {
-                tracing::info!(
-                    count = decided.len(),
-                    "re-submitting notifications the full queue refused"
-                );
-                for notification in decided {
-                    self.notifier.submit(notification);
-                }
-            }
-            Err(error) => tracing::error!(%error, "cannot read pending notifications"),
         }
     }
 

@@ -119,24 +119,7 @@ struct JournalLink {
     last_error: Option<String>,
     reader: JournalReader,
     highest_before_start: HashMap<(String, i32), i64>,
-    sweep: DecidedSweep,
 }
-
-/// When the notifier's queue overflows, the notifications it refused are still in the journal
-/// as decided and never routed: they are fed to it again, a batch at a time, until none is
-/// left. Deduplication makes a repeat harmless.
-struct DecidedSweep {
-    /// Older notifications are never sent (`dedup.resume_horizon_secs`).
-    horizon: Duration,
-    overflowed_seen: u64,
-    active: bool,
-    last_run: Option<Instant>,
-}
-
-/// Notifications decided more recently than this may still be on their way through the
-/// notifier.
-const SWEEP_MIN_AGE: Duration = Duration::from_secs(5);
-const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
 /// What opening the journal yields: the link, its completions, and the notification state
 /// to resume.
@@ -144,6 +127,8 @@ struct OpenedJournal {
     link: JournalLink,
     completions: mpsc::UnboundedReceiver<Completion<Journaled>>,
     resumed: ResumedNotifications,
+    /// Where the notifier reads back what its full outbox refused.
+    refill: crate::notify::Refill,
 }
 
 /// Whether the loop goes on after a command.
@@ -210,16 +195,23 @@ pub fn spawn_with(
     let mut engine = Engine::new(config.engine_config());
     // A team worker's state comes from `<topic>.state` (`team.restored`), not its journal.
     let opened = open_journal(config, team.is_none().then_some(&mut engine), options.demo)?;
-    let (journal, completions, recorder, mut resumed) = match opened {
+    let (journal, completions, recorder, mut resumed, refill) = match opened {
         Some(OpenedJournal {
             link,
             completions,
             resumed,
+            refill,
         }) => {
             let recorder: Arc<dyn crate::notify::DeliveryRecorder> = Arc::new(link.writer.clone());
-            (Some(link), Some(completions), Some(recorder), resumed)
+            (
+                Some(link),
+                Some(completions),
+                Some(recorder),
+                resumed,
+                Some(refill),
+            )
         }
-        None => (None, None, None, ResumedNotifications::default()),
+        None => (None, None, None, ResumedNotifications::default(), None),
     };
     let team_state = team.as_ref().map(|team| team.state.clone());
     // The state hold waits on the state writer's count of committed records; the output
@@ -277,6 +269,7 @@ pub fn spawn_with(
                 Some(recorder),
                 resumed.deliveries,
                 options.side_effects.clone(),
+                refill,
             )?
         }
         None => Notifier::start_gated(
@@ -284,6 +277,7 @@ pub fn spawn_with(
             None,
             Default::default(),
             options.side_effects.clone(),
+            None,
         )?,
     };
     for notification in resumed.decided {

@@ -65,7 +65,6 @@ impl Runtime {
                 },
                 _ = ticker.tick() => {
                     self.apply(Input::Tick, None).await;
-                    self.sweep_decided();
                     dirty = true;
                 }
                 batch = io.messages.recv(), if !self.offsets.state_backlogged() => match batch {

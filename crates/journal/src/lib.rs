@@ -33,7 +33,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use incident_notify::{DeliveryChange, DeliveryRecorder};
+use incident_notify::{DecidedSource, DeliveryChange, DeliveryRecorder};
 
 pub use error::{JournalError, JournalFailed};
 pub use oncall::OnCallRecord;
@@ -137,6 +137,31 @@ impl<T: Send + 'static> DeliveryRecorder for JournalWriter<T> {
                 tracing::error!(%error, "cannot journal notification deliveries");
             }
         })
+    }
+}
+
+/// The journal as the notifier's durable record of decisions: where its refill reads back
+/// what the full outbox refused (decided, never routed). A read-only connection of its own.
+pub struct DecidedRows(std::sync::Mutex<JournalReader>);
+
+impl DecidedRows {
+    pub fn new(reader: JournalReader) -> Self {
+        Self(std::sync::Mutex::new(reader))
+    }
+}
+
+impl DecidedSource for DecidedRows {
+    fn decided(
+        &self,
+        not_before: chrono::DateTime<chrono::Utc>,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<incident_core::engine::Notification>> {
+        let reader = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Ok(reader.decided_notifications(not_before, before, limit)?)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Notification delivery. Effects arrive through `submit`, which never blocks or waits: it puts
-//! the notification in a bounded outbox (or, when that is full, counts and logs it). Behind
+//! the notification in a bounded outbox (or, when that is full, counts and logs it, and with a
+//! journal the refill task queues it again from there once there is room: `refill`). Behind
 //! the outbox a dispatcher task routes each notification to deliveries (channel + recipient),
 //! drops duplicates (`Claims`), applies each channel's rate limit (held-back ones are
 //! summarised in a digest) and hands the rest to one worker per channel, which retries with
@@ -10,12 +11,13 @@
 //! - `routing`: audience and routes -> deliveries; `policy`: backoff, Retry-After, rate limit;
 //! - `store`: the dedup claims in memory, and the delivery changes the journal records;
 //! - `send`: one attempt on the wire;
-//! - `worker`: the dispatcher and channel tasks.
+//! - `worker`: the dispatcher and channel tasks; `refill`: the outbox refilled after an overflow.
 
 pub mod config;
 /// Builders for tests of the layers that keep notification state (here, the journal, the team).
 pub mod fixtures;
 pub mod policy;
+pub mod refill;
 pub mod routing;
 pub mod send;
 pub mod store;
@@ -31,6 +33,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use config::{Channel, NotifyConfig};
+pub use refill::{DecidedSource, Refill};
 pub use store::{
     AttemptOutcome, Claims, Delivery, DeliveryChange, DeliveryRecorder, Payload, ResumedDeliveries,
     ResumedNotifications,
@@ -52,6 +55,8 @@ pub struct Notifier {
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
     channels_enabled: bool,
+    /// With a journal: wakes the task that queues again what the full outbox refused.
+    refill: Option<(Arc<tokio::sync::Notify>, JoinHandle<()>)>,
 }
 
 impl Notifier {
@@ -64,6 +69,7 @@ impl Notifier {
             None,
             ResumedDeliveries::default(),
             SideEffects::always(),
+            None,
         )
     }
 
@@ -75,16 +81,18 @@ impl Notifier {
         recorder: Arc<dyn DeliveryRecorder>,
         resumed: ResumedDeliveries,
     ) -> anyhow::Result<Self> {
-        Self::start_gated(config, Some(recorder), resumed, SideEffects::always())
+        Self::start_gated(config, Some(recorder), resumed, SideEffects::always(), None)
     }
 
     /// As `start_with_journal` (or `start`, without a recorder), sending only while
-    /// `side_effects` allows it: a team worker passes its lease.
+    /// `side_effects` allows it (a team worker passes its lease), and with `refill`, queueing
+    /// again from the journal what its full outbox refused.
     pub fn start_gated(
         config: &NotifyConfig,
         recorder: Option<Arc<dyn DeliveryRecorder>>,
         resumed: ResumedDeliveries,
         side_effects: SideEffects,
+        refill: Option<Refill>,
     ) -> anyhow::Result<Self> {
         config
             .validate()
@@ -160,6 +168,16 @@ impl Notifier {
             park_capacity: config.delivery.queue_capacity * PARK_FACTOR,
         };
         tasks.push(tokio::spawn(dispatcher.run(receiver)));
+        let refill = refill.map(|refill| {
+            let wake = Arc::new(tokio::sync::Notify::new());
+            let task = tokio::spawn(refill::run(
+                refill,
+                outbox.downgrade(),
+                shared.clone(),
+                wake.clone(),
+            ));
+            (wake, task)
+        });
         // Like routes, self-alerts skip channels that are not configured: say so at start
         // rather than leave the administrators believing they will be told.
         for channel in &config.self_alerts.channels {
@@ -181,6 +199,7 @@ impl Notifier {
             shared,
             tasks,
             channels_enabled: !enabled.is_empty(),
+            refill,
         })
     }
 
@@ -198,7 +217,7 @@ impl Notifier {
 
     /// Queues a notification for delivery. Never blocks or waits: when the outbox is full the
     /// notification is counted (`outbox_overflowed`) and logged, and the dispatcher logs a
-    /// summary by kind.
+    /// summary by kind; with a journal the refill task queues it again once there is room.
     pub fn submit(&mut self, notification: Notification) {
         let Some(outbox) = &self.outbox else {
             tracing::warn!(
@@ -243,6 +262,10 @@ impl Notifier {
             .position(|kind| *kind == notification.kind)
             .unwrap_or(0);
         self.shared.overflowed[index].fetch_add(1, Ordering::Relaxed);
+        self.shared.overflowed_now();
+        if let Some((wake, _)) = &self.refill {
+            wake.notify_one();
+        }
     }
 
     pub fn status(&self) -> NotifierStatus {
@@ -253,6 +276,12 @@ impl Notifier {
     /// for at most `timeout`; what is left is logged and, with a persistent store, resumed at
     /// the next start.
     pub async fn shutdown(&mut self, timeout: Duration) {
+        // First the refill, which may hold a sender: what it has not queued stays decided in
+        // the journal and is resumed at the next start.
+        if let Some((_, task)) = self.refill.take() {
+            task.abort();
+            let _ = task.await;
+        }
         self.outbox = None;
         let deadline = tokio::time::Instant::now() + timeout;
         let mut unfinished = false;
@@ -287,6 +316,9 @@ impl Notifier {
 
 impl Drop for Notifier {
     fn drop(&mut self) {
+        if let Some((_, task)) = &self.refill {
+            task.abort();
+        }
         for task in &self.tasks {
             task.abort();
         }

@@ -72,6 +72,8 @@ pub struct Shared {
     /// difference is what waits in (or is being taken from) the outbox.
     pub accepted: AtomicU64,
     pub routed: AtomicU64,
+    /// When the outbox last refused a notification (the refill reads only older decisions).
+    last_overflow: Mutex<Option<std::time::Instant>>,
 }
 
 impl Shared {
@@ -92,6 +94,7 @@ impl Shared {
             overflow_pending_report: AtomicBool::new(false),
             accepted: AtomicU64::new(0),
             routed: AtomicU64::new(0),
+            last_overflow: Mutex::new(None),
         }
     }
 
@@ -127,6 +130,20 @@ impl Shared {
                 error: error.to_string(),
             },
         }
+    }
+
+    pub fn overflowed_now(&self) {
+        *self
+            .last_overflow
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(std::time::Instant::now());
+    }
+
+    pub fn last_overflow(&self) -> Option<std::time::Instant> {
+        *self
+            .last_overflow
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn overflowed_total(&self) -> u64 {
