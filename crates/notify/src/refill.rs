@@ -57,7 +57,9 @@ pub(crate) async fn run(
             let Some(sender) = outbox.upgrade() else {
                 return;
             };
-            // Half the outbox free: room for a batch, and room left for new decisions.
+            // Half the outbox free: room for a batch. While this waits, the slots freed go
+            // to it first (the channel's semaphore is fair), so new decisions are refused too
+            // and read back in their turn, oldest first: the order of decisions is kept.
             let room = (sender.max_capacity() / 2).max(1);
             let Ok(permits) = sender.reserve_many(room).await else {
                 return;
