@@ -23,7 +23,6 @@ pub use incident_notify as notify;
 pub mod observe;
 pub use incident_config::oncall;
 pub mod output;
-pub mod profile;
 pub mod release;
 pub mod replay;
 pub mod roles;
@@ -35,5 +34,8 @@ pub use incident_status as status;
 /// A crate of its own (`crates/team`): leadership, `<topic>.state` and `<topic>.commands`;
 /// it knows Kafka and the stores, not the runtime or a face.
 pub use incident_team as team;
-pub mod tui;
+/// A crate of its own (`crates/tui`), the only one with ratatui and crossterm: it knows the
+/// faces' interface, the configuration and the domain.
+pub use incident_tui as tui;
+pub use incident_tui::profile;
 pub mod web;

@@ -24,13 +24,12 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 pub use crate::config::monitoring::{MonitoringConfig, check_listen_addr};
-use crate::journal::JournalStats;
 use crate::output::OutputRecord;
 use crate::status::{Command, ConnectionState, ConsumerStatus, PartitionLag, SharedSnapshot};
 
 use health::{Observation, ProgressWatch, Readiness};
 
-pub type JournalStatsFn = Arc<dyn Fn() -> JournalStats + Send + Sync>;
+pub use crate::status::JournalStatsFn;
 
 /// High watermarks this module asks the broker for, by partition. librdkafka's statistics
 /// only learn a partition's high watermark from fetch responses, so while consumption is

@@ -11,7 +11,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -30,7 +29,7 @@ use crate::kafka::consumer::{self, ConsumerControl, FetchedMessage};
 use crate::kafka::dead_letter::DeadLetterProducer;
 use crate::notify::Notifier;
 use crate::output::OutputRecord;
-use crate::status::{Command, ConsumerStatus, NotifierStatus, SharedSnapshot, Snapshot};
+use crate::status::{Command, NotifierStatus, SharedSnapshot, Snapshot};
 
 /// `tracing::info!`, or `tracing::debug!` when `quiet` (headless, where the JSON output
 /// already carries the same fact).
@@ -68,24 +67,8 @@ pub struct RuntimeOptions {
     pub side_effects: SideEffects,
 }
 
-pub struct RuntimeHandle {
-    pub commands: mpsc::Sender<Command>,
-    pub snapshots: watch::Receiver<SharedSnapshot>,
-    pub consumer_status: watch::Receiver<ConsumerStatus>,
-    /// The journal writer's counters, for the metrics endpoint; `None` without a journal.
-    pub journal_stats: Option<crate::observe::JournalStatsFn>,
-    /// Messages fetched so far (see `ConsumerControl::fetched`).
-    pub fetched: Arc<std::sync::atomic::AtomicU64>,
-    pub task: JoinHandle<anyhow::Result<RunSummary>>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct RunSummary {
-    pub handled: u64,
-    pub dead_lettered: u64,
-    /// Delivered again (after a restart, a takeover or a rebalance) and recognised as handled.
-    pub redelivered: u64,
-}
+/// The faces' handle on a runtime, and what a run did: the faces' interface (`status`).
+pub use crate::status::{RunSummary, RuntimeHandle};
 
 /// A dead-letter copy has reached the broker; its journal record may now be written.
 struct DeadLetterDone {

@@ -11,6 +11,32 @@ use serde::Serialize;
 use incident_core::engine::{EngineSnapshot, Notification};
 use incident_core::event::IncidentId;
 
+/// A running runtime as a face holds it: the commands it takes, the snapshots and consumer
+/// status it publishes, its counters for the metrics endpoint, and its task, which ends with
+/// what it did.
+pub struct RuntimeHandle {
+    pub commands: tokio::sync::mpsc::Sender<Command>,
+    pub snapshots: tokio::sync::watch::Receiver<SharedSnapshot>,
+    pub consumer_status: tokio::sync::watch::Receiver<ConsumerStatus>,
+    /// The journal writer's counters, for the metrics endpoint; `None` without a journal.
+    pub journal_stats: Option<JournalStatsFn>,
+    /// Messages fetched so far (see `ConsumerControl::fetched`).
+    pub fetched: Arc<std::sync::atomic::AtomicU64>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<RunSummary>>,
+}
+
+/// Reads the journal writer's counters.
+pub type JournalStatsFn = Arc<dyn Fn() -> incident_journal::JournalStats + Send + Sync>;
+
+/// What a run did, printed when it ends.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunSummary {
+    pub handled: u64,
+    pub dead_lettered: u64,
+    /// Delivered again (after a restart, a takeover or a rebalance) and recognised as handled.
+    pub redelivered: u64,
+}
+
 /// Operator requests, from keys in the console or signals in headless mode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {

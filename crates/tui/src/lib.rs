@@ -4,6 +4,10 @@
 //! a key), the runtime's end, termination signals, and snapshot changes. The screen is redrawn
 //! only when a snapshot or the UI state changed, at most `console.max_frames_per_sec` (and at
 //! most 30) times a second. The UI never mutates runtime state: it sends a `Command`.
+//!
+//! A crate of its own (`incident-tui`), the only one that depends on ratatui, crossterm and
+//! tui-logger: it knows the faces' interface (`incident-status`), the configuration and the
+//! domain, not the runtime, Kafka or the stores.
 
 pub mod app;
 pub mod detail;
@@ -13,11 +17,18 @@ pub mod keymap;
 pub mod logging;
 pub mod monochrome;
 pub mod mouse;
+pub mod profile;
 pub mod query;
 pub mod render;
 pub mod sanitize;
 pub mod terminal;
 pub mod theme;
+
+// The layers below, under the names the main crate gives them.
+use incident_config as config;
+use incident_config::oncall;
+use incident_core as core;
+use incident_status as status;
 
 use std::time::Duration;
 
@@ -32,8 +43,8 @@ pub use keymap::{Action, KeyBinding, Keymap, KeymapError};
 pub use sanitize::sanitize;
 
 use crate::config::{Config, SectionCheck};
-use crate::runtime::{RunSummary, RuntimeHandle};
 use crate::status::Command;
+use crate::status::{RunSummary, RuntimeHandle};
 
 /// Redraws per second never exceed this, whatever the configuration says.
 pub const MAX_FPS: u32 = 30;

@@ -3,8 +3,8 @@
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::Span;
 
-use crate::tui::App;
-use crate::tui::sanitize::sanitize;
+use crate::App;
+use crate::sanitize::sanitize;
 
 pub fn badges(app: &App) -> Vec<Span<'static>> {
     let session = app.session();
