@@ -215,11 +215,14 @@ impl Runtime {
         // What changed goes to every store of state, through the one interface: the journal
         // (in the batch of what caused it) and, in team mode, `<topic>.state`.
         if self.journal.is_some() || self.team.is_some() {
-            let mut log = changelog::of_effects(&effects, self.engine.escalations(), now);
-            if !self.notifier.has_channels() {
-                // With no channel configured there is nothing that could be owed.
-                log = log.without_decisions();
-            }
+            // With no channel configured there is nothing that could be owed.
+            let decisions = if self.notifier.has_channels() {
+                changelog::Decisions::Kept
+            } else {
+                changelog::Decisions::Left
+            };
+            let log =
+                changelog::of_effects_with(&effects, self.engine.escalations(), now, decisions);
             if !log.is_empty() {
                 if let Some(team) = &self.team {
                     ToStateTopic(team).record(&log);

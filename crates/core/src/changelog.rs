@@ -48,13 +48,16 @@ impl Changelog {
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
     }
+}
 
-    /// Without the notifications decided: with no notification channel configured nothing
-    /// can be owed, so no store keeps them.
-    pub fn without_decisions(mut self) -> Self {
-        self.changes.retain(|c| !matches!(c, Change::Decided(_)));
-        self
-    }
+/// Whether a changelog carries the notifications decided. With no notification channel
+/// configured nothing can be owed, so no store keeps them, and they are left out as the log is
+/// made rather than cloned and dropped (a notification is a map of formatted strings, and a
+/// drain decides one for most events).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decisions {
+    Kept,
+    Left,
 }
 
 /// A store of state that takes the changelog: the journal and `<topic>.state` are the two.
@@ -68,6 +71,16 @@ pub trait ChangeSink {
 /// state read from `book` after that call. Effects that change no stored state (a resolved
 /// incident's figures, a refused acknowledgement or silence) have no entry.
 pub fn of_effects(effects: &[Effect], book: &EscalationBook, at: Timestamp) -> Changelog {
+    of_effects_with(effects, book, at, Decisions::Kept)
+}
+
+/// As `of_effects`, with the notifications decided only when `decisions` is `Kept`.
+pub fn of_effects_with(
+    effects: &[Effect],
+    book: &EscalationBook,
+    at: Timestamp,
+    decisions: Decisions,
+) -> Changelog {
     let changes = effects
         .iter()
         .filter_map(|effect| match effect {
@@ -78,7 +91,9 @@ pub fn of_effects(effects: &[Effect], book: &EscalationBook, at: Timestamp) -> C
                 },
                 change: change.clone(),
             }),
-            Effect::Notify(notification) => Some(Change::Decided(notification.clone())),
+            Effect::Notify(notification) => {
+                (decisions == Decisions::Kept).then(|| Change::Decided(notification.clone()))
+            }
             Effect::Held {
                 notification,
                 silence_id,
@@ -231,12 +246,12 @@ mod tests {
             })
             .collect();
         assert_eq!(logged, decided);
-        assert!(
-            !log.clone()
-                .without_decisions()
-                .changes
-                .iter()
-                .any(|c| matches!(c, Change::Decided(_)))
+        let left = of_effects_with(&effects, engine.escalations(), at(0), Decisions::Left);
+        assert!(!left.changes.iter().any(|c| matches!(c, Change::Decided(_))));
+        assert_eq!(
+            left.changes.len(),
+            log.changes.len() - decided.len(),
+            "only the decisions are left out"
         );
 
         let closed = of_effects(
