@@ -3,6 +3,7 @@
 //! screen with a deadline; nothing sleeps to synchronise.
 
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -15,12 +16,65 @@ const OPERATOR: &str = "e2e-op";
 const FIRST_EVENTS: Duration = Duration::from_secs(60);
 const STEP: Duration = Duration::from_secs(15);
 
+/// What a terminal that knows synchronized output does: bytes inside a frame (between
+/// `CSI ? 2026 h` and `CSI ? 2026 l`) are shown only once the frame is whole, so a test never
+/// reads a screen half old and half new.
+#[derive(Default)]
+struct Frames {
+    pending: Vec<u8>,
+}
+
+impl Frames {
+    const BEGIN: &'static [u8] = b"\x1b[?2026h";
+    const END: &'static [u8] = b"\x1b[?2026l";
+
+    /// The bytes that may be shown now; an unfinished frame waits for the rest of it.
+    fn take_whole(&mut self, read: &[u8]) -> Vec<u8> {
+        self.pending.extend_from_slice(read);
+        let last = |needle: &[u8]| {
+            self.pending
+                .windows(needle.len())
+                .rposition(|w| w == needle)
+        };
+        let cut = match (last(Self::BEGIN), last(Self::END)) {
+            (Some(begin), Some(end)) if begin < end => self.pending.len(),
+            (Some(begin), _) => begin,
+            (None, _) => self.pending.len(),
+        };
+        // A marker split across two reads: keep its start back too.
+        let cut = (1..Self::BEGIN.len())
+            .rev()
+            .find(|&k| cut == self.pending.len() && self.pending.ends_with(&Self::BEGIN[..k]))
+            .map_or(cut, |k| cut - k);
+        let rest = self.pending.split_off(cut);
+        std::mem::replace(&mut self.pending, rest)
+    }
+}
+
+#[test]
+fn a_frame_is_shown_only_when_whole() {
+    let mut frames = Frames::default();
+    assert_eq!(frames.take_whole(b"plain"), b"plain");
+    assert_eq!(frames.take_whole(b"a\x1b[?2026hhalf"), b"a");
+    assert_eq!(frames.take_whole(b" more\x1b[?20"), b"");
+    assert_eq!(
+        frames.take_whole(b"26lb\x1b[?2"),
+        b"\x1b[?2026hhalf more\x1b[?2026lb"
+    );
+    assert_eq!(
+        frames.take_whole(b"026hc\x1b[?2026l"),
+        b"\x1b[?2026hc\x1b[?2026l"
+    );
+}
+
 struct Console {
     /// Held so the pseudo-terminal stays open while the console runs.
     _master: Box<dyn MasterPty + Send>,
     writer: Box<dyn Write + Send>,
     child: Box<dyn portable_pty::Child + Send + Sync>,
     parser: Arc<Mutex<vt100::Parser>>,
+    /// How many whole synchronized frames the console has written.
+    frames: Arc<AtomicUsize>,
     reader: Option<JoinHandle<()>>,
 }
 
@@ -52,12 +106,23 @@ impl Console {
         let parser = Arc::new(Mutex::new(vt100::Parser::new(rows, cols, 0)));
         let mut stream = pair.master.try_clone_reader().expect("pty reader");
         let sink = parser.clone();
+        let frames_seen = Arc::new(AtomicUsize::new(0));
+        let counter = frames_seen.clone();
         let reader = std::thread::spawn(move || {
             let mut buffer = [0u8; 64 * 1024];
+            let mut frames = Frames::default();
             loop {
                 match stream.read(&mut buffer) {
                     Ok(0) | Err(_) => break,
-                    Ok(n) => sink.lock().unwrap().process(&buffer[..n]),
+                    Ok(n) => {
+                        let whole = frames.take_whole(&buffer[..n]);
+                        let ends = whole
+                            .windows(Frames::END.len())
+                            .filter(|w| *w == Frames::END)
+                            .count();
+                        counter.fetch_add(ends, Ordering::Relaxed);
+                        sink.lock().unwrap().process(&whole);
+                    }
                 }
             }
         });
@@ -68,6 +133,7 @@ impl Console {
             child,
             parser,
             reader: Some(reader),
+            frames: frames_seen,
         }
     }
 
@@ -224,6 +290,11 @@ fn console_end_to_end_in_a_pseudo_terminal() {
     console.wait_until("events in the feed", FIRST_EVENTS, |s| {
         s.contents().contains("opened (open) by")
     });
+    // Each frame is one synchronized update, so a terminal never shows half of one.
+    assert!(
+        console.frames.load(Ordering::Relaxed) > 0,
+        "no synchronized frame written"
+    );
     console.wait_until("two open escalations", FIRST_EVENTS, |s| {
         s.contents().matches("unacknowledged").count() >= 2
     });

@@ -302,15 +302,18 @@ fn finish(
 }
 
 fn draw(terminal: &mut terminal::ConsoleTerminal, app: &mut App) -> anyhow::Result<()> {
+    use crossterm::terminal::{BeginSynchronizedUpdate, EndSynchronizedUpdate};
+    // A frame is written as one synchronized update: a terminal that knows the mode (tmux,
+    // kitty, WezTerm, foot, ...) shows it whole, never half old and half new; others ignore it.
     let mut draw = || {
-        terminal
-            .draw(|frame| {
-                render::draw(frame, app);
-                if app.is_monochrome() {
-                    monochrome::apply(frame.buffer_mut());
-                }
-            })
-            .map(|_| ())
+        crossterm::queue!(terminal.backend_mut(), BeginSynchronizedUpdate)?;
+        terminal.draw(|frame| {
+            render::draw(frame, app);
+            if app.is_monochrome() {
+                monochrome::apply(frame.buffer_mut());
+            }
+        })?;
+        crossterm::execute!(terminal.backend_mut(), EndSynchronizedUpdate)
     };
     // Writing to a slow terminal blocks; let tokio move other work off this thread meanwhile.
     let result = match tokio::runtime::Handle::current().runtime_flavor() {
