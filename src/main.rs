@@ -1,3 +1,5 @@
+use std::io::Write;
+
 use incident_console::app;
 
 /// A drain is allocation-bound (every event is decoded into owned strings and written as a
@@ -25,14 +27,22 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(app::run(cli));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(app::run(cli))
+    }));
     // What is still running has nothing left to do for this run (a metadata request of the
-    // topic check, say, waiting out its 10 s timeout): it must not hold the exit.
+    // topic check, say, waiting out its 10 s timeout): it must not hold the exit. A panic
+    // too comes here (the hook has printed it): dropping the runtime while unwinding would
+    // wait for its blocking threads without a bound.
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    let Ok(result) = result else {
+        return std::process::ExitCode::from(101);
+    };
     match result {
         Ok(_) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("incident-console: {error:#}");
+            // Not `eprintln!`, which panics when stderr is a terminal that went away.
+            let _ = writeln!(std::io::stderr(), "incident-console: {error:#}");
             // A broken stdout and a journal that refused writes have their own documented
             // statuses (README, headless output).
             if let Some(failed) = error.downcast_ref::<incident_console::headless::OutputFailed>() {

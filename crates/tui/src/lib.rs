@@ -197,7 +197,16 @@ async fn event_loop(
             _ => now,
         };
         if dirty && now >= due {
-            draw(&mut guard.terminal, &mut app)?;
+            if let Err(error) = draw(&mut guard.terminal, &mut app) {
+                // The terminal went away (EIO once its pseudo-terminal is closed); the
+                // hang-up signal may come later or never. Shut down as if asked, without
+                // drawing again, so the last batch is still journaled and committed.
+                tracing::warn!("{error:#}: shutting down");
+                // crossterm's reader spins on a closed terminal until its stream is dropped.
+                drop(events);
+                send(&commands, Command::Shutdown, &mut app);
+                return finish(task.await);
+            }
             last_draw = Some(now);
             dirty = false;
             key_pressed = false;
@@ -211,7 +220,11 @@ async fn event_loop(
                         if command == Command::Shutdown && was_quitting {
                             // Asked twice: leave now, without waiting for the commit.
                             terminal::restore();
-                            eprintln!("incident-console: exiting without waiting for shutdown");
+                            use std::io::Write as _;
+                            let _ = writeln!(
+                                std::io::stderr(),
+                                "incident-console: exiting without waiting for shutdown"
+                            );
                             std::process::exit(130);
                         }
                         if send(&commands, command, &mut app) {
@@ -225,7 +238,9 @@ async fn event_loop(
                     key_pressed = true;
                 }
                 Some(Ok(Event::Mouse(event))) => {
-                    let size = guard.terminal.size()?;
+                    let Ok(size) = guard.terminal.size() else {
+                        continue;
+                    };
                     let screen = ratatui::layout::Rect::new(0, 0, size.width, size.height);
                     if let Some(gesture) = mouse::gesture(&app, event, screen) {
                         app.apply_gesture(gesture);
@@ -238,18 +253,21 @@ async fn event_loop(
                     dirty = true;
                 }
                 Some(Ok(Event::Resize(_, _))) => {
-                    guard.terminal.autoresize()?;
+                    // A size that cannot be read is the next draw's failure to report.
+                    let _ = guard.terminal.autoresize();
                     dirty = true;
                 }
                 Some(Ok(_)) => {}
                 Some(Err(error)) => {
                     tracing::error!(%error, "cannot read the terminal; shutting down");
-                    let _ = commands.try_send(Command::Shutdown);
+                    drop(events);
+                    send(&commands, Command::Shutdown, &mut app);
                     return finish(task.await);
                 }
                 None => {
                     // The terminal went away: shut down as if asked.
-                    let _ = commands.try_send(Command::Shutdown);
+                    drop(events);
+                    send(&commands, Command::Shutdown, &mut app);
                     return finish(task.await);
                 }
             },

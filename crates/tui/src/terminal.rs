@@ -3,6 +3,7 @@
 //! shown, alternate screen left.
 
 use std::io::{self, Stdout, Write};
+use std::mem::ManuallyDrop;
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -25,12 +26,22 @@ pub type ConsoleTerminal = Terminal<CrosstermBackend<Stdout>>;
 
 /// Owns the terminal while the console runs; restores it when dropped.
 pub struct TerminalGuard {
-    pub terminal: ConsoleTerminal,
+    /// Dropped by hand: see `Drop`.
+    pub terminal: ManuallyDrop<ConsoleTerminal>,
 }
 
 impl Drop for TerminalGuard {
     fn drop(&mut self) {
         restore();
+        // ratatui's own drop shows the cursor and, when that fails, says so with `eprintln!`,
+        // which panics when stderr is the terminal that went away (a killed tmux server, a
+        // dropped ssh link): the panic then unwound through the runtime while its last commit
+        // was still running, and the process stayed behind. A terminal that cannot show the
+        // cursor is gone, so there is nothing for that drop to do: it is skipped.
+        if self.terminal.show_cursor().is_ok() {
+            // SAFETY: dropped once, here, and never used again.
+            unsafe { ManuallyDrop::drop(&mut self.terminal) };
+        }
     }
 }
 
@@ -57,7 +68,9 @@ pub fn enter() -> io::Result<TerminalGuard> {
         Terminal::new(CrosstermBackend::new(stdout))
     })();
     match setup {
-        Ok(terminal) => Ok(TerminalGuard { terminal }),
+        Ok(terminal) => Ok(TerminalGuard {
+            terminal: ManuallyDrop::new(terminal),
+        }),
         Err(error) => {
             restore();
             Err(error)
@@ -93,7 +106,11 @@ fn install_panic_hook() {
             let was_active = restore();
             previous(info);
             if was_active {
-                eprintln!("incident-console: the console stopped because of the panic above");
+                // Not `eprintln!`: a second panic here, with stderr gone, would abort.
+                let _ = writeln!(
+                    io::stderr(),
+                    "incident-console: the console stopped because of the panic above"
+                );
                 std::process::exit(101);
             }
         }));
