@@ -32,7 +32,7 @@ fn open_creates_a_private_directory_and_file_in_wal_mode() {
     // SQLite gives its side files the database's mode.
     assert_eq!(mode(&dir.path().join("a/b/journal.sqlite3-wal")), 0o600);
     assert_eq!(mode(&dir.path().join("a/b/journal.sqlite3.lock")), 0o600);
-    assert_eq!(journal.schema_version().unwrap(), 4);
+    assert_eq!(journal.schema_version().unwrap(), 5);
     let journal_mode: String = inspect(&path)
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
@@ -612,6 +612,71 @@ fn prune_deletes_old_records_but_keeps_open_escalations() {
     assert_eq!(count(&path, "notifications"), 0);
     assert_eq!(count(&path, "deliveries"), 0);
     assert_eq!(count(&path, "delivery_attempts"), 0);
+}
+
+/// The indexes of `events` a journal has (SQLite's own for UNIQUE left out).
+fn event_indexes(path: &std::path::Path) -> Vec<String> {
+    inspect(path)
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'
+             AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// Retention takes events in the order they were journaled, up to the first one inside it,
+/// so `events` needs no index by time (schema version 5 drops it, also from a version 4
+/// journal); one journaled after a clock stepped back goes with the rows after it.
+#[test]
+fn prune_takes_events_in_journal_order_without_an_index_by_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = journal_path(dir.path());
+    let config = JournalConfig {
+        retention_days: 1,
+        ..JournalConfig::default()
+    };
+    let mut journal = Journal::open(&path, &config).unwrap();
+    assert_eq!(event_indexes(&path), ["events_by_incident"]);
+    journal
+        .write(&[
+            handled(0, 0, t(0)),
+            handled(0, 1, t(day(5))),
+            // The clock stepped back a few days.
+            handled(0, 2, t(0)),
+        ])
+        .unwrap();
+    let report = journal.prune(t(day(3))).unwrap();
+    assert_eq!(report.events, 1);
+    assert!(!journal.contains_event(TOPIC, 0, 0).unwrap());
+    assert!(journal.contains_event(TOPIC, 0, 1).unwrap());
+    assert!(journal.contains_event(TOPIC, 0, 2).unwrap());
+    // Once the row before it is old too, both go.
+    let report = journal.prune(t(day(7))).unwrap();
+    assert_eq!(report.events, 2);
+    assert_eq!(count(&path, "events"), 0);
+    drop(journal);
+
+    // A version 4 journal, as the release before this one left it.
+    {
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        connection
+            .execute_batch(
+                "CREATE INDEX events_by_time ON events (handled_at);
+                 DELETE FROM schema_version WHERE version = 5;",
+            )
+            .unwrap();
+    }
+    assert_eq!(
+        event_indexes(&path),
+        ["events_by_incident", "events_by_time"]
+    );
+    let journal = Journal::open(&path, &config).unwrap();
+    assert_eq!(journal.schema_version().unwrap(), 5);
+    assert_eq!(event_indexes(&path), ["events_by_incident"]);
 }
 
 #[test]

@@ -11,7 +11,7 @@ use incident_core::engine::Notification;
 use incident_core::event::Timestamp;
 use incident_core::silence::{Matcher, Silence, SilenceOrigin, SilenceView};
 
-/// The tables (schema version 4).
+/// The tables of schema version 4.
 pub const SCHEMA: &str = "
 CREATE TABLE silences (
     id         TEXT PRIMARY KEY,

@@ -566,9 +566,17 @@ pub fn prune(
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let delete = |sql: &str| transaction.execute(sql, params![cutoff, limit]);
     let report = PruneReport {
+        // In id order, the order they were journaled (and handled), up to the first row
+        // inside retention: that row is found by reading from the oldest, so a call reads
+        // only the rows it deletes and one more, without an index by time. A row whose time
+        // went backwards (a clock step) goes when the rows before it have gone.
         events: delete(
             "DELETE FROM events WHERE id IN (
-                 SELECT id FROM events WHERE handled_at < ?1 ORDER BY handled_at LIMIT ?2)",
+                 SELECT id FROM events
+                 WHERE id < coalesce(
+                     (SELECT id FROM events WHERE handled_at >= ?1 ORDER BY id LIMIT 1),
+                     9223372036854775807)
+                 ORDER BY id LIMIT ?2)",
         )?,
         escalation_changes: delete(
             "DELETE FROM escalation_changes WHERE id IN (
