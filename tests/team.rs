@@ -1248,13 +1248,34 @@ async fn a_team_of_two_workers_and_two_consoles_survives_two_kills_without_pagin
         .create()
         .unwrap();
     let mut committed = CommittedState::new(&bootstrap, topic);
+    // Handovers before a kill: a broker stalled past the 6 s group session (three brokers,
+    // four consoles and the stream on two loaded cores did that once in CI) moves the
+    // leadership on its own. The scenario then goes on with the successor; that handover is
+    // a takeover like the others, checked by everything below but the takeover times.
+    let mut unforced = 0;
     for round in 0..2 {
-        let active = team.active_worker().unwrap();
+        let active = loop {
+            let active = team.active_worker().unwrap();
+            let before = team.outputs[active].events.len();
+            team.until("events handled before the kill", |t| {
+                t.outputs[active].events.len() >= before + 2_000 || !t.outputs[active].active()
+            });
+            if team.outputs[active].active() {
+                break active;
+            }
+            unforced += 1;
+            eprintln!(
+                "round {round}: {} lost the leadership before the kill (its group session \
+                 lapsed); going on with its successor",
+                team.processes[active].0
+            );
+            assert!(
+                unforced <= 2,
+                "the leadership moved on its own {unforced} times"
+            );
+            team.until("a successor", |t| t.active_worker().is_some());
+        };
         let killed_epoch = team.outputs[active].roles.last().unwrap().1;
-        let before = team.outputs[active].events.len();
-        team.until("events handled before the kill", |t| {
-            t.outputs[active].events.len() >= before + 2_000
-        });
         // Far above the simulated ones.
         let incident = 9_000_000 + round;
         let event = incident_console::core::event::IncidentEvent::EscalationTriggered(
@@ -1323,9 +1344,13 @@ async fn a_team_of_two_workers_and_two_consoles_survives_two_kills_without_pagin
     }
     // A standby joining (worker-c, started while the first successor was active) makes the
     // leader group rebalance: the active worker keeps acting through it, never fenced.
-    for (successor, ..) in &successors {
+    for (successor, became_active, _) in &successors {
         let roles = &team.outputs[*successor].roles;
-        let activations = roles.iter().filter(|(active, ..)| *active).count();
+        // From its takeover on (it may have been active once before, in an unforced handover).
+        let activations = roles
+            .iter()
+            .filter(|(active, _, at)| *active && at >= became_active)
+            .count();
         assert_eq!(
             activations, 1,
             "{}: {roles:?}",
@@ -1405,6 +1430,15 @@ async fn a_team_of_two_workers_and_two_consoles_survives_two_kills_without_pagin
         let seen: BTreeSet<(i64, i64)> = team.outputs[index].events.iter().copied().collect();
         assert_eq!(seen.len(), events, "{name}");
         assert_eq!(team.outputs[index].events.len(), events, "{name}: twice");
+        // `<topic>.state` is written in transactions, so on Apache Kafka every commit leaves a
+        // marker in its log: those gaps are no loss, and warned of once a second they were
+        // noise in every console's log.
+        let log = std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap();
+        assert!(
+            !log.contains("offsets skipped"),
+            "{name} warned of gaps: {}",
+            log.lines().find(|l| l.contains("offsets skipped")).unwrap()
+        );
     }
 
     // An escalation step that fell due during a failover fires once, after the takeover:
