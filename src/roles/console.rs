@@ -46,7 +46,7 @@ struct Observer {
 pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<RuntimeHandle> {
     let engine = Engine::follower(config.engine_config());
     let (stop_fetching, stop_rx) = watch::channel(false);
-    let source = consumer::start_observer(config, stop_rx)?;
+    let source = consumer::start_observer(config, stop_rx, consumer::Writes::Plain)?;
     let consumer_status = source.control.status();
     // The worker's escalation state, read from the start of `<topic>.state`.
     let mut state_config = config.clone();
@@ -58,7 +58,11 @@ pub fn spawn(config: &Config, options: RuntimeOptions) -> anyhow::Result<Runtime
         .properties
         .insert("fetch.wait.max.ms".into(), "20".into());
     let (stop_state, stop_state_rx) = watch::channel(false);
-    let state = consumer::start_observer(&state_config, stop_state_rx)?;
+    let state = consumer::start_observer(
+        &state_config,
+        stop_state_rx,
+        consumer::Writes::Transactional,
+    )?;
     let (commands, command_rx) = mpsc::channel(64);
     if options.output.is_some() {
         read_stdin(commands.clone(), options.operator.clone());

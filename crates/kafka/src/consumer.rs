@@ -698,6 +698,7 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> anyhow::Result<Kaf
             generation,
         },
         RangeState::new(limits, finished.clone()),
+        OffsetGaps::default(),
     ));
     Ok(KafkaSource {
         control: ConsumerControl {
@@ -809,7 +810,14 @@ fn copy_message(
     status: &watch::Sender<ConsumerStatus>,
 ) -> FetchedMessage {
     let skipped = gaps.observe(message.partition(), message.offset());
-    if skipped > 0 {
+    if skipped > 0 && gaps.expected {
+        tracing::trace!(
+            partition = message.partition(),
+            offset = message.offset(),
+            skipped,
+            "offsets skipped (transaction markers)"
+        );
+    } else if skipped > 0 {
         tracing::warn!(
             partition = message.partition(),
             offset = message.offset(),
@@ -844,9 +852,18 @@ struct FetchCounters {
 #[derive(Debug, Default)]
 pub struct OffsetGaps {
     next: HashMap<i32, i64>,
+    /// Gaps are the rule (a transactional topic's commit markers): neither warned nor counted.
+    expected: bool,
 }
 
 impl OffsetGaps {
+    pub fn expected(expected: bool) -> Self {
+        Self {
+            next: HashMap::new(),
+            expected,
+        }
+    }
+
     /// Records `offset` of `partition`; returns how many offsets before it were skipped.
     pub fn observe(&mut self, partition: i32, offset: i64) -> u64 {
         let skipped = match self.next.get(&partition) {
@@ -872,13 +889,13 @@ async fn fetch_loop(
     poll_timeout: Duration,
     counters: FetchCounters,
     mut range: RangeState,
+    mut gaps: OffsetGaps,
 ) {
     let FetchCounters {
         status,
         fetched,
         generation,
     } = counters;
-    let mut gaps = OffsetGaps::default();
     let mut seen_generation = generation.load(Ordering::SeqCst);
     let mut consecutive_errors = 0u32;
     if range.over() {
@@ -992,7 +1009,22 @@ fn observer_start(auto_offset_reset: &str) -> Offset {
 /// of consoles each see every event, and there is no group join to wait for. It commits
 /// nothing (`enable.auto.commit=false`, and no `group.id` to commit under), so it can never
 /// move the workers' offsets. The partitions are those the topic has at start-up.
-pub fn start_observer(config: &Config, stop: watch::Receiver<bool>) -> KafkaResult<KafkaSource> {
+/// How an observed topic is written, which decides what a reader of it expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writes {
+    /// Plain produce requests (the incident topic): a gap in the offsets is a message lost
+    /// to retention, warned about and counted.
+    Plain,
+    /// Transactions (`<topic>.state`): only committed records are read, so a fenced worker's
+    /// aborted ones never show; every commit leaves a marker in the log, so gaps are the rule.
+    Transactional,
+}
+
+pub fn start_observer(
+    config: &Config,
+    stop: watch::Receiver<bool>,
+    writes: Writes,
+) -> KafkaResult<KafkaSource> {
     let Shared {
         status,
         paused,
@@ -1022,6 +1054,9 @@ pub fn start_observer(config: &Config, stop: watch::Receiver<bool>) -> KafkaResu
         )
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false");
+    if writes == Writes::Transactional {
+        client.set("isolation.level", "read_committed");
+    }
     let consumer: ConsoleConsumer = client.create_with_context(context)?;
     let consumer = Arc::new(consumer);
     // `channel_capacity` counts messages; the channel carries batches of up to MAX_BATCH.
@@ -1082,7 +1117,8 @@ pub fn start_observer(config: &Config, stop: watch::Receiver<bool>) -> KafkaResu
                 fetched,
                 generation,
             };
-            fetch_loop(consumer, sender, stop, poll_timeout, counters, range).await;
+            let gaps = OffsetGaps::expected(writes == Writes::Transactional);
+            fetch_loop(consumer, sender, stop, poll_timeout, counters, range, gaps).await;
         })
     };
     Ok(KafkaSource {
