@@ -197,6 +197,7 @@ pub fn spawn_with(
         None => (None, None, None, ResumedNotifications::default(), None),
     };
     let team_state = team.as_ref().map(|team| team.state.clone());
+    let team_mode = team.is_some();
     // The state hold waits on the state writer's count of committed records; the output
     // hold on the headless writer's count of flushed ones, bounded in practice by the output
     // channel (an entry waits only for records still in it or in the writer's buffer, which
@@ -263,8 +264,17 @@ pub fn spawn_with(
             None,
         )?,
     };
+    // A team worker's restored decisions come from `<topic>.state`, not its journal: they are
+    // journaled as decided first, like the engine's own (`Runtime::run` commits them before
+    // anything else), so one the outbox refuses is found again by the refill. A journal's own
+    // are in it already.
+    let mut restored_decided = Vec::new();
     for notification in resumed.decided {
-        notifier.submit(notification);
+        if team_mode && journal.is_some() && notifier.has_channels() {
+            restored_decided.push(notification);
+        } else {
+            notifier.submit(notification);
+        }
     }
     let (stop_fetching, stop_rx) = watch::channel(false);
     let source = consumer::start(config, stop_rx)?;
@@ -301,7 +311,7 @@ pub fn spawn_with(
         unsent_output: Vec::new(),
         max_message_bytes: config.kafka.max_message_bytes,
         summary: RunSummary::default(),
-        decided: Vec::new(),
+        decided: restored_decided,
         latency: Default::default(),
     };
     let frame = Duration::from_secs_f64(1.0 / f64::from(config.console.max_frames_per_sec.max(1)));

@@ -13,6 +13,7 @@ impl Runtime {
         let mut dirty = true;
         // Set when the consumer stopped on an error it cannot recover from.
         let mut failed = None;
+        self.commit_restored().await;
         loop {
             tokio::select! {
                 // Operator commands first: a flood of events must not delay a key press.
@@ -235,6 +236,26 @@ impl Runtime {
             Command::Shutdown => return Flow::Stop,
         }
         Flow::Continue
+    }
+
+    /// A team worker's restored decisions (`spawn_with`), journaled as decided and handed to
+    /// the notifier once that commits, as the engine's are.
+    async fn commit_restored(&mut self) {
+        if self.decided.is_empty() {
+            return;
+        }
+        let at = chrono::Utc::now();
+        let records = self
+            .decided
+            .iter()
+            .map(|notification| {
+                JournalRecord::Decided(Decision {
+                    notification: notification.clone(),
+                    at,
+                })
+            })
+            .collect();
+        self.commit(Vec::new(), records).await;
     }
 
     /// A notification decided outside the engine (a self-alert): journaled as decided and
