@@ -176,7 +176,6 @@ async fn a_burst_larger_than_the_outbox_is_queued_again_from_the_journal() {
         .collect();
 
     let journal = Journal::open(&path, &JournalConfig::default()).unwrap();
-    let reader = journal.reader().unwrap();
     let (writer, _completions) = JournalWriter::<SourceRef>::start(journal).unwrap();
     // As the runtime does: the decisions are committed before the notifier is handed them.
     let decided = burst
@@ -190,7 +189,7 @@ async fn a_burst_larger_than_the_outbox_is_queued_again_from_the_journal() {
         .collect();
     writer.record_committed(decided).await.unwrap();
     let refill = Refill {
-        source: Arc::new(DecidedRows::new(reader)),
+        source: Arc::new(DecidedRows::new(&path)),
         horizon: Duration::from_secs(config.dedup.resume_horizon_secs),
     };
     let mut notifier = Notifier::start_gated(

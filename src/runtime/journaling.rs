@@ -108,7 +108,7 @@ fn start_journal(
         .collect();
     let reader = journal.reader()?;
     let refill = crate::notify::Refill {
-        source: Arc::new(crate::journal::DecidedRows::new(journal.reader()?)),
+        source: Arc::new(crate::journal::DecidedRows::new(&path)),
         horizon,
     };
     let (writer, completions) = JournalWriter::start(journal)?;

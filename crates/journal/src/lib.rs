@@ -27,7 +27,7 @@ mod schema;
 mod store;
 mod writer;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -141,12 +141,20 @@ impl<T: Send + 'static> DeliveryRecorder for JournalWriter<T> {
 }
 
 /// The journal as the notifier's durable record of decisions: where its refill reads back
-/// what the full outbox refused (decided, never routed). A read-only connection of its own.
-pub struct DecidedRows(std::sync::Mutex<JournalReader>);
+/// what the full outbox refused (decided, never routed). A read-only connection of its own,
+/// opened at the first read: most runs never overflow the outbox and never need it.
+pub struct DecidedRows {
+    path: PathBuf,
+    reader: std::sync::Mutex<Option<JournalReader>>,
+}
 
 impl DecidedRows {
-    pub fn new(reader: JournalReader) -> Self {
-        Self(std::sync::Mutex::new(reader))
+    /// Reads the journal at `path` (its writer has opened and migrated it).
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            reader: std::sync::Mutex::new(None),
+        }
     }
 }
 
@@ -157,10 +165,14 @@ impl DecidedSource for DecidedRows {
         before: chrono::DateTime<chrono::Utc>,
         limit: usize,
     ) -> anyhow::Result<Vec<incident_core::engine::Notification>> {
-        let reader = self
-            .0
+        let mut reader = self
+            .reader
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if reader.is_none() {
+            *reader = Some(JournalReader::open(&self.path)?);
+        }
+        let reader = reader.as_ref().expect("opened above");
         Ok(reader.decided_notifications(not_before, before, limit)?)
     }
 }
