@@ -534,15 +534,21 @@ fn day(days: i64) -> i64 {
     days * 86_400
 }
 
+/// A journal in `dir` whose retention keeps `days` days.
+fn keeping(days: u32, dir: &std::path::Path) -> (std::path::PathBuf, JournalConfig, Journal) {
+    let path = journal_path(dir);
+    let config = JournalConfig {
+        retention_days: days,
+        ..JournalConfig::default()
+    };
+    let journal = Journal::open(&path, &config).unwrap();
+    (path, config, journal)
+}
+
 #[test]
 fn prune_deletes_old_records_but_keeps_open_escalations() {
     let dir = tempfile::tempdir().unwrap();
-    let path = journal_path(dir.path());
-    let config = JournalConfig {
-        retention_days: 30,
-        ..JournalConfig::default()
-    };
-    let mut journal = Journal::open(&path, &config).unwrap();
+    let (path, _, mut journal) = keeping(30, dir.path());
     let mut book = EscalationBook::new(policy(), 100);
     // Day 0: incident 1 escalates and is closed; incident 2 escalates and stays open.
     let mut old = vec![handled(0, 1, t(0)), handled(0, 2, t(0))];
@@ -634,12 +640,7 @@ fn event_indexes(path: &std::path::Path) -> Vec<String> {
 #[test]
 fn prune_takes_events_in_journal_order_without_an_index_by_time() {
     let dir = tempfile::tempdir().unwrap();
-    let path = journal_path(dir.path());
-    let config = JournalConfig {
-        retention_days: 1,
-        ..JournalConfig::default()
-    };
-    let mut journal = Journal::open(&path, &config).unwrap();
+    let (path, config, mut journal) = keeping(1, dir.path());
     assert_eq!(event_indexes(&path), ["events_by_incident"]);
     journal
         .write(&[
@@ -682,12 +683,7 @@ fn prune_takes_events_in_journal_order_without_an_index_by_time() {
 #[test]
 fn prune_is_bounded_per_call_and_retention_zero_keeps_everything() {
     let dir = tempfile::tempdir().unwrap();
-    let path = journal_path(dir.path());
-    let config = JournalConfig {
-        retention_days: 1,
-        ..JournalConfig::default()
-    };
-    let mut journal = Journal::open(&path, &config).unwrap();
+    let (path, _, mut journal) = keeping(1, dir.path());
     let old: Vec<_> = (0..25).map(|offset| handled(0, offset, t(0))).collect();
     journal.write(&old).unwrap();
     let mut calls = Vec::new();
