@@ -238,24 +238,11 @@ impl Runtime {
         Flow::Continue
     }
 
-    /// A team worker's restored decisions (`spawn_with`), journaled as decided and handed to
-    /// the notifier once that commits, as the engine's are.
+    /// A team worker's restored decisions (`spawn_with` leaves them in `decided`), journaled
+    /// as decided and handed to the notifier once that commits, as the engine's are.
     async fn commit_restored(&mut self) {
-        if self.decided.is_empty() {
-            return;
-        }
-        let at = chrono::Utc::now();
-        let records = self
-            .decided
-            .iter()
-            .map(|notification| {
-                JournalRecord::Decided(Decision {
-                    notification: notification.clone(),
-                    at,
-                })
-            })
-            .collect();
-        self.commit(Vec::new(), records).await;
+        let restored = std::mem::take(&mut self.decided);
+        self.commit_decided(restored).await;
     }
 
     /// A notification decided outside the engine (a self-alert): journaled as decided and
@@ -265,15 +252,30 @@ impl Runtime {
             return;
         }
         if self.journal.is_some() && self.notifier.has_channels() {
-            let record = JournalRecord::Decided(Decision {
-                notification: notification.clone(),
-                at: chrono::Utc::now(),
-            });
-            self.decided.push(notification);
-            self.commit(Vec::new(), vec![record]).await;
+            self.commit_decided(vec![notification]).await;
         } else {
             self.notifier.submit(notification);
         }
+    }
+
+    /// Journals `notifications` as decided now, in one submission, and hands them to the
+    /// notifier once it commits (`journal_committed`).
+    async fn commit_decided(&mut self, notifications: Vec<crate::core::engine::Notification>) {
+        if notifications.is_empty() {
+            return;
+        }
+        let at = chrono::Utc::now();
+        let records = notifications
+            .iter()
+            .map(|notification| {
+                JournalRecord::Decided(Decision {
+                    notification: notification.clone(),
+                    at,
+                })
+            })
+            .collect();
+        self.decided.extend(notifications);
+        self.commit(Vec::new(), records).await;
     }
 
     /// Handles a batch in order; its journal records go in one submission and its offsets

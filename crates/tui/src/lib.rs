@@ -202,10 +202,7 @@ async fn event_loop(
                 // hang-up signal may come later or never. Shut down as if asked, without
                 // drawing again, so the last batch is still journaled and committed.
                 tracing::warn!("{error:#}: shutting down");
-                // crossterm's reader spins on a closed terminal until its stream is dropped.
-                drop(events);
-                send(&commands, Command::Shutdown, &mut app);
-                return finish(task.await);
+                return without_terminal(events, &commands, &mut app, task).await;
             }
             last_draw = Some(now);
             dirty = false;
@@ -260,15 +257,11 @@ async fn event_loop(
                 Some(Ok(_)) => {}
                 Some(Err(error)) => {
                     tracing::error!(%error, "cannot read the terminal; shutting down");
-                    drop(events);
-                    send(&commands, Command::Shutdown, &mut app);
-                    return finish(task.await);
+                    return without_terminal(events, &commands, &mut app, task).await;
                 }
                 None => {
                     // The terminal went away: shut down as if asked.
-                    drop(events);
-                    send(&commands, Command::Shutdown, &mut app);
-                    return finish(task.await);
+                    return without_terminal(events, &commands, &mut app, task).await;
                 }
             },
             result = &mut task => return finish(result),
@@ -311,6 +304,20 @@ fn paste(app: &mut App, text: &str) {
     {
         app.handle_key(KeyEvent::new(KeyCode::Char(c), KeyModifiers::NONE));
     }
+}
+
+/// The terminal is gone: the runtime shuts down as if asked, and the console waits for it
+/// without drawing or reading again.
+async fn without_terminal(
+    events: EventStream,
+    commands: &mpsc::Sender<Command>,
+    app: &mut App,
+    task: tokio::task::JoinHandle<anyhow::Result<RunSummary>>,
+) -> anyhow::Result<RunSummary> {
+    // crossterm's reader spins on a closed terminal until its stream is dropped.
+    drop(events);
+    send(commands, Command::Shutdown, app);
+    finish(task.await)
 }
 
 fn finish(
