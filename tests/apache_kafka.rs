@@ -42,12 +42,16 @@ fn command(args: &[&str], dir: &std::path::Path, log: &str) -> Command {
     command
 }
 
+/// The simulated stream, idempotent at every rate: the leader kill counts each event once
+/// across the failover (a paced stream is not idempotent by default, see
+/// `a_paced_stream_waits_quietly_while_its_broker_is_stalled`).
 fn simulate(bootstrap: &str, topic: &str, rate: u32, count: u64) -> Process {
     Process(
         Command::new(BINARY)
             .args(["simulate", "-b", bootstrap, "-t", topic])
             .args(["--rate", &rate.to_string(), "--count", &count.to_string()])
             .args(["--seed", "17", "--log-level", "warn"])
+            .args(["-X", "enable.idempotence=true"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -1444,5 +1448,82 @@ async fn a_new_state_writer_fences_the_old_one_at_the_broker() {
         keys,
         ["p|incidents|0", "p|incidents|2"],
         "readers see what committed, nothing of the fenced writer after the fence"
+    );
+}
+
+/// Everything written to `topic` so far: the sum of its partitions' end offsets.
+fn written(bootstrap: &str, topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("a metadata client");
+    (0..3)
+        .map(|partition| {
+            consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .map_or(0, |(_, high)| high)
+        })
+        .sum()
+}
+
+/// CPU time of process `pid` so far, all its threads (`/proc/PID/task/*/schedstat`).
+fn cpu_of(pid: u32) -> Duration {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process runs");
+    let nanos: u64 = tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok())
+        .filter_map(|line| line.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(nanos)
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// A paced `simulate` stream waits quietly while its broker stalls. It was idempotent, and
+/// librdkafka's idempotent producer busy-polls while a partition's in-flight requests go
+/// unanswered: 6-9 s of CPU in the 3 s a broker was stopped (both cores of a 2-core machine),
+/// which beside a three-broker cluster starved the brokers it waited for until the team
+/// scenario's group sessions timed out. One of three brokers is stopped with SIGSTOP (its
+/// sockets stay open and unanswered, as in a long GC pause or a frozen VM).
+#[test]
+fn a_paced_stream_waits_quietly_while_its_broker_is_stalled() {
+    const STALL: Duration = Duration::from_secs(3);
+    // Three brokers: with the only one stopped, the idempotent stream did not spin.
+    let cluster = Cluster::start(3);
+    let topic = "stalled-broker";
+    apache_kafka::create_topics_blocking(&cluster.bootstrap, &[topic], 3);
+    let stream = Process(
+        Command::new(BINARY)
+            .args(["simulate", "-b", &cluster.bootstrap, "-t", topic])
+            .args(["--rate", "400", "--log-level", "warn"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    servers::eventually_blocking(LONG, "the stream's first 400 events", || {
+        (written(&cluster.bootstrap, topic) >= 400).then_some(())
+    });
+    let broker = cluster.pids[0];
+    signal(broker, "STOP");
+    let before = cpu_of(stream.0.id());
+    // The window measured, not a wait for something to happen.
+    std::thread::sleep(STALL);
+    let used = cpu_of(stream.0.id()) - before;
+    signal(broker, "CONT");
+    let resumed = written(&cluster.bootstrap, topic);
+    servers::eventually_blocking(LONG, "the stream going on after the stall", || {
+        (written(&cluster.bootstrap, topic) >= resumed + 400).then_some(())
+    });
+    eprintln!("the stream used {used:?} of CPU while its broker was stopped for {STALL:?}");
+    assert!(
+        used < STALL / 2,
+        "the stream used {used:?} of CPU in the {STALL:?} its broker was stopped: it spins"
     );
 }

@@ -245,9 +245,23 @@ pub const HEARTBEAT_INTERVAL_MS: u32 = 2000;
 
 /// The base client properties (brokers, security, passthrough) for any client of ours.
 pub fn client_config(config: &Config, for_consumer: bool) -> ClientConfig {
+    client_config_under(config, for_consumer, &[])
+}
+
+/// A client with this use's own `defaults`, under the operator's `properties` / `-X`
+/// settings, which win over them (a setting made with `.set` after `client_config` wins over
+/// the operator's instead; that is for settings a part depends on, such as the lease's session).
+pub fn client_config_under(
+    config: &Config,
+    for_consumer: bool,
+    defaults: &[(&str, &str)],
+) -> ClientConfig {
     let mut client = ClientConfig::new();
     client.set("bootstrap.servers", &config.kafka.brokers);
     client.set("client.id", "incident-console");
+    for (key, value) in defaults {
+        client.set(*key, *value);
+    }
     apply_passthrough(&mut client, config, for_consumer);
     client
 }
