@@ -194,6 +194,37 @@ async fn first_ack_button(browser: &mut Browser) -> String {
     target
 }
 
+/// The first incident the page offers to acknowledge that is not among `tried` and is still
+/// in the console's queue. The page follows the console about 0.2 s behind, so the row of an
+/// incident the demo has just closed can still be there: picking the page's first button
+/// alone chose that one incident again for every try (CI, 2026-12-08: five tries in a moment).
+async fn next_ack_button(browser: &mut Browser, console: &Console, tried: &[String]) -> String {
+    let deadline = Instant::now() + STEP;
+    loop {
+        let offered = browser
+            .eval(
+                "Array.from(document.querySelectorAll('#escalations button.ack'))\
+                 .map(b => b.dataset.incident)",
+            )
+            .await;
+        let screen = console.screen();
+        let next = offered
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|id| id.as_str())
+            .find(|id| !tried.iter().any(|t| t == id) && in_queue(&screen, id));
+        if let Some(id) = next {
+            return id.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no other open escalation with an ack button in {STEP:?}; tried {tried:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Whether the page's row for incident `id` comes to hold `text` (true), or the incident
 /// leaves the queue first, at the console and then on the page (false): the demo resolves
 /// incidents at random, and one may close in the moment between the console and the page.
@@ -424,12 +455,14 @@ async fn the_page_follows_the_demo_console_and_acknowledges_only_with_a_token() 
     // server then answers 404, or the engine finds no open escalation): ask about another.
     browser.eval(&set_token(TOKEN)).await;
     let mut web_id = String::new();
+    let mut tried = Vec::new();
     for attempt in 0..5 {
         let target = if attempt == 0 {
             target.clone()
         } else {
-            first_ack_button(&mut browser).await
+            next_ack_button(&mut browser, &console, &tried).await
         };
+        tried.push(target.clone());
         browser
             .eval("document.getElementById('ack-status').textContent = ''")
             .await;
