@@ -1167,6 +1167,26 @@ impl ConsumerControl {
 mod range_tests {
     use super::*;
 
+    #[test]
+    fn the_operators_settings_win_over_a_uses_own_defaults() {
+        let mut config = Config::default();
+        config
+            .kafka
+            .properties
+            .insert("linger.ms".to_string(), "50".to_string());
+        let client = client_config_under(
+            &config,
+            false,
+            &[("linger.ms", "5"), ("enable.idempotence", "false")],
+        );
+        assert_eq!(client.get("linger.ms"), Some("50"), "-X wins");
+        assert_eq!(
+            client.get("enable.idempotence"),
+            Some("false"),
+            "a default the operator left alone is kept"
+        );
+    }
+
     fn plan(partition: i32, start: i64, end: Option<i64>) -> PartitionPlan {
         PartitionPlan {
             partition,
