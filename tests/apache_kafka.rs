@@ -1451,16 +1451,12 @@ async fn a_new_state_writer_fences_the_old_one_at_the_broker() {
     );
 }
 
-/// Everything written to `topic` so far: the sum of its partitions' end offsets.
-fn written(bootstrap: &str, topic: &str) -> i64 {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("a metadata client");
+/// Everything written to `topic` so far (its three partitions' end offsets), through `client`.
+fn written(client: &rdkafka::consumer::BaseConsumer, topic: &str) -> i64 {
+    use rdkafka::consumer::Consumer;
     (0..3)
         .map(|partition| {
-            consumer
+            client
                 .fetch_watermarks(topic, partition, Duration::from_secs(10))
                 .map_or(0, |(_, high)| high)
         })
@@ -1507,8 +1503,13 @@ fn a_paced_stream_waits_quietly_while_its_broker_is_stalled() {
             .spawn()
             .unwrap(),
     );
+    // One client for every look at the end offsets, not one per check.
+    let client: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &cluster.bootstrap)
+        .create()
+        .expect("a metadata client");
     servers::eventually_blocking(LONG, "the stream's first 400 events", || {
-        (written(&cluster.bootstrap, topic) >= 400).then_some(())
+        (written(&client, topic) >= 400).then_some(())
     });
     let broker = cluster.pids[0];
     signal(broker, "STOP");
@@ -1517,9 +1518,9 @@ fn a_paced_stream_waits_quietly_while_its_broker_is_stalled() {
     std::thread::sleep(STALL);
     let used = cpu_of(stream.0.id()) - before;
     signal(broker, "CONT");
-    let resumed = written(&cluster.bootstrap, topic);
+    let resumed = written(&client, topic);
     servers::eventually_blocking(LONG, "the stream going on after the stall", || {
-        (written(&cluster.bootstrap, topic) >= resumed + 400).then_some(())
+        (written(&client, topic) >= resumed + 400).then_some(())
     });
     eprintln!("the stream used {used:?} of CPU while its broker was stopped for {STALL:?}");
     assert!(
