@@ -605,6 +605,62 @@ impl CommittedState {
         }
         false
     }
+    /// Waits for `key` on the state topic while the `active` worker holds the leadership.
+    fn until_key_or(
+        &mut self,
+        key: &incident_console::team::state::StateKey,
+        team: &mut Team,
+        active: usize,
+    ) -> Commit {
+        const LIMIT: Duration = Duration::from_secs(8);
+        // A stall that lapses the group session (6 s) shows as a lapsed lease (4 s) after it.
+        const GRACE: Duration = Duration::from_secs(6 + 4);
+        let started = Instant::now();
+        loop {
+            if self.until_key(key, Duration::from_millis(200)) {
+                let after = started.elapsed();
+                return if after < LIMIT {
+                    Commit::Within(after)
+                } else {
+                    Commit::Late
+                };
+            }
+            // Keeps every process's output read while waiting.
+            team.until("outputs read", |_| true);
+            if !team.outputs[active].active() {
+                return Commit::Lost;
+            }
+            if started.elapsed() > LIMIT + GRACE {
+                return Commit::Late;
+            }
+        }
+    }
+}
+
+/// How the test's own escalation record reached the state topic.
+enum Commit {
+    /// Committed this long after it opened, within the 8 s allowed.
+    Within(Duration),
+    /// The worker that opened it lost the leadership first.
+    Lost,
+    /// Not committed within 8 s though its worker kept the leadership.
+    Late,
+}
+
+/// The leadership moved on its own (`unforced`) before the kill: the scenario goes on with the
+/// successor, at most twice.
+fn lost_before_the_kill(team: &mut Team, round: usize, active: usize, unforced: &mut usize) {
+    *unforced += 1;
+    eprintln!(
+        "round {round}: {} lost the leadership before the kill (its group session lapsed); \
+         going on with its successor",
+        team.processes[active].0
+    );
+    assert!(
+        *unforced <= 2,
+        "the leadership moved on its own {unforced} times"
+    );
+    team.until("a successor", |t| t.active_worker().is_some());
 }
 
 /// Every record on `<topic>.state`, oldest first.
@@ -1250,72 +1306,82 @@ async fn a_team_of_two_workers_and_two_consoles_survives_two_kills_without_pagin
     let mut committed = CommittedState::new(&bootstrap, topic);
     // Handovers before a kill: a broker stalled past the 6 s group session (three brokers,
     // four consoles and the stream on two loaded cores did that once in CI) moves the
-    // leadership on its own. The scenario then goes on with the successor; that handover is
-    // a takeover like the others, checked by everything below but the takeover times.
+    // leadership on its own, also while the test's escalation waits to commit (CI, stop 30:
+    // both workers' sessions lapsed together, 6 s after the first became active). The
+    // scenario then goes on with the successor; that handover is a takeover like the others,
+    // checked by everything below but the takeover times.
     let mut unforced = 0;
+    // The test's own escalations sent: one per round, and one more for each round begun
+    // again because the leadership moved on its own before the escalation had committed.
+    let mut sent = 0;
     for round in 0..2 {
-        let active = loop {
+        let (active, incident, opened_at) = loop {
             let active = team.active_worker().unwrap();
             let before = team.outputs[active].events.len();
             team.until("events handled before the kill", |t| {
                 t.outputs[active].events.len() >= before + 2_000 || !t.outputs[active].active()
             });
-            if team.outputs[active].active() {
-                break active;
+            if !team.outputs[active].active() {
+                lost_before_the_kill(&mut team, round, active, &mut unforced);
+                continue;
             }
-            unforced += 1;
-            eprintln!(
-                "round {round}: {} lost the leadership before the kill (its group session \
-                 lapsed); going on with its successor",
-                team.processes[active].0
+            // Far above the simulated ones.
+            let incident = 9_000_000 + sent;
+            sent += 1;
+            let event = incident_console::core::event::IncidentEvent::EscalationTriggered(
+                incident_console::core::event::EscalationTriggered {
+                    incident_id: incident,
+                    title: "the test's own escalation".into(),
+                    priority: incident_console::core::event::Priority::Critical,
+                    level: 1,
+                    reason: "opened just before a kill".into(),
+                    triggered_by: "team-test".into(),
+                    triggered_at: chrono::Utc::now(),
+                },
             );
-            assert!(
-                unforced <= 2,
-                "the leadership moved on its own {unforced} times"
-            );
-            team.until("a successor", |t| t.active_worker().is_some());
+            producer
+                .send(
+                    rdkafka::producer::FutureRecord::<str, [u8]>::to(topic)
+                        .payload(&serde_json::to_vec(&event).unwrap()),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+            let opened = |t: &Team| {
+                t.outputs[active]
+                    .escalations
+                    .iter()
+                    .find(|(id, change, ..)| *id == incident && change == "opened")
+                    .map(|(.., at)| *at)
+            };
+            team.until("the test's escalation opened", |t| {
+                opened(t).is_some() || !t.outputs[active].active()
+            });
+            let Some(opened_at) = opened(&team) else {
+                lost_before_the_kill(&mut team, round, active, &mut unforced);
+                continue;
+            };
+            // Killed once a successor would restore it: its record has committed.
+            let key = incident_console::team::state::StateKey::Escalation(incident);
+            match committed.until_key_or(&key, &mut team, active) {
+                Commit::Within(after) => {
+                    eprintln!("incident {incident}: opened, committed {after:?} later");
+                    break (active, incident, opened_at);
+                }
+                // Its successor handles the event again and opens the escalation itself:
+                // this round begins again with a new one.
+                Commit::Lost => {
+                    lost_before_the_kill(&mut team, round, active, &mut unforced);
+                    continue;
+                }
+                Commit::Late => panic!(
+                    "the escalation of incident {incident} not committed to the state topic \
+                     within 8 s, and {} still active",
+                    team.processes[active].0
+                ),
+            }
         };
         let killed_epoch = team.outputs[active].roles.last().unwrap().1;
-        // Far above the simulated ones.
-        let incident = 9_000_000 + round;
-        let event = incident_console::core::event::IncidentEvent::EscalationTriggered(
-            incident_console::core::event::EscalationTriggered {
-                incident_id: incident,
-                title: "the test's own escalation".into(),
-                priority: incident_console::core::event::Priority::Critical,
-                level: 1,
-                reason: "opened just before a kill".into(),
-                triggered_by: "team-test".into(),
-                triggered_at: chrono::Utc::now(),
-            },
-        );
-        producer
-            .send(
-                rdkafka::producer::FutureRecord::<str, [u8]>::to(topic)
-                    .payload(&serde_json::to_vec(&event).unwrap()),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
-        let opened = |t: &Team| {
-            t.outputs[active]
-                .escalations
-                .iter()
-                .find(|(id, change, ..)| *id == incident && change == "opened")
-                .map(|(.., at)| *at)
-        };
-        team.until("the test's escalation opened", |t| opened(t).is_some());
-        let opened_at = opened(&team).unwrap();
-        // Killed once a successor would restore it: its record has committed.
-        let key = incident_console::team::state::StateKey::Escalation(incident);
-        assert!(
-            committed.until_key(&key, Duration::from_secs(8)),
-            "the escalation of incident {incident} not committed to the state topic within 8 s"
-        );
-        eprintln!(
-            "incident {incident}: opened, committed {:?} later",
-            opened_at.elapsed()
-        );
         own.push((incident, opened_at));
         let killed = team.kill(active);
         team.until("a takeover", |t| t.active_worker().is_some());
@@ -1397,7 +1463,7 @@ async fn a_team_of_two_workers_and_two_consoles_survives_two_kills_without_pagin
         }
         handled
     };
-    let events = EVENTS + own.len();
+    let events = EVENTS + usize::try_from(sent).unwrap();
     team.until("every event handled", |t| handled(t).len() >= events);
     assert_eq!(handled(&team).len(), events);
     let mut handled_by = std::collections::BTreeMap::<(i64, i64), Vec<usize>>::new();
