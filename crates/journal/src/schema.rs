@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     SCHEMA_V3,
     super::oncall::SCHEMA,
     SCHEMA_V5,
+    SCHEMA_V6,
 ];
 
 /// Version 5: `events` loses its index by time, a fifth B-tree written for every event (about
@@ -25,6 +26,18 @@ const MIGRATIONS: &[&str] = &[
 /// (`query::prune`); a query by time reads the table, as a query with `datetime(handled_at)`
 /// did anyway.
 const SCHEMA_V5: &str = "DROP INDEX IF EXISTS events_by_time;";
+
+/// Version 6: `events_by_incident` keys on the incident alone, not (incident, handled_at). Its
+/// one use is finding an incident's events (docs/journal.md), which then sort by time; an
+/// index entry already ends in the row id, so an incident's entries are in the order they were
+/// journaled anyway. The time (27 bytes of text) made each entry four times as large: the
+/// index outgrew the writer's page cache four times sooner and every batch dirtied and read
+/// more of its pages, the largest single cost of an event's row (docs/performance.md,
+/// 2026-12-08). Rebuilding it takes about a second per million rows, once.
+const SCHEMA_V6: &str = "
+DROP INDEX IF EXISTS events_by_incident;
+CREATE INDEX events_by_incident ON events (incident_id);
+";
 
 /// The cluster each topic's records came from (see `cluster.rs`): offsets from another
 /// cluster, or another incarnation of the topic, are other messages.
