@@ -4,6 +4,8 @@
 //! follows the records a worker's runtime produces. Below the faces, so that the runtime, the
 //! team and the self-alerts need no face to say what happened.
 
+use std::sync::Arc;
+
 use serde::Serialize;
 
 use crate::core::engine::Effect;
@@ -16,7 +18,7 @@ pub enum OutputRecord {
     Event {
         event_type: event::EventType,
         incident_id: event::IncidentId,
-        topic: String,
+        topic: Arc<str>,
         partition: i32,
         offset: i64,
         #[serde(serialize_with = "event::serialize_timestamp")]
@@ -24,7 +26,7 @@ pub enum OutputRecord {
         data: Box<IncidentEvent>,
     },
     Effect {
-        topic: Option<String>,
+        topic: Option<Arc<str>>,
         partition: Option<i32>,
         offset: Option<i64>,
         #[serde(flatten)]
@@ -33,7 +35,7 @@ pub enum OutputRecord {
     DeadLetter {
         reason: &'static str,
         error: String,
-        topic: String,
+        topic: Arc<str>,
         partition: i32,
         offset: i64,
         dead_letter_topic: String,

@@ -77,7 +77,7 @@ pub fn parse_line(text: &str, origin: &str, line: u64, max_bytes: usize) -> Resu
             at: event.occurred_at(),
             event,
             source: SourceRef {
-                topic: format!("file:{origin}"),
+                topic: format!("file:{origin}").into(),
                 partition: 0,
                 offset: line as i64,
             },
@@ -103,7 +103,7 @@ pub fn parse_line(text: &str, origin: &str, line: u64, max_bytes: usize) -> Resu
                 topic: object
                     .get("topic")
                     .and_then(Value::as_str)
-                    .map_or_else(|| format!("file:{origin}"), str::to_string),
+                    .map_or_else(|| format!("file:{origin}").into(), Arc::from),
                 partition: object
                     .get("partition")
                     .and_then(Value::as_i64)
@@ -321,7 +321,7 @@ impl Replayer {
                 out.push(Record::Event {
                     event_type: event.event_type(),
                     incident_id: event.incident_id(),
-                    topic: source.topic.clone(),
+                    topic: source.topic.to_string(),
                     partition: source.partition,
                     offset: source.offset,
                     received_at: now,
@@ -407,7 +407,7 @@ impl Replayer {
             }
             out.push(Record::Effect {
                 at: now,
-                topic: source.map(|s| s.topic.clone()),
+                topic: source.map(|s| s.topic.to_string()),
                 partition: source.map(|s| s.partition),
                 offset: source.map(|s| s.offset),
                 effect,

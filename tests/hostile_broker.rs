@@ -249,7 +249,7 @@ async fn run_corpus(
                 offset,
                 ..
             } => {
-                assert_eq!(from, topic);
+                assert_eq!(*from, *topic);
                 (
                     (partition, offset),
                     Expected::Decode(event_type.as_str().into()),
@@ -263,7 +263,7 @@ async fn run_corpus(
                 dead_letter_topic: to,
                 ..
             } => {
-                assert_eq!(from, topic);
+                assert_eq!(*from, *topic);
                 assert_eq!(to, dead_letter_topic);
                 ((partition, offset), Expected::Reject(reason.into()))
             }

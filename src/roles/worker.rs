@@ -342,7 +342,7 @@ async fn next_command(reader: &Option<StreamConsumer>) -> Option<(TeamCommand, S
             Ok(message) => match TeamCommand::decode(message.payload()) {
                 Ok(command) => {
                     let source = SourceRef {
-                        topic: message.topic().to_string(),
+                        topic: message.topic().into(),
                         partition: message.partition(),
                         offset: message.offset(),
                     };

@@ -19,7 +19,7 @@ impl JournalLink {
         if self.highest_before_start.is_empty() {
             return false;
         }
-        let key = (source.topic.clone(), source.partition);
+        let key = (Arc::clone(&source.topic), source.partition);
         if self
             .highest_before_start
             .get(&key)
@@ -104,7 +104,7 @@ fn start_journal(
     let highest_before_start = journal
         .highest_offsets()?
         .into_iter()
-        .map(|(topic, partition, offset)| ((topic, partition), offset))
+        .map(|(topic, partition, offset)| ((Arc::from(topic), partition), offset))
         .collect();
     let reader = journal.reader()?;
     let refill = crate::notify::Refill {

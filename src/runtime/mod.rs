@@ -101,7 +101,7 @@ struct JournalLink {
     failed_writes: u64,
     last_error: Option<String>,
     reader: JournalReader,
-    highest_before_start: HashMap<(String, i32), i64>,
+    highest_before_start: HashMap<(Arc<str>, i32), i64>,
 }
 
 /// What opening the journal yields: the link, its completions, and the notification state
@@ -215,7 +215,7 @@ pub fn spawn_with(
                 .iter()
                 .map(|((topic, partition), offset)| {
                     let key = PartitionKey {
-                        topic: topic.clone(),
+                        topic: topic.as_str().into(),
                         partition: *partition,
                     };
                     (key, *offset)

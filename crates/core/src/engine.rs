@@ -22,7 +22,9 @@ use super::silence::{Matcher, Silence, SilenceBook, SilenceView, Subject};
 /// Where a message came from, so errors and records can name it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct SourceRef {
-    pub topic: String,
+    /// One allocation per topic, shared by every message's reference and cloned by count:
+    /// a message's source is cloned several times on its way (journal, output, offsets).
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
 }

@@ -3,10 +3,13 @@
 //! everything is finished is safe to commit.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PartitionKey {
-    pub topic: String,
+    /// Shared with the message's `SourceRef`: a key is made for every message, several
+    /// times, and a copied name was an allocation each time.
+    pub topic: Arc<str>,
     pub partition: i32,
 }
 
@@ -67,7 +70,7 @@ impl OffsetTracker {
         let revoked: Vec<PartitionKey> = self
             .partitions
             .keys()
-            .filter(|key| key.topic == topic && !assigned.contains(&key.partition))
+            .filter(|key| *key.topic == *topic && !assigned.contains(&key.partition))
             .cloned()
             .collect();
         for key in &revoked {

@@ -821,6 +821,7 @@ fn pause_partition(consumer: &ConsoleConsumer, topic: &str, partition: i32) {
 fn copy_message(
     message: &rdkafka::message::BorrowedMessage<'_>,
     gaps: &mut OffsetGaps,
+    topics: &mut TopicNames,
     status: &watch::Sender<ConsumerStatus>,
 ) -> FetchedMessage {
     let skipped = gaps.observe(message.partition(), message.offset());
@@ -843,7 +844,7 @@ fn copy_message(
     }
     FetchedMessage {
         source: SourceRef {
-            topic: message.topic().to_string(),
+            topic: topics.name(message.topic()),
             partition: message.partition(),
             offset: message.offset(),
         },
@@ -859,6 +860,22 @@ struct FetchCounters {
     status: watch::Sender<ConsumerStatus>,
     fetched: Arc<AtomicU64>,
     generation: Arc<AtomicU64>,
+}
+
+/// The topic names of fetched messages, one shared copy of each: a consumer reads one topic
+/// (a replay a few), so every message of a run refers to the same name instead of a copy.
+#[derive(Debug, Default)]
+struct TopicNames(Vec<Arc<str>>);
+
+impl TopicNames {
+    fn name(&mut self, topic: &str) -> Arc<str> {
+        if let Some(known) = self.0.iter().find(|known| ***known == *topic) {
+            return Arc::clone(known);
+        }
+        let name: Arc<str> = topic.into();
+        self.0.push(Arc::clone(&name));
+        name
+    }
 }
 
 /// Notices offsets that were never delivered: within one assignment, each partition's next
@@ -912,6 +929,7 @@ async fn fetch_loop(
     } = counters;
     let mut seen_generation = generation.load(Ordering::SeqCst);
     let mut consecutive_errors = 0u32;
+    let mut topics = TopicNames::default();
     if range.over() {
         tracing::info!("replay: nothing to read in the requested range");
         return;
@@ -961,7 +979,7 @@ async fn fetch_loop(
             let (partition, offset) = (message.partition(), message.offset());
             match range.judge(partition, offset, message.timestamp().to_millis()) {
                 Verdict::Forward => {
-                    batch.push(copy_message(&message, &mut gaps, &status));
+                    batch.push(copy_message(&message, &mut gaps, &mut topics, &status));
                     if range.open.contains(&partition) {
                         let before = range.open.len();
                         over = range.close(partition, Some(offset));

@@ -62,7 +62,7 @@ impl DeadLetterProducer {
             for (key, value) in [
                 (HEADER_REASON, reason),
                 (HEADER_ERROR, error),
-                (HEADER_TOPIC, message.source.topic.as_str()),
+                (HEADER_TOPIC, &*message.source.topic),
                 (HEADER_PARTITION, partition.as_str()),
                 (HEADER_OFFSET, offset.as_str()),
                 (HEADER_AT, at),

@@ -221,10 +221,10 @@ impl StatePublisher {
         for source in sources {
             match offsets
                 .iter_mut()
-                .find(|(t, p, _)| *p == source.partition && *t == source.topic)
+                .find(|(t, p, _)| *p == source.partition && **t == *source.topic)
             {
                 Some(entry) => entry.2 = entry.2.max(source.offset),
-                None => offsets.push((source.topic.clone(), source.partition, source.offset)),
+                None => offsets.push((source.topic.to_string(), source.partition, source.offset)),
             }
         }
         // One record per partition: each key is one partition's progress on a compacted topic.
