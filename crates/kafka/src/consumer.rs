@@ -239,6 +239,15 @@ const CONSUMER_ONLY_PREFIXES: [&str; 9] = [
     "fetch.",
 ];
 
+/// How long librdkafka waits before it fetches again for a partition once its local queue is
+/// over `queued.min.messages` (100,000, counted over all partitions of the consumer's one
+/// queue) or `queued.max.messages.kbytes` (64 MiB); those bounds stay as shipped. librdkafka's
+/// 1 s is longer than the console takes to work through the 100,000 queued (0.7 s at 150,000
+/// events/s), so a backlog drained in bursts with the queue empty in between: 121,000 events/s
+/// with the journal, 160,000 with 50 ms (docs/performance.md, 2026-12-08). At 50 ms the queue
+/// never runs dry while it is refilled; `-X fetch.queue.backoff.ms=...` overrides it.
+pub const FETCH_QUEUE_BACKOFF_MS: &str = "50";
+
 /// The shipped group session: see `start`.
 pub const SESSION_TIMEOUT_MS: u32 = 6000;
 pub const HEARTBEAT_INTERVAL_MS: u32 = 2000;
@@ -625,7 +634,8 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> anyhow::Result<Kaf
         // data arrives, so this only paces idle polling; the embedded broker (librdkafka's mock)
         // always waits it out, which at librdkafka's 500 ms made a quiet stream's events
         // 250 ms late on average. 50 ms keeps that small for one request per broker per 50 ms.
-        .set("fetch.wait.max.ms", "50");
+        .set("fetch.wait.max.ms", "50")
+        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
     // The new consumer protocol (KIP-848) keeps the session at the broker
     // (`group.consumer.session.timeout.ms`) and refuses it on the client.
     if config
@@ -1070,7 +1080,8 @@ pub fn start_observer(
             "statistics.interval.ms",
             config.kafka.statistics_interval_ms.to_string(),
         )
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
     apply_passthrough(&mut client, config, true);
     // After the passthrough: an observer must never commit, whatever `-X` says. librdkafka
     // wants a `group.id` even for `assign`; one unique to this process is never joined and,
