@@ -270,7 +270,7 @@ fn a_journal_from_a_newer_release_is_refused() {
         JournalError::TooNew {
             path: path.clone(),
             found: 99,
-            supported: 5
+            supported: 6
         }
     );
     assert_helpful(&error, &path, "upgrade");

@@ -23,37 +23,32 @@ use incident_notify::{AttemptOutcome, Delivery, DeliveryChange};
 /// which that layout does not cover, go through chrono.
 pub fn time_text(at: &Timestamp) -> String {
     use chrono::{Datelike, Timelike};
-    let (year, nanos) = (at.year(), at.nanosecond());
+    // The date and time once: each accessor of a `DateTime` works the local time out again.
+    let naive = at.naive_utc();
+    let (date, time) = (naive.date(), naive.time());
+    let (year, nanos) = (date.year(), time.nanosecond());
     if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
         return at.to_rfc3339_opts(SecondsFormat::Micros, true);
     }
-    let mut text = [0u8; 27];
-    let mut put = |at: usize, value: u32, digits: usize| {
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    let mut put = |end: usize, value: u32| {
         let mut value = value;
-        for place in (at..at + digits).rev() {
-            text[place] = b'0' + (value % 10) as u8;
+        for place in text[..end].iter_mut().rev() {
+            if !place.is_ascii_digit() {
+                break;
+            }
+            *place = b'0' + (value % 10) as u8;
             value /= 10;
         }
     };
-    put(0, year as u32, 4);
-    put(5, at.month(), 2);
-    put(8, at.day(), 2);
-    put(11, at.hour(), 2);
-    put(14, at.minute(), 2);
-    put(17, at.second(), 2);
-    put(20, nanos / 1_000, 6);
-    for (place, separator) in [
-        (4, b'-'),
-        (7, b'-'),
-        (10, b'T'),
-        (13, b':'),
-        (16, b':'),
-        (19, b'.'),
-    ] {
-        text[place] = separator;
-    }
-    text[26] = b'Z';
-    text.iter().map(|&byte| char::from(byte)).collect()
+    put(4, year as u32);
+    put(7, date.month());
+    put(10, date.day());
+    put(13, time.hour());
+    put(16, time.minute());
+    put(19, time.second());
+    put(26, nanos / 1_000);
+    String::from_utf8(text.to_vec()).expect("ASCII digits and separators")
 }
 
 fn parse_time(path: &Path, text: &str) -> Result<Timestamp, JournalError> {
