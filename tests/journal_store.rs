@@ -620,18 +620,24 @@ fn prune_deletes_old_records_but_keeps_open_escalations() {
     assert_eq!(count(&path, "delivery_attempts"), 0);
 }
 
-/// The indexes of `events` a journal has (SQLite's own for UNIQUE left out).
-fn event_indexes(path: &std::path::Path) -> Vec<String> {
+/// The first column of every row `sql` returns.
+fn names(path: &std::path::Path, sql: &str) -> Vec<String> {
     inspect(path)
-        .prepare(
-            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'
-             AND name NOT LIKE 'sqlite_%' ORDER BY name",
-        )
+        .prepare(sql)
         .unwrap()
         .query_map([], |r| r.get(0))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap()
+}
+
+/// The indexes of `events` a journal has (SQLite's own for UNIQUE left out).
+fn event_indexes(path: &std::path::Path) -> Vec<String> {
+    names(
+        path,
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'
+         AND name NOT LIKE 'sqlite_%' ORDER BY name",
+    )
 }
 
 /// Retention takes events in the order they were journaled, up to the first one inside it,
@@ -682,15 +688,10 @@ fn prune_takes_events_in_journal_order_without_an_index_by_time() {
 
 /// The columns of index `name`, in order.
 fn index_columns(path: &std::path::Path, name: &str) -> Vec<String> {
-    inspect(path)
-        .prepare(&format!(
-            "SELECT name FROM pragma_index_info('{name}') ORDER BY seqno"
-        ))
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap()
+    names(
+        path,
+        &format!("SELECT name FROM pragma_index_info('{name}') ORDER BY seqno"),
+    )
 }
 
 /// An incident's events are found by their incident alone (schema version 6): the time in
