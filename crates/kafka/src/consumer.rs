@@ -248,6 +248,10 @@ const CONSUMER_ONLY_PREFIXES: [&str; 9] = [
 /// never runs dry while it is refilled; `-X fetch.queue.backoff.ms=...` overrides it.
 pub const FETCH_QUEUE_BACKOFF_MS: &str = "50";
 
+/// What both incident consumers (the group's and an observer's) take under the operator's `-X`.
+const INCIDENT_CONSUMER_DEFAULTS: &[(&str, &str)] =
+    &[("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)];
+
 /// The shipped group session: see `start`.
 pub const SESSION_TIMEOUT_MS: u32 = 6000;
 pub const HEARTBEAT_INTERVAL_MS: u32 = 2000;
@@ -613,7 +617,7 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> anyhow::Result<Kaf
         fetched,
         context,
     } = Shared::new(config, config.kafka.group_id.clone());
-    let mut client = client_config(config, true);
+    let mut client = client_config_under(config, true, INCIDENT_CONSUMER_DEFAULTS);
     client
         .set("group.id", &config.kafka.group_id)
         .set("auto.offset.reset", &config.kafka.auto_offset_reset)
@@ -634,8 +638,7 @@ pub fn start(config: &Config, stop: watch::Receiver<bool>) -> anyhow::Result<Kaf
         // data arrives, so this only paces idle polling; the embedded broker (librdkafka's mock)
         // always waits it out, which at librdkafka's 500 ms made a quiet stream's events
         // 250 ms late on average. 50 ms keeps that small for one request per broker per 50 ms.
-        .set("fetch.wait.max.ms", "50")
-        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
+        .set("fetch.wait.max.ms", "50");
     // The new consumer protocol (KIP-848) keeps the session at the broker
     // (`group.consumer.session.timeout.ms`) and refuses it on the client.
     if config
@@ -879,7 +882,7 @@ struct TopicNames(Vec<Arc<str>>);
 
 impl TopicNames {
     fn name(&mut self, topic: &str) -> Arc<str> {
-        if let Some(known) = self.0.iter().find(|known| ***known == *topic) {
+        if let Some(known) = self.0.iter().find(|known| &***known == topic) {
             return Arc::clone(known);
         }
         let name: Arc<str> = topic.into();
@@ -1074,14 +1077,13 @@ pub fn start_observer(
         fetched,
         context,
     } = Shared::new(config, "(none: observer)".into());
-    let mut client = client_config(config, true);
+    let mut client = client_config_under(config, true, INCIDENT_CONSUMER_DEFAULTS);
     client
         .set(
             "statistics.interval.ms",
             config.kafka.statistics_interval_ms.to_string(),
         )
-        .set("enable.partition.eof", "false")
-        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
+        .set("enable.partition.eof", "false");
     apply_passthrough(&mut client, config, true);
     // After the passthrough: an observer must never commit, whatever `-X` says. librdkafka
     // wants a `group.id` even for `assign`; one unique to this process is never joined and,
